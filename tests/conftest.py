@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import S3_ENV, RedisServer, S3Server, redis_server, s3_server
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    """A real redis-server process for the whole session; tests use distinct key prefixes."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 API server over HTTP for the whole session; tests use distinct buckets."""
+    for key, value in S3_ENV.items():
+        os.environ.setdefault(key, value)
+    with s3_server() as server:
+        yield server

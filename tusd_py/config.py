@@ -1,0 +1,81 @@
+"""One typed configuration object; the CLI and `create_app` both build on it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"(?P<n>\d+)(?P<unit>[KMGT]i?B?|B)?", re.IGNORECASE)
+_UNIT_BYTES = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '15m', '24h', '7d', '250ms' or plain seconds -> seconds."""
+    m = _DURATION.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 24h, 7d)")
+    return float(m["n"]) * _UNIT_SECONDS[m["unit"]]
+
+
+def parse_size(text: str) -> int:
+    """'8MiB', '5M', '1G', '1024' -> bytes (binary units)."""
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"not a size: {text!r} (use e.g. 1024, 8MiB, 5GiB)")
+    unit = (m["unit"] or "").lower()[:1]
+    return int(m["n"]) * _UNIT_BYTES[unit]
+
+
+@dataclass
+class Config:
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_path: str = "/files/"
+    behind_proxy: bool = False
+    cors_origins: list[str] = field(default_factory=lambda: ["*"])
+    cors_allow_credentials: bool = False
+    log_level: LogLevel = "info"
+
+    # Limits and timeouts (seconds)
+    max_size: int = 0  # 0 = unlimited
+    max_metadata_size: int = 8192
+    expiration: float = 24 * 3600.0  # 0 = uploads never expire
+    expiration_sweep_interval: float = 300.0
+    read_timeout: float = 60.0  # a PATCH body that sends nothing this long is cut off
+    lock_acquire_timeout: float = 10.0
+    lock_lease: float = 15.0  # Redis lease; renewed while the holder works
+
+    # Storage: local files by default, S3 when s3_bucket is set
+    upload_dir: str = "./data"
+    s3_bucket: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_prefix: str = ""
+    s3_part_size: int = 8 * 1024**2
+    s3_max_concurrency: int = 4
+
+    # Shared state: Redis when redis_url is set, else local state beside the data
+    redis_url: str | None = None
+    redis_prefix: str = "tusd"
+
+    def __post_init__(self) -> None:
+        if not self.base_path.startswith("/"):
+            self.base_path = "/" + self.base_path
+        if not self.base_path.endswith("/"):
+            self.base_path += "/"
+        if self.max_size < 0:
+            raise ValueError("max_size must be >= 0")
+
+    @property
+    def storage_kind(self) -> Literal["file", "s3"]:
+        return "s3" if self.s3_bucket else "file"
+
+    @property
+    def state_kind(self) -> Literal["local", "redis"]:
+        return "redis" if self.redis_url else "local"

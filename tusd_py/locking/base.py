@@ -1,0 +1,43 @@
+"""Per-upload locks with handover.
+
+Every request that touches an upload holds its lock. A request that finds the lock taken asks the
+holder to let go (`on_release_request` of the holder is called, in this process or, with Redis,
+in whichever instance holds it); the holder stops reading its body, commits what it has and
+releases. Only when that does not happen within the acquire timeout does the newcomer get 423.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+ReleaseRequest = Callable[[], None]
+
+
+class Lock(ABC):
+    """A held lock: a lease identified by a random token."""
+
+    upload_id: str
+    token: str
+
+    @property
+    @abstractmethod
+    def valid(self) -> bool:
+        """False once the lease is known lost (expired, taken over, released)."""
+
+    @abstractmethod
+    async def release(self) -> None:
+        """Let go; does nothing when the lock is no longer ours."""
+
+
+class Locker(ABC):
+    @abstractmethod
+    async def acquire(self, upload_id: str, on_release_request: ReleaseRequest) -> Lock:
+        """Take the upload's lock, asking a current holder to hand over.
+
+        `on_release_request` is called (at most once is not guaranteed) when another request wants
+        this lock or when the lease is lost. Raises a 423 `TusError` after the acquire timeout.
+        """
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop background work (renewal, subscriptions)."""

@@ -1,0 +1,46 @@
+"""Upload state: info and the committed offset, shared by every request for an upload."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from tusd_py.info import UploadInfo
+from tusd_py.locking.base import Lock
+
+
+class StateStore(ABC):
+    """Where the authoritative info and committed offset of each upload live.
+
+    The offset moves only forward and only for the current lock holder (`lock` is checked in the
+    same step as the write). `get` rebuilds state from the data store when it is missing.
+    """
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect. Called once at app start."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Disconnect. Called once at app shutdown."""
+
+    @abstractmethod
+    async def create(self, info: UploadInfo) -> None:
+        """Record a new upload (its data-store side already exists)."""
+
+    @abstractmethod
+    async def get(self, upload_id: str) -> UploadInfo | None:
+        """The upload's current info, or None when neither state nor storage knows it."""
+
+    @abstractmethod
+    async def commit(self, info: UploadInfo, offset: int, lock: Lock) -> None:
+        """Move the committed offset forward to `offset` and persist `info.expires_at`.
+
+        Raises `lock_lost` when `lock` is no longer the holder; never moves an offset backwards.
+        On success `info.offset` is `offset`.
+        """
+
+    @abstractmethod
+    async def update(self, info: UploadInfo, lock: Lock | None) -> None:
+        """Persist changed info fields (declared length, storage details), keeping the offset."""
+
+    @abstractmethod
+    async def delete(self, upload_id: str) -> None:
+        """Forget the upload."""
