@@ -63,7 +63,10 @@ class DataStore(ABC):
         """
 
     async def finish(self, info: UploadInfo) -> None:  # noqa: B027 - optional hook
-        """Called once the last byte is committed (S3 completes the multipart upload here)."""
+        """Called when the last byte is committed (S3 completes the multipart upload here).
+
+        May be called again for an upload already finished (a retry after a failure): idempotent.
+        """
 
     @abstractmethod
     async def terminate(self, info: UploadInfo) -> None:

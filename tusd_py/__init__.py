@@ -1,0 +1,10 @@
+"""tusd-py: a tus resumable-upload server for local files or S3, with shared state in Redis."""
+
+from tusd_py.app import create_app
+from tusd_py.config import Config
+from tusd_py.errors import TusError
+from tusd_py.info import UploadInfo
+from tusd_py.stores.base import Capability, DataStore
+from tusd_py.stores.file import FileStore
+
+__all__ = ["Capability", "Config", "DataStore", "FileStore", "TusError", "UploadInfo", "create_app"]

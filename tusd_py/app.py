@@ -1,0 +1,134 @@
+"""`create_app(config)`: the tus server as a Starlette app, also the embedding API."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+from tusd_py.config import Config
+from tusd_py.expiry import running_sweep
+from tusd_py.locking.base import Locker
+from tusd_py.locking.memory import MemoryLocker
+from tusd_py.protocol.context import TusContext
+from tusd_py.protocol.endpoint import TusEndpoint
+from tusd_py.state.base import StateStore
+from tusd_py.state.local import LocalState
+from tusd_py.stores.base import DataStore
+from tusd_py.stores.file import FileStore
+
+# Browsers may send and read these; see PROTOCOL.md "What real clients do".
+CORS_ALLOW_HEADERS = [
+    "Authorization",
+    "Origin",
+    "X-Requested-With",
+    "X-Request-ID",
+    "X-HTTP-Method-Override",
+    "Content-Type",
+    "Upload-Length",
+    "Upload-Offset",
+    "Tus-Resumable",
+    "Upload-Metadata",
+    "Upload-Defer-Length",
+    "Upload-Concat",
+    "Upload-Checksum",
+    "Upload-Complete",
+    "Upload-Incomplete",
+    "Upload-Draft-Interop-Version",
+]
+CORS_EXPOSE_HEADERS = [
+    "Upload-Offset",
+    "Location",
+    "Upload-Length",
+    "Tus-Version",
+    "Tus-Resumable",
+    "Tus-Max-Size",
+    "Tus-Extension",
+    "Upload-Metadata",
+    "Upload-Defer-Length",
+    "Upload-Concat",
+    "Upload-Expires",
+    "Upload-Complete",
+    "Upload-Incomplete",
+    "Upload-Limit",
+    "Upload-Draft-Interop-Version",
+    "Tus-Checksum-Algorithm",
+    "Content-Disposition",
+    "Content-Range",
+    "Retry-After",
+]
+CORS_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"]
+
+
+def build_store(config: Config) -> DataStore:
+    if config.storage_kind == "s3":
+        from tusd_py.stores.s3 import S3Store
+
+        return S3Store.from_config(config)
+    return FileStore(config.upload_dir)
+
+
+def build_state(config: Config, store: DataStore) -> tuple[StateStore, Locker]:
+    if config.state_kind == "redis":
+        from tusd_py.redis_backends import build_redis_backends
+
+        return build_redis_backends(config, store)
+    return LocalState(store), MemoryLocker(config.lock_acquire_timeout)
+
+
+def build_context(config: Config) -> TusContext:
+    store = build_store(config)
+    state, locker = build_state(config, store)
+    return TusContext(config=config, store=store, state=state, locker=locker)
+
+
+def create_app(config: Config | None = None, *, context: TusContext | None = None) -> Starlette:
+    """The tus server: the endpoint at `config.base_path`, CORS, and store lifecycles.
+
+    Mount it in another Starlette/FastAPI app with `Mount("/uploads", app=create_app(cfg))`;
+    `Location` headers follow the mount point.
+    """
+    config = config or Config()
+    ctx = context or build_context(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await ctx.store.open()
+        await ctx.state.open()
+        try:
+            async with running_sweep(ctx):
+                yield
+        finally:
+            ctx.stop_all_readers()
+            await ctx.locker.close()
+            await ctx.state.close()
+            await ctx.store.close()
+
+    async def health(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok\n")
+
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=config.cors_origins,
+        allow_credentials=config.cors_allow_credentials,
+        allow_methods=CORS_METHODS,
+        allow_headers=CORS_ALLOW_HEADERS,
+        expose_headers=CORS_EXPOSE_HEADERS,
+        max_age=86400,
+    )
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Mount(config.base_path.rstrip("/"), app=TusEndpoint(ctx)),
+        ],
+        middleware=[cors] if config.cors_origins else [],
+        lifespan=lifespan,
+    )
+    app.state.tus = ctx
+    return app

@@ -1,0 +1,163 @@
+"""`tusd-py`: a thin click command over `Config` and uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from types import FrameType
+from typing import Any
+
+import click
+import uvicorn
+
+from tusd_py.app import create_app
+from tusd_py.config import Config, parse_duration, parse_size
+from tusd_py.protocol.context import TusContext
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+class _Server(uvicorn.Server):
+    """On SIGINT/SIGTERM, end in-flight PATCH bodies at once so they commit and answer."""
+
+    tus: TusContext
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.tus.stop_all_readers()
+        super().handle_exit(sig, frame)
+
+
+@click.command(context_settings={"auto_envvar_prefix": "TUSD", "show_default": True})
+@click.option("--host", default="127.0.0.1", help="Address to listen on.")
+@click.option("--port", default=8080, type=int, help="Port to listen on; 0 picks a free port.")
+@click.option("--base-path", default="/files/", help="Path of the tus endpoint.")
+@click.option("--upload-dir", default="./data", help="Directory of the local file store.")
+@click.option(
+    "--max-size",
+    default="0",
+    callback=_size,
+    help="Largest upload accepted (0 = no limit), e.g. 5GiB.",
+)
+@click.option(
+    "--expiration",
+    default="24h",
+    callback=_duration,
+    help="Unfinished uploads expire this long after their last change (0 = never).",
+)
+@click.option(
+    "--read-timeout",
+    default="60s",
+    callback=_duration,
+    help="Cut off a request body that sends nothing for this long.",
+)
+@click.option(
+    "--lock-acquire-timeout",
+    default="10s",
+    callback=_duration,
+    help="How long a request waits for a busy upload before 423.",
+)
+@click.option(
+    "--lock-lease",
+    default="15s",
+    callback=_duration,
+    help="Redis lock lease; a crashed holder's lock frees after this.",
+)
+@click.option(
+    "--cors-origins",
+    default="*",
+    help="Comma-separated origins allowed by CORS ('*' = any, '' = CORS off).",
+)
+@click.option(
+    "--cors-credentials/--no-cors-credentials",
+    default=False,
+    help="Allow credentialed CORS requests.",
+)
+@click.option(
+    "--behind-proxy/--no-behind-proxy",
+    default=False,
+    help="Trust Forwarded / X-Forwarded-* for Location URLs.",
+)
+@click.option(
+    "--redis-url", default=None, help="Keep upload state and locks in this Redis (many instances)."
+)
+@click.option("--redis-prefix", default="tusd", help="Prefix of every Redis key.")
+@click.option(
+    "--s3-bucket", default=None, help="Store uploads in this S3 bucket instead of local files."
+)
+@click.option(
+    "--s3-endpoint", default=None, help="S3 endpoint URL for S3-compatible stores (path-style)."
+)
+@click.option("--s3-region", default=None, help="S3 region.")
+@click.option("--s3-prefix", default="", help="Key prefix for objects in the bucket.")
+@click.option(
+    "--s3-part-size",
+    default="8MiB",
+    callback=_size,
+    help="S3 multipart part size (grown to fit 10,000 parts).",
+)
+@click.option(
+    "--s3-max-concurrency", default=4, type=int, help="S3 part uploads in flight per upload."
+)
+@click.option(
+    "--log-level",
+    default="info",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log level.",
+)
+def main(**options: Any) -> None:
+    """Run a tus resumable-upload server."""
+    cors = options.pop("cors_origins")
+    options["cors_origins"] = [o.strip() for o in cors.split(",") if o.strip()]
+    options["cors_allow_credentials"] = options.pop("cors_credentials")
+    run(Config(**options))
+
+
+def run(config: Config) -> None:
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if config.storage_kind == "s3" and config.state_kind == "local":
+        logging.getLogger("tusd_py").warning(
+            "S3 storage without --redis-url keeps upload state in this process: "
+            "run a single instance, or add Redis to scale out"
+        )
+    app = create_app(config)
+    # Bind first so --port 0 can report the port it got before serving.
+    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    host, port = sock.getsockname()[:2]
+    uv_config = uvicorn.Config(
+        app,
+        log_level=config.log_level,
+        access_log=config.log_level == "debug",
+        timeout_graceful_shutdown=30,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+    server = _Server(uv_config)
+    server.tus = app.state.tus
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"tusd-py listening on http://{shown_host}:{port}{config.base_path}", flush=True)
+    server.run(sockets=[sock])
+    sys.exit(0 if server.started else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""Redis locker: per-upload leases with tokens, renewed while held, handed over across instances.
+
+- Acquire is one Lua script: take the lease (SET PX) when free, else mark that someone waits and
+  publish a release request naming the holder's token. Every instance subscribes to one channel
+  per prefix and forwards a request to the local holder with that token, if it has one.
+- A releaser deletes the lease only if the token is still its own and, when a waiter has marked
+  itself, publishes "free" so the waiter retries at once instead of at its next poll.
+- Waiters also poll with a short backoff capped by the lease's remaining time, so a crashed
+  holder's lease is taken over right after it expires and lost messages cost only a poll.
+- A background task per held lock renews the lease at a third of its length; a renewal that
+  finds another token (or cannot reach Redis before the lease ends) marks the lock invalid and
+  asks the holder to stop. State writes check the token in Redis, so a stale holder never wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from tusd_py.errors import TusError, locked
+from tusd_py.locking.base import Lock, Locker, ReleaseRequest
+from tusd_py.redis_client import (
+    CloseHook,
+    check_prefix,
+    lock_key,
+    make_client,
+    redis_errors,
+    text,
+    upload_key,
+)
+
+log = logging.getLogger(__name__)
+
+# Waiters poll between these bounds; "free" messages usually wake them well before.
+MIN_POLL = 0.02
+MAX_POLL = 0.25
+# Ask the same holder again this often, in case the first request was lost (pub/sub is
+# fire-and-forget and the holder's instance may have been reconnecting).
+REASK_INTERVAL = 1.0
+# How long a waiter's mark lives; refreshed on every attempt, so it only has to outlive a poll.
+WAIT_MARK_MS = 2000
+# How long an acquire waits for this instance's subscription before going ahead anyway.
+SUBSCRIBE_WAIT = 0.5
+
+# KEYS: lock, wait mark. ARGV: token, lease ms, wait-mark ms, channel, upload id, holder the
+# caller asked last time, "1" to ask even the same holder again.
+# Taking a lease we already hold succeeds, which makes a retried call harmless.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1, '', 0}
+end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+if holder ~= ARGV[6] or ARGV[7] == '1' then
+  redis.call('PUBLISH', ARGV[4], 'release ' .. ARGV[5] .. ' ' .. holder)
+end
+return {0, holder, redis.call('PTTL', KEYS[1])}
+"""
+
+# KEYS: lock. ARGV: token, lease ms.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS: lock, wait mark. ARGV: token, channel, upload id.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('PUBLISH', ARGV[2], 'free ' .. ARGV[3])
+  end
+  return 1
+end
+return 0
+"""
+
+
+class RedisLock(Lock):
+    def __init__(
+        self,
+        locker: RedisLocker,
+        upload_id: str,
+        token: str,
+        on_release_request: ReleaseRequest,
+        deadline: float,
+    ) -> None:
+        self.upload_id = upload_id
+        self.token = token
+        self._locker = locker
+        self._on_release_request = on_release_request
+        # time.monotonic() by which the lease has surely ended unless renewed: measured from
+        # before the request was sent, so it errs on the early side.
+        self._deadline = deadline
+        self._lost = False
+        self._released = False
+        self._renewal: asyncio.Task[None] | None = None
+
+    @property
+    def valid(self) -> bool:
+        return not self._lost and not self._released and time.monotonic() < self._deadline
+
+    def request_release(self) -> None:
+        try:
+            self._on_release_request()
+        except Exception:
+            log.exception("on_release_request of upload %s failed", self.upload_id)
+
+    def lose(self) -> None:
+        if self._lost or self._released:
+            return
+        self._lost = True
+        log.warning("lost the lock of upload %s (lease expired or taken over)", self.upload_id)
+        self.request_release()
+
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._locker._forget(self)
+        # Shielded: a request cancelled in its `finally` should still hand the lock back
+        # rather than make the next request wait for the lease to run out.
+        try:
+            await asyncio.shield(self._locker._release(self))
+        except TusError as exc:
+            log.warning("could not release upload %s (lease will expire): %s", self.upload_id, exc)
+
+
+class RedisLocker(Locker):
+    def __init__(
+        self,
+        redis: Redis | str,
+        prefix: str = "tusd",
+        *,
+        lease: float = 15.0,
+        acquire_timeout: float = 10.0,
+        on_close: CloseHook | None = None,
+    ) -> None:
+        """`redis` is a client (closed by `on_close`, if given) or a URL (client owned here)."""
+        if isinstance(redis, str):
+            redis = make_client(redis)
+            on_close = redis.aclose
+        if lease <= 0 or acquire_timeout < 0:
+            raise ValueError("lease must be > 0 and acquire_timeout >= 0")
+        self._client = redis
+        self._on_close = on_close
+        self.prefix = check_prefix(prefix)
+        self.lease = lease
+        self.acquire_timeout = acquire_timeout
+        self.channel = f"{self.prefix}:locks"
+        self._acquire_script = redis.register_script(_ACQUIRE)
+        self._renew_script = redis.register_script(_RENEW)
+        self._release_script = redis.register_script(_RELEASE)
+        self._held: dict[str, RedisLock] = {}  # by token
+        self._waiters: dict[str, set[asyncio.Event]] = {}  # by upload id
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._closed = False
+
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease * 1000))
+
+    async def open(self) -> None:
+        """Subscribe to release requests now rather than on the first acquire."""
+        await self._ensure_listener()
+
+    async def acquire(self, upload_id: str, on_release_request: ReleaseRequest) -> Lock:
+        if self._closed:
+            raise RuntimeError("RedisLocker is closed")
+        await self._ensure_listener()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.acquire_timeout
+        token = secrets.token_hex(16)
+        keys = [lock_key(self.prefix, upload_id), upload_key(self.prefix, upload_id, "wait")]
+        wake = asyncio.Event()
+        self._waiters.setdefault(upload_id, set()).add(wake)
+        last_holder = ""
+        last_ask = -math.inf
+        delay = MIN_POLL
+        try:
+            while True:
+                # Cleared before the attempt so that a "free" arriving while it runs is kept.
+                wake.clear()
+                now = loop.time()
+                force = now - last_ask >= REASK_INTERVAL
+                sent = time.monotonic()
+                with redis_errors():
+                    reply: list[Any] = await self._acquire_script(
+                        keys=keys,
+                        args=[
+                            token,
+                            self._lease_ms,
+                            WAIT_MARK_MS,
+                            self.channel,
+                            upload_id,
+                            last_holder,
+                            "1" if force else "0",
+                        ],
+                    )
+                if int(reply[0]) == 1:
+                    return self._hold(upload_id, token, on_release_request, sent + self.lease)
+                holder = text(reply[1])
+                if force or holder != last_holder:
+                    last_ask = now
+                last_holder = holder
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise locked(upload_id)
+                pause = min(delay, remaining)
+                pttl = int(reply[2])
+                if pttl >= 0:
+                    # Try again right after a crashed holder's lease runs out.
+                    pause = min(pause, pttl / 1000 + 0.002)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await wake.wait()
+                delay = min(delay * 2, MAX_POLL)
+        finally:
+            waiters = self._waiters.get(upload_id)
+            if waiters is not None:
+                waiters.discard(wake)
+                if not waiters:
+                    del self._waiters[upload_id]
+
+    async def close(self) -> None:
+        """Stop listening and renewing. Held leases are not released: they expire, as after a
+        crash, since their holders may still be writing."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks: list[asyncio.Task[None]] = []
+        if self._listener is not None:
+            tasks.append(self._listener)
+        for lock in list(self._held.values()):
+            lock._lost = True
+            if lock._renewal is not None:
+                tasks.append(lock._renewal)
+        self._held.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._on_close is not None:
+            await self._on_close()
+
+    # -- held locks -----------------------------------------------------------------------
+
+    def _hold(
+        self, upload_id: str, token: str, on_release_request: ReleaseRequest, deadline: float
+    ) -> RedisLock:
+        lock = RedisLock(self, upload_id, token, on_release_request, deadline)
+        self._held[token] = lock
+        lock._renewal = asyncio.create_task(self._renew(lock), name=f"tusd-lock-renew-{upload_id}")
+        return lock
+
+    def _forget(self, lock: RedisLock) -> None:
+        self._held.pop(lock.token, None)
+        if lock._renewal is not None:
+            lock._renewal.cancel()
+
+    async def _release(self, lock: RedisLock) -> None:
+        with redis_errors():
+            await self._release_script(
+                keys=[
+                    lock_key(self.prefix, lock.upload_id),
+                    upload_key(self.prefix, lock.upload_id, "wait"),
+                ],
+                args=[lock.token, self.channel, lock.upload_id],
+            )
+
+    async def _renew(self, lock: RedisLock) -> None:
+        interval = self.lease / 3
+        pause = interval
+        key = lock_key(self.prefix, lock.upload_id)
+        while True:
+            await asyncio.sleep(pause)
+            sent = time.monotonic()
+            try:
+                renewed = await self._renew_script(keys=[key], args=[lock.token, self._lease_ms])
+            except RedisError as exc:
+                if time.monotonic() >= lock._deadline:
+                    lock.lose()
+                    return
+                log.warning("could not renew the lock of upload %s: %s", lock.upload_id, exc)
+                # Keep trying, more often, while the lease may still be ours.
+                pause = min(interval, 0.5)
+                continue
+            if not int(renewed):
+                lock.lose()
+                return
+            lock._deadline = sent + self.lease
+            pause = interval
+
+    # -- release requests and "free" notices ----------------------------------------------
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="tusd-lock-listener")
+        if not self._subscribed.is_set():
+            # Without the subscription handover still works, through re-asks; just slower.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SUBSCRIBE_WAIT):
+                    await self._subscribed.wait()
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._subscribed.set()
+                        backoff = 0.1
+                    elif message["type"] == "message":
+                        self._dispatch(text(message["data"]))
+            except RedisError as exc:
+                if self._subscribed.is_set():
+                    log.warning("lost the Redis subscription for lock handover: %s", exc)
+            except Exception:
+                log.exception("lock handover listener failed; restarting it")
+            finally:
+                self._subscribed.clear()
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _dispatch(self, message: str) -> None:
+        kind, _, rest = message.partition(" ")
+        if kind == "release":
+            upload_id, _, token = rest.partition(" ")
+            lock = self._held.get(token)
+            if lock is not None and lock.upload_id == upload_id:
+                lock.request_release()
+        elif kind == "free":
+            for wake in self._waiters.get(rest, ()):
+                wake.set()

@@ -1,0 +1,1 @@
+"""The tus protocol layer: headers, handlers, and the endpoint that dispatches to them."""

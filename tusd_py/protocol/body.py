@@ -1,0 +1,93 @@
+"""Streaming, interruptible reading of a request body straight from ASGI `receive`.
+
+A PATCH body can be gigabytes, its client can vanish or go silent, and another request may need
+the upload's lock. The reader therefore ends its stream — normally, so everything received so far
+is stored and committed — when the client disconnects, when `stop()` is called (lock handover,
+lost lease, server shutdown) or when nothing arrives for `idle_timeout` seconds. Bytes beyond
+`limit` are never yielded: they raise a 413 instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from starlette.types import Receive
+
+from tusd_py.errors import TusError
+
+
+class BodyReader:
+    def __init__(self, receive: Receive, limit: int | None, idle_timeout: float) -> None:
+        self._receive = receive
+        self.limit = limit
+        self._idle_timeout = idle_timeout
+        self._task: asyncio.Task[object] | None = None
+        self._waiting = False
+        self._stopping = False
+        self._last_activity = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.received = 0
+        self.complete = False  # the client sent its whole body
+        self.disconnected = False
+        self.stop_reason: str | None = None
+
+    def stop(self, reason: str = "stopped") -> None:
+        """End the stream as soon as possible, keeping what was received."""
+        if self._stopping or self.complete:
+            return
+        self._stopping = True
+        self.stop_reason = reason
+        # Only a task parked in receive() is cancelled; one busy elsewhere sees the flag next turn.
+        if self._waiting and self._task is not None:
+            self._task.cancel()
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._last_activity
+        if idle >= self._idle_timeout:
+            self.stop("idle")
+        else:
+            self._watchdog = loop.call_later(self._idle_timeout - idle, self._check_idle)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._last_activity = loop.time()
+        if self._idle_timeout > 0:
+            self._watchdog = loop.call_later(self._idle_timeout, self._check_idle)
+        try:
+            while not self._stopping:
+                self._waiting = True
+                try:
+                    message = await self._receive()
+                except asyncio.CancelledError:
+                    if not self._stopping and self._task is not None:
+                        # Cancelled from outside (server shutdown): keep the bytes, end here.
+                        self.stop_reason = "cancelled"
+                    if self._task is not None:
+                        self._task.uncancel()
+                    return
+                finally:
+                    self._waiting = False
+                if message["type"] == "http.disconnect":
+                    self.disconnected = True
+                    return
+                chunk: bytes = message.get("body", b"")
+                if chunk:
+                    self._last_activity = loop.time()
+                    self.received += len(chunk)
+                    if self.limit is not None and self.received > self.limit:
+                        raise TusError(
+                            413,
+                            "body-too-large",
+                            f"the request body goes {self.received - self.limit} bytes or more "
+                            "past the upload's length",
+                        )
+                    yield chunk
+                if not message.get("more_body", False):
+                    self.complete = True
+                    return
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()

@@ -1,0 +1,69 @@
+"""What every handler works with: the configuration and the store / state / locker interfaces."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+
+from tusd_py.config import Config
+from tusd_py.errors import gone, not_found
+from tusd_py.info import UploadInfo
+from tusd_py.locking.base import Locker
+from tusd_py.protocol.body import BodyReader
+from tusd_py.state.base import StateStore
+from tusd_py.stores.base import Capability, DataStore
+
+
+@dataclass
+class TusContext:
+    config: Config
+    store: DataStore
+    state: StateStore
+    locker: Locker
+    # Bodies being read right now, so a shutdown can end them and keep their bytes.
+    active_readers: weakref.WeakSet[BodyReader] = field(default_factory=weakref.WeakSet)
+
+    @property
+    def extensions(self) -> list[str]:
+        caps = self.store.capabilities
+        names = ["creation", "creation-with-upload"]
+        if Capability.DEFER_LENGTH in caps:
+            names.append("creation-defer-length")
+        if Capability.TERMINATION in caps:
+            names.append("termination")
+        if self.config.expiration > 0:
+            names.append("expiration")
+        if Capability.CHECKSUM in caps:
+            names.append("checksum")
+        if Capability.CONCATENATION in caps:
+            names += ["concatenation", "concatenation-unfinished"]
+        return names
+
+    def new_expiry(self) -> float | None:
+        return time.time() + self.config.expiration if self.config.expiration > 0 else None
+
+    def reader(self, reader: BodyReader) -> BodyReader:
+        self.active_readers.add(reader)
+        return reader
+
+    def stop_all_readers(self) -> None:
+        for reader in list(self.active_readers):
+            reader.stop("shutdown")
+
+    async def existing(self, upload_id: str) -> UploadInfo:
+        """The upload's info; 404 when unknown, 410 when it expired unfinished."""
+        info = await self.state.get(upload_id)
+        if info is None:
+            raise not_found(upload_id)
+        if is_expired(info):
+            raise gone(upload_id)
+        return info
+
+
+def is_expired(info: UploadInfo, now: float | None = None) -> bool:
+    return (
+        info.expires_at is not None
+        and not info.finished
+        and (now if now is not None else time.time()) >= info.expires_at
+    )

@@ -1,0 +1,131 @@
+"""GET: stream a finished upload, with Range, a safe Content-Type and Content-Disposition.
+
+An upload's bytes come from strangers, so nothing is ever served in a way a browser would run as
+HTML or script from this origin: only media types known to be inert are shown inline, everything
+else is an attachment, and `nosniff` plus a sandboxing CSP back that up.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from tusd_py.errors import TusError
+from tusd_py.info import UploadInfo
+from tusd_py.protocol.context import TusContext
+from tusd_py.protocol.headers import TUS_VERSION
+from tusd_py.stores.base import Capability
+
+_MEDIA_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+)
+_INLINE_TYPES = frozenset(
+    {
+        "text/plain",
+        "text/csv",
+        "application/pdf",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/bmp",
+        "audio/mpeg",
+        "audio/ogg",
+        "audio/wav",
+        "audio/webm",
+        "audio/aac",
+        "audio/flac",
+        "video/mp4",
+        "video/webm",
+        "video/ogg",
+        "video/quicktime",
+    }
+)
+_RANGE = re.compile(r"bytes=(?P<start>\d*)-(?P<end>\d*)")
+
+
+def content_type(info: UploadInfo) -> str:
+    declared = info.metadata.get("filetype", "").strip().lower()
+    return declared if _MEDIA_TYPE.fullmatch(declared) else "application/octet-stream"
+
+
+def content_disposition(info: UploadInfo, media_type: str) -> str:
+    kind = "inline" if media_type in _INLINE_TYPES else "attachment"
+    name = info.metadata.get("filename") or info.metadata.get("name")
+    if not name:
+        return kind
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """A single byte range as (start, end-exclusive); None means 'send everything'.
+
+    Multiple or malformed ranges are ignored (RFC 9110 allows that); an unsatisfiable one is 416.
+    """
+    if header is None:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None or (not match["start"] and not match["end"]):
+        return None
+    if not match["start"]:
+        suffix = int(match["end"])
+        if suffix == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - suffix), size
+    start = int(match["start"])
+    end = int(match["end"]) + 1 if match["end"] else size
+    if end <= start:
+        return None
+    if start >= size:
+        raise _unsatisfiable(size)
+    return start, min(end, size)
+
+
+def _unsatisfiable(size: int) -> TusError:
+    return TusError(
+        416,
+        "range-not-satisfiable",
+        f"the upload has {size} bytes",
+        {"Content-Range": f"bytes */{size}"},
+    )
+
+
+async def handle_download(ctx: TusContext, request: Request, upload_id: str) -> Response:
+    if Capability.DOWNLOAD not in ctx.store.capabilities:
+        raise TusError(405, "download-unsupported", "this server does not serve uploads back")
+    info = await ctx.existing(upload_id)
+    if not info.finished:
+        raise TusError(
+            409,
+            "upload-unfinished",
+            f"upload {upload_id!r} is not finished yet ({info.offset} of "
+            f"{'an unknown number of' if info.length is None else info.length} bytes received)",
+        )
+    size = info.length or 0
+    media_type = content_type(info)
+    headers = {
+        "Tus-Resumable": TUS_VERSION,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": content_disposition(info, media_type),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "Cache-Control": "no-store",
+    }
+    byte_range = parse_range(request.headers.get("range"), size)
+    status = 200
+    start, end = 0, size
+    if byte_range is not None:
+        start, end = byte_range
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD" or start == end:
+        return Response(b"", status_code=status, headers=headers, media_type=media_type)
+    return StreamingResponse(
+        ctx.store.read(info, start, end), status_code=status, headers=headers, media_type=media_type
+    )

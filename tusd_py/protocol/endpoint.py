@@ -1,0 +1,90 @@
+"""The tus endpoint as an ASGI app: picks the handler, maps every `TusError` to a response."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from tusd_py.errors import TusError
+from tusd_py.ids import is_valid_upload_id
+from tusd_py.protocol.context import TusContext
+from tusd_py.protocol.create import handle_create
+from tusd_py.protocol.delete import handle_delete
+from tusd_py.protocol.download import handle_download
+from tusd_py.protocol.head import handle_head
+from tusd_py.protocol.headers import check_tus_resumable
+from tusd_py.protocol.options import handle_options
+from tusd_py.protocol.patch import handle_patch
+from tusd_py.protocol.responses import error_response
+from tusd_py.protocol.urls import route_path
+
+log = logging.getLogger("tusd_py")
+
+_OVERRIDABLE = frozenset({"PATCH", "DELETE", "HEAD", "GET", "POST", "OPTIONS"})
+_COLLECTION_METHODS = "POST, OPTIONS"
+_UPLOAD_METHODS = "HEAD, PATCH, DELETE, GET, OPTIONS"
+
+
+def effective_method(request: Request) -> str:
+    """The request's method, or the one named by `X-HTTP-Method-Override` on a POST or GET."""
+    method = request.method
+    override = request.headers.get("x-http-method-override")
+    if override is not None and method in ("POST", "GET"):
+        override = override.strip().upper()
+        if override not in _OVERRIDABLE:
+            raise TusError(
+                400, "invalid-method-override", f"cannot override the method with {override!r}"
+            )
+        return override
+    return method
+
+
+def method_not_allowed(method: str, allowed: str) -> TusError:
+    return TusError(405, "method-not-allowed", f"{method} is not allowed here", {"Allow": allowed})
+
+
+class TusEndpoint:
+    def __init__(self, ctx: TusContext) -> None:
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self.dispatch(request)
+        except TusError as error:
+            response = error_response(error)
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            response = error_response(
+                TusError(
+                    500, "internal-error", "the server failed unexpectedly; the upload is unchanged"
+                )
+            )
+        await response(scope, receive, send)
+
+    async def dispatch(self, request: Request) -> Response:
+        ctx = self.ctx
+        method = effective_method(request)
+        sub_path = route_path(request).lstrip("/")
+        if method == "OPTIONS":
+            return await handle_options(ctx)
+        if sub_path == "":
+            if method != "POST":
+                raise method_not_allowed(method, _COLLECTION_METHODS)
+            check_tus_resumable(request.headers.get("tus-resumable"))
+            return await handle_create(ctx, request)
+        if not is_valid_upload_id(sub_path):
+            raise TusError(404, "upload-not-found", "the path does not name an upload")
+        if method == "GET":
+            return await handle_download(ctx, request, sub_path)
+        if method not in ("HEAD", "PATCH", "DELETE"):
+            raise method_not_allowed(method, _UPLOAD_METHODS)
+        check_tus_resumable(request.headers.get("tus-resumable"))
+        if method == "HEAD":
+            return await handle_head(ctx, sub_path)
+        if method == "PATCH":
+            return await handle_patch(ctx, request, sub_path)
+        return await handle_delete(ctx, sub_path)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from tusd_py.info import UploadInfo
+from tusd_py.protocol.context import TusContext
+from tusd_py.protocol.headers import http_date
+from tusd_py.protocol.responses import tus_response
+
+
+def upload_headers(info: UploadInfo) -> dict[str, str]:
+    """Headers that describe an upload's state (HEAD, and reused by other handlers)."""
+    headers = {"Upload-Offset": str(info.offset), "Cache-Control": "no-store"}
+    if info.length is None:
+        headers["Upload-Defer-Length"] = "1"
+    else:
+        headers["Upload-Length"] = str(info.length)
+    if info.metadata_header is not None:
+        headers["Upload-Metadata"] = info.metadata_header
+    if info.expires_at is not None and not info.finished:
+        headers["Upload-Expires"] = http_date(info.expires_at)
+    return headers
+
+
+async def handle_head(ctx: TusContext, upload_id: str) -> Response:
+    # Taking the lock makes a PATCH still running for this upload hand over and commit, so the
+    # offset answered here is the one the client can resume from.
+    lock = await ctx.locker.acquire(upload_id, lambda: None)
+    try:
+        info = await ctx.existing(upload_id)
+    finally:
+        await lock.release()
+    return tus_response(200, upload_headers(info))

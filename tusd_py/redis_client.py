@@ -1,0 +1,91 @@
+"""What `RedisState` and `RedisLocker` share: the client, the key layout and error mapping.
+
+Every key of one upload carries the hash tag `{<id>}`, so each Lua script touches one slot and
+runs unchanged on Redis Cluster. See docs/redis.md for the whole layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from tusd_py.errors import TusError, storage_unavailable
+
+# Commands are tiny, so a reply that takes seconds means Redis (or the path to it) is in
+# trouble: fail fast with a 503 rather than hold a client for tens of seconds.
+SOCKET_TIMEOUT = 2.0
+CONNECT_TIMEOUT = 1.0
+# A couple of quick retries ride out a dropped pooled connection (e.g. after a Redis restart);
+# more would only delay the 503 during a real outage. Every script we send is idempotent.
+RETRIES = 2
+
+CloseHook = Callable[[], Awaitable[None]]
+
+
+def make_client(url: str) -> Redis:
+    """A redis.asyncio client with settings suited to a request path (short timeouts)."""
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        health_check_interval=30,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES),
+        client_name="tusd-py",
+    )
+
+
+def check_prefix(prefix: str) -> str:
+    # A brace in the prefix would become the hash tag and put all uploads in one slot.
+    if not prefix or "{" in prefix or "}" in prefix:
+        raise ValueError(f"Redis prefix must be non-empty and free of braces: {prefix!r}")
+    return prefix
+
+
+def upload_key(prefix: str, upload_id: str, kind: str) -> str:
+    return f"{prefix}:{{{upload_id}}}:{kind}"
+
+
+def lock_key(prefix: str, upload_id: str) -> str:
+    """Holds the current holder's token; written by the locker, checked by state writes."""
+    return upload_key(prefix, upload_id, "lock")
+
+
+def text(value: str | bytes) -> str:
+    """Replies are str with our client, bytes with a caller's client without decode_responses."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def redis_unavailable(exc: rexc.RedisError) -> TusError:
+    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError):
+        return storage_unavailable(f"Redis is unreachable: {exc}")
+    # OOM, READONLY after a failover, cluster resharding, a script error: nothing the client
+    # did wrong, and a retry may well succeed.
+    return storage_unavailable(f"Redis refused the operation: {exc}")
+
+
+@contextlib.contextmanager
+def redis_errors() -> Iterator[None]:
+    """Turn redis-py exceptions into the 503 the client sees; other errors pass unchanged."""
+    try:
+        yield
+    except rexc.RedisError as exc:
+        raise redis_unavailable(exc) from exc
+
+
+class SharedClient:
+    """One client used by several owners; closed when the last of them closes."""
+
+    def __init__(self, client: Redis, users: int) -> None:
+        self.client = client
+        self._users = users
+
+    async def release(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            await self.client.aclose()

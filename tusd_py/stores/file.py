@@ -1,0 +1,160 @@
+"""Local-file store: the embedded default.
+
+Layout in the upload directory, one pair per upload:
+    <id>        the bytes received so far (never longer than the declared length)
+    <id>.info   the upload's info as JSON, written atomically (temp file + rename)
+
+Caveats: bytes are handed to the OS before an offset is committed, so they survive a crash of
+the process; they are not fsync'ed, so a power loss can cost the last seconds. Several processes
+may share the directory only with Redis state and locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+
+from tusd_py.errors import TusError
+from tusd_py.ids import is_valid_upload_id
+from tusd_py.info import UploadInfo
+from tusd_py.stores.base import Capability, Commit, DataStore
+
+# Receive-side chunks (often 64 KiB) are gathered into writes of this size: one thread hop per
+# MiB instead of per chunk.
+WRITE_SIZE = 1024 * 1024
+READ_SIZE = 256 * 1024
+
+
+def _disk_error(exc: OSError) -> TusError:
+    if exc.errno == 28:  # ENOSPC
+        return TusError(507, "insufficient-storage", "the server's disk is full; retry later")
+    return TusError(500, "storage-error", f"the server could not write the upload: {exc.strerror}")
+
+
+class FileStore(DataStore):
+    capabilities = frozenset({Capability.TERMINATION, Capability.DEFER_LENGTH, Capability.DOWNLOAD})
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    async def open(self) -> None:
+        await aiofiles.os.makedirs(self.directory, exist_ok=True)
+
+    def _data_path(self, upload_id: str) -> Path:
+        # The protocol layer validates ids; this is the last line of defence against traversal.
+        if not is_valid_upload_id(upload_id):
+            raise ValueError(f"invalid upload id {upload_id!r}")
+        return self.directory / upload_id
+
+    def _info_path(self, upload_id: str) -> Path:
+        return self._data_path(upload_id).with_name(upload_id + ".info")
+
+    async def create(self, info: UploadInfo) -> None:
+        try:
+            async with aiofiles.open(self._data_path(info.id), "xb"):
+                pass
+        except FileExistsError:
+            raise TusError(409, "upload-exists", f"upload {info.id!r} already exists") from None
+        except OSError as exc:
+            raise _disk_error(exc) from exc
+        await self.save_info(info)
+
+    async def save_info(self, info: UploadInfo) -> None:
+        path = self._info_path(info.id)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            async with aiofiles.open(tmp, "w") as f:
+                await f.write(info.to_json())
+            await aiofiles.os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                await aiofiles.os.remove(tmp)
+            raise _disk_error(exc) from exc
+
+    async def load_info(self, upload_id: str) -> UploadInfo | None:
+        try:
+            async with aiofiles.open(self._info_path(upload_id)) as f:
+                return UploadInfo.from_json(await f.read())
+        except FileNotFoundError:
+            return None
+
+    async def stored_offset(self, info: UploadInfo) -> int:
+        try:
+            size = (await aiofiles.os.stat(self._data_path(info.id))).st_size
+        except FileNotFoundError:
+            return 0
+        return size if info.length is None else min(size, info.length)
+
+    async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
+        start = info.offset
+        try:
+            f = await aiofiles.open(self._data_path(info.id), "r+b")
+        except FileNotFoundError:
+            raise TusError(404, "upload-not-found", f"the data of {info.id!r} is gone") from None
+        try:
+            # Bytes past the committed offset are leftovers of a crash or failed PATCH: drop them.
+            await f.truncate(start)
+            await f.seek(start)
+            written = 0
+            pending: asyncio.Future[int] | None = None
+            buffer = bytearray()
+            try:
+                async for chunk in chunks:
+                    buffer += chunk
+                    if len(buffer) >= WRITE_SIZE:
+                        # Overlap the disk write with receiving the next megabyte.
+                        if pending is not None:
+                            await pending
+                        data, buffer = buffer, bytearray()
+                        pending = asyncio.ensure_future(f.write(data))
+                        written += len(data)
+                if pending is not None:
+                    await pending
+                    pending = None
+                if buffer:
+                    await f.write(buffer)
+                    written += len(buffer)
+                await f.flush()
+            except BaseException as exc:
+                if pending is not None:
+                    with contextlib.suppress(Exception):
+                        await pending
+                with contextlib.suppress(OSError):
+                    await f.truncate(start)
+                if isinstance(exc, OSError):
+                    raise _disk_error(exc) from exc
+                raise
+        finally:
+            await f.close()
+        if written:
+            await commit(start + written)
+        return start + written
+
+    async def terminate(self, info: UploadInfo) -> None:
+        for path in (self._data_path(info.id), self._info_path(info.id)):
+            with contextlib.suppress(FileNotFoundError):
+                await aiofiles.os.remove(path)
+
+    async def read(self, info: UploadInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        async with aiofiles.open(self._data_path(info.id), "rb") as f:
+            await f.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                chunk = await f.read(min(READ_SIZE, remaining))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+                yield chunk
+
+    async def list_upload_ids(self) -> AsyncIterator[str]:
+        for name in await aiofiles.os.listdir(self.directory):
+            if name.endswith(".info"):
+                upload_id = name[: -len(".info")]
+                if is_valid_upload_id(upload_id):
+                    yield upload_id
