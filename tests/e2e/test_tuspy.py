@@ -1,0 +1,66 @@
+"""tuspy (PyPI `tuspy`, import `tusclient`) uploads to the real server; the download must match."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from tusclient.client import TusClient
+
+from tests.e2e.helpers import MakeFile, SourceFile, download_sha256, head
+from tests.e2e.tusd_process import TusdProcess
+
+MiB = 1024 * 1024
+METADATA = {"filename": "report 2024.pdf", "filetype": "application/pdf", "empty": ""}
+
+pytestmark = pytest.mark.e2e
+
+
+def assert_stored(server: TusdProcess, url: str, source: SourceFile) -> None:
+    assert url.startswith(server.endpoint), f"upload URL {url} is not under {server.endpoint}"
+    response = head(url)
+    assert response.status_code in (200, 204), f"HEAD {url}: {response.status_code}"
+    assert response.headers["Upload-Offset"] == str(source.size)
+    assert response.headers["Upload-Length"] == str(source.size)
+    pairs = [pair.split(" ", 1) for pair in response.headers["Upload-Metadata"].split(",")]
+    stored = {key: base64.b64decode(value[0]).decode() if value else "" for key, *value in pairs}
+    assert stored == METADATA
+    assert download_sha256(url) == (source.size, source.sha256)
+
+
+def test_chunked_upload_with_metadata(tusd: TusdProcess, make_file: MakeFile) -> None:
+    source = make_file(3 * MiB + 4321)
+    uploader = TusClient(tusd.endpoint).uploader(
+        str(source.path), chunk_size=MiB, metadata=METADATA
+    )
+    uploader.upload()
+    assert uploader.offset == source.size
+    assert uploader.url is not None
+    assert_stored(tusd, uploader.url, source)
+
+
+def test_stopped_upload_resumed_by_a_new_uploader(
+    tusd: TusdProcess, make_file: MakeFile
+) -> None:
+    source = make_file(3 * MiB + 4321)
+    first = TusClient(tusd.endpoint).uploader(
+        str(source.path), chunk_size=MiB, metadata=METADATA
+    )
+    first.upload(stop_at=2 * MiB)
+    assert first.url is not None
+    assert head(first.url).headers["Upload-Offset"] == str(2 * MiB)
+
+    second = TusClient(tusd.endpoint).uploader(str(source.path), url=first.url, chunk_size=MiB)
+    assert second.offset == 2 * MiB  # read with HEAD
+    second.upload()
+    assert_stored(tusd, first.url, source)
+
+
+async def test_async_uploader(tusd: TusdProcess, make_file: MakeFile) -> None:
+    source = make_file(2 * MiB + 99)
+    uploader = TusClient(tusd.endpoint).async_uploader(
+        str(source.path), chunk_size=MiB, metadata=METADATA
+    )
+    await uploader.upload()
+    assert uploader.url is not None
+    assert_stored(tusd, uploader.url, source)
