@@ -143,6 +143,9 @@ def run(config: Config) -> None:
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((config.host, config.port))
+    # Listen now, so a client that reads the line below can connect at once; connections
+    # wait in the backlog until uvicorn starts accepting.
+    sock.listen(2048)
     host, port = sock.getsockname()[:2]
     uv_config = uvicorn.Config(
         app,
