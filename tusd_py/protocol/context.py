@@ -43,10 +43,6 @@ class TusContext:
     def new_expiry(self) -> float | None:
         return time.time() + self.config.expiration if self.config.expiration > 0 else None
 
-    def reader(self, reader: BodyReader) -> BodyReader:
-        self.active_readers.add(reader)
-        return reader
-
     def stop_all_readers(self) -> None:
         for reader in list(self.active_readers):
             reader.stop("shutdown")

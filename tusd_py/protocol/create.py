@@ -8,7 +8,6 @@ from starlette.responses import Response
 from tusd_py.errors import TusError, bad_request
 from tusd_py.ids import new_upload_id
 from tusd_py.info import UploadInfo
-from tusd_py.protocol.body import BodyReader
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import parse_metadata, parse_uint
 from tusd_py.protocol.patch import (
@@ -18,6 +17,7 @@ from tusd_py.protocol.patch import (
     content_length,
     has_body,
     offset_headers,
+    open_body,
 )
 from tusd_py.protocol.responses import tus_response
 from tusd_py.protocol.urls import endpoint_url
@@ -90,7 +90,7 @@ async def handle_create(ctx: TusContext, request: Request) -> Response:
 
     headers = {"Location": endpoint_url(request, ctx.config.behind_proxy) + info.id}
     if with_body:
-        reader = ctx.reader(BodyReader(request.receive, None, ctx.config.read_timeout))
+        reader = open_body(ctx, request)
         lock = await ctx.locker.acquire(info.id, lambda: reader.stop("handover"))
         try:
             await append(ctx, info, lock, reader)

@@ -17,7 +17,7 @@ from tusd_py.protocol.download import handle_download
 from tusd_py.protocol.head import handle_head
 from tusd_py.protocol.headers import check_tus_resumable
 from tusd_py.protocol.options import handle_options
-from tusd_py.protocol.patch import handle_patch
+from tusd_py.protocol.patch import body_left_unread, handle_patch
 from tusd_py.protocol.responses import error_response
 from tusd_py.protocol.urls import route_path
 
@@ -63,6 +63,10 @@ class TusEndpoint:
                     500, "internal-error", "the server failed unexpectedly; the upload is unchanged"
                 )
             )
+        if body_left_unread(request):
+            # Otherwise uvicorn keeps the connection and the client goes on sending a body nobody
+            # reads (after a handover, or an error answered before the body).
+            response.headers["Connection"] = "close"
         await response(scope, receive, send)
 
     async def dispatch(self, request: Request) -> Response:

@@ -28,6 +28,26 @@ def has_body(request: Request) -> bool:
     )
 
 
+def open_body(ctx: TusContext, request: Request) -> BodyReader:
+    """The request's body reader, registered so shutdown can end it and the endpoint can see
+    whether the body was read to its end."""
+    reader = BodyReader(request.receive, None, ctx.config.read_timeout)
+    ctx.active_readers.add(reader)
+    request.state.body_reader = reader
+    return reader
+
+
+def body_left_unread(request: Request) -> bool:
+    """True when the client sent (or is sending) body bytes this request never read."""
+    reader: BodyReader | None = getattr(request.state, "body_reader", None)
+    if reader is not None and reader.complete:
+        return False
+    try:
+        return has_body(request)
+    except TusError:  # a malformed Content-Length: nobody can tell where the body ends
+        return True
+
+
 def check_content_type(request: Request) -> None:
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != OFFSET_OCTET_STREAM:
@@ -109,7 +129,7 @@ async def handle_patch(ctx: TusContext, request: Request, upload_id: str) -> Res
     offset = parse_uint("Upload-Offset", offset_header)
     body_length = content_length(request)
 
-    reader = ctx.reader(BodyReader(request.receive, None, ctx.config.read_timeout))
+    reader = open_body(ctx, request)
     lock = await ctx.locker.acquire(upload_id, lambda: reader.stop("handover"))
     try:
         info = await ctx.existing(upload_id)
