@@ -1,0 +1,354 @@
+"""RedisState against a real redis-server: commit point, token checks, rebuild, TTLs, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.integration.redis_helpers import CommandCounter, redis_down, unique_prefix
+from tests.servers import RedisServer
+from tusd_py.config import Config
+from tusd_py.errors import TusError
+from tusd_py.ids import new_upload_id
+from tusd_py.info import UploadInfo
+from tusd_py.locking.base import Lock
+from tusd_py.locking.redis import RedisLocker
+from tusd_py.redis_backends import build_redis_backends
+from tusd_py.redis_client import make_client, upload_key
+from tusd_py.state.redis import RedisState
+from tusd_py.stores.file import FileStore
+
+FINISHED_TTL = 60.0
+
+
+@pytest.fixture
+async def client(redis: RedisServer) -> AsyncIterator[Redis]:
+    c = make_client(redis.url)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return unique_prefix()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> FileStore:
+    s = FileStore(tmp_path / "uploads")
+    await s.open()
+    return s
+
+
+@pytest.fixture
+async def state(client: Redis, prefix: str, store: FileStore) -> AsyncIterator[RedisState]:
+    s = RedisState(client, prefix, store, finished_ttl=FINISHED_TTL)
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def locker(client: Redis, prefix: str) -> AsyncIterator[RedisLocker]:
+    lk = RedisLocker(client, prefix, lease=1.0, acquire_timeout=1.0)
+    yield lk
+    await lk.close()
+
+
+async def new_upload(
+    store: FileStore, state: RedisState, length: int | None = 10, **fields: object
+) -> UploadInfo:
+    info = UploadInfo(id=new_upload_id(), length=length, **fields)  # type: ignore[arg-type]
+    await store.create(info)
+    await state.create(info)
+    return info
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+def ignore() -> None:
+    pass
+
+
+class ForeignLock(Lock):
+    """A lock that believes it is valid but whose token Redis does not hold."""
+
+    def __init__(self, upload_id: str, token: str = "not-the-holder") -> None:
+        self.upload_id = upload_id
+        self.token = token
+
+    @property
+    def valid(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        pass
+
+
+async def test_create_and_get_round_trip(state: RedisState, store: FileStore) -> None:
+    info = await new_upload(
+        store,
+        state,
+        length=None,
+        metadata={"filename": "a b.txt"},
+        metadata_header="filename YSBiLnR4dA==",
+        expires_at=time.time() + 3600,
+        concat="partial",
+        storage={"path": "/x", "n": 3},
+    )
+    got = await state.get(info.id)
+    assert got == info
+    assert got is not info
+
+
+async def test_get_unknown_upload_is_none_and_writes_nothing(
+    state: RedisState, client: Redis, prefix: str
+) -> None:
+    assert await state.get("unknown123") is None
+    assert await client.keys(f"{prefix}:*") == []
+
+
+async def test_commit_moves_forward_only(
+    state: RedisState, store: FileStore, locker: RedisLocker
+) -> None:
+    info = await new_upload(store, state)
+    lock = await locker.acquire(info.id, ignore)
+    await state.commit(info, 4, lock)
+    assert info.offset == 4
+    await state.commit(info, 4, lock)  # same offset again (a retried call) is fine
+    with pytest.raises(TusError) as err:
+        await state.commit(info, 3, lock)
+    assert err.value.status == 409
+    assert err.value.headers["Upload-Offset"] == "4"
+    got = await state.get(info.id)
+    assert got is not None and got.offset == 4
+    await state.commit(info, 7, lock)
+    got = await state.get(info.id)
+    assert got is not None and got.offset == 7
+    await lock.release()
+
+
+async def test_commit_is_one_round_trip(
+    client: Redis, state: RedisState, store: FileStore, locker: RedisLocker
+) -> None:
+    info = await new_upload(store, state)
+    lock = await locker.acquire(info.id, ignore)
+    await state.commit(info, 1, lock)  # loads the script once
+    counter = CommandCounter(client)
+    await state.commit(info, 2, lock)
+    await state.commit(info, 5, lock)
+    assert counter.commands == ["EVALSHA", "EVALSHA"]
+    counter.commands.clear()
+    await state.get(info.id)
+    assert counter.commands == ["HMGET"]
+    await lock.release()
+
+
+async def test_foreign_token_cannot_move_the_offset(
+    state: RedisState, store: FileStore, locker: RedisLocker
+) -> None:
+    info = await new_upload(store, state)
+    lock = await locker.acquire(info.id, ignore)
+    await state.commit(info, 2, lock)
+    with pytest.raises(TusError) as err:
+        await state.commit(info, 9, ForeignLock(info.id))
+    assert (err.value.status, err.value.code) == (409, "lock-lost")
+    with pytest.raises(TusError):
+        await state.update(info, ForeignLock(info.id))
+    got = await state.get(info.id)
+    assert got is not None and got.offset == 2
+    await lock.release()
+    # Released: the old token is worthless even to the object that held it.
+    with pytest.raises(TusError) as err:
+        await state.commit(info, 9, lock)
+    assert err.value.code == "lock-lost"
+
+
+async def test_expired_lease_cannot_move_the_offset(
+    redis: RedisServer, state: RedisState, store: FileStore, prefix: str
+) -> None:
+    info = await new_upload(store, state)
+    crashed = RedisLocker(redis.url, prefix, lease=0.3, acquire_timeout=1.0)
+    other = RedisLocker(redis.url, prefix, lease=5.0, acquire_timeout=2.0)
+    try:
+        stale = await crashed.acquire(info.id, ignore)
+        await state.commit(info, 3, stale)
+        await crashed.close()  # renewal stops, nothing is released: as if the process froze
+        new = await other.acquire(info.id, ignore)
+        await state.commit(info, 5, new)
+        with pytest.raises(TusError) as err:
+            await state.commit(info, 8, stale)
+        assert err.value.code == "lock-lost"
+        # Even when the stale holder does not know its lease ended (token checked in Redis).
+        with pytest.raises(TusError):
+            await state.commit(info, 8, ForeignLock(info.id, stale.token))
+        got = await state.get(info.id)
+        assert got is not None and got.offset == 5
+        await new.release()
+    finally:
+        await crashed.close()
+        await other.close()
+
+
+async def test_update_keeps_offset_and_saves_the_storage_copy(
+    state: RedisState, store: FileStore, locker: RedisLocker
+) -> None:
+    info = await new_upload(store, state, length=None)
+    lock = await locker.acquire(info.id, ignore)
+    await state.commit(info, 6, lock)
+    stale_view = await state.get(info.id)
+    assert stale_view is not None
+    stale_view.offset = 0  # update must not write this offset
+    stale_view.length = 20
+    stale_view.storage["extra"] = "yes"
+    await state.update(stale_view, lock)
+    assert stale_view.offset == 6
+    got = await state.get(info.id)
+    assert got is not None
+    assert (got.offset, got.length, got.storage["extra"]) == (6, 20, "yes")
+    on_disk = await store.load_info(info.id)
+    assert on_disk is not None and on_disk.length == 20
+    await lock.release()
+    await state.update(got, None)  # unchecked update (no lock) is allowed
+
+
+async def test_rebuild_from_the_data_store(
+    state: RedisState, store: FileStore, locker: RedisLocker, client: Redis, prefix: str
+) -> None:
+    info = await new_upload(store, state, length=10, metadata={"k": "v"}, metadata_header="k dg==")
+    lock = await locker.acquire(info.id, ignore)
+
+    async def commit(offset: int) -> None:
+        await state.commit(info, offset, lock)
+
+    assert await store.write(info, chunks(b"abc", b"def"), commit) == 6
+    await lock.release()
+    key = upload_key(prefix, info.id, "state")
+    assert await client.delete(key) == 1
+
+    got = await state.get(info.id)
+    assert got is not None
+    assert (got.offset, got.length, got.metadata, got.metadata_header) == (
+        6,
+        10,
+        {"k": "v"},
+        "k dg==",
+    )
+    # Written back: the next get is served from Redis alone.
+    assert await client.hget(key, "offset") == "6"
+
+    # Stored bytes are the truth even when the .info copy says otherwise.
+    await store.save_info(UploadInfo(id=info.id, length=10, offset=1))
+    await client.delete(key)
+    got = await state.get(info.id)
+    assert got is not None and got.offset == 6
+
+
+async def test_rebuild_after_state_lost_mid_upload_lets_the_upload_continue(
+    state: RedisState, store: FileStore, locker: RedisLocker, client: Redis, prefix: str
+) -> None:
+    info = await new_upload(store, state, length=6)
+    lock = await locker.acquire(info.id, ignore)
+    await store.write(info, chunks(b"abc"), lambda off: state.commit(info, off, lock))
+    await client.delete(upload_key(prefix, info.id, "state"))
+    # The holder's next commit rewrites the whole state, still token-checked.
+    await store.write(info, chunks(b"def"), lambda off: state.commit(info, off, lock))
+    got = await state.get(info.id)
+    assert got is not None and got.offset == 6 and got.finished
+    await lock.release()
+
+
+async def test_ttls(
+    state: RedisState, store: FileStore, locker: RedisLocker, client: Redis, prefix: str
+) -> None:
+    plain = await new_upload(store, state, length=4)
+    key = upload_key(prefix, plain.id, "state")
+    assert await client.pttl(key) == -1  # unfinished, never expires: kept
+
+    expires_at = time.time() + 100
+    expiring = await new_upload(store, state, length=4, expires_at=expires_at)
+    ttl = await client.pttl(upload_key(prefix, expiring.id, "state")) / 1000
+    assert ttl == pytest.approx(100 + FINISHED_TTL, abs=2)
+
+    lock = await locker.acquire(plain.id, ignore)
+    await store.write(plain, chunks(b"ab"), lambda off: state.commit(plain, off, lock))
+    assert await client.pttl(key) == -1
+    await store.write(plain, chunks(b"cd"), lambda off: state.commit(plain, off, lock))
+    assert plain.finished
+    assert await client.pttl(key) / 1000 == pytest.approx(FINISHED_TTL, abs=2)
+    await lock.release()
+    # The finished info reached the storage copy, so a rebuild after the TTL is complete.
+    await client.delete(key)
+    got = await state.get(plain.id)
+    assert got is not None and got.finished
+    assert await client.pttl(key) / 1000 == pytest.approx(FINISHED_TTL, abs=2)
+
+    empty = await new_upload(store, state, length=0)  # complete at creation
+    assert await client.pttl(upload_key(prefix, empty.id, "state")) > 0
+
+
+async def test_delete(state: RedisState, store: FileStore, client: Redis, prefix: str) -> None:
+    info = await new_upload(store, state)
+    await store.terminate(info)
+    await state.delete(info.id)
+    assert await client.exists(upload_key(prefix, info.id, "state")) == 0
+    assert await state.get(info.id) is None
+
+
+async def test_redis_outage_is_503_then_recovers(
+    redis: RedisServer, state: RedisState, store: FileStore, locker: RedisLocker
+) -> None:
+    info = await new_upload(store, state)
+    lock = await locker.acquire(info.id, ignore)
+    await state.commit(info, 3, lock)
+    with redis_down(redis):
+        started = time.monotonic()
+        for call in (
+            lambda: state.get(info.id),
+            lambda: state.commit(info, 5, lock),
+            lambda: state.update(info, None),
+            lambda: state.create(UploadInfo(id=new_upload_id(), length=1)),
+            lambda: state.delete(info.id),
+        ):
+            with pytest.raises(TusError) as err:
+                await call()
+            assert err.value.status == 503
+            assert "Redis is unreachable" in err.value.message
+            assert err.value.headers["Retry-After"]
+        assert time.monotonic() - started < 10  # fails fast, no long hangs
+    # Redis is back, empty: the pool reconnects by itself and state is rebuilt from storage.
+    got = await state.get(info.id)
+    assert got is not None and got.offset == 0  # nothing was written to the file itself
+    # The old lease died with Redis' data: the old holder cannot commit.
+    with pytest.raises(TusError) as err:
+        await state.commit(got, 1, lock)
+    assert err.value.code == "lock-lost"
+
+
+async def test_build_redis_backends_share_one_client(
+    redis: RedisServer, store: FileStore, prefix: str
+) -> None:
+    config = Config(redis_url=redis.url, redis_prefix=prefix, lock_lease=2.0)
+    state, locker = build_redis_backends(config, store)
+    assert state._client is locker._client
+    await state.open()
+    info = UploadInfo(id=new_upload_id(), length=3)
+    await store.create(info)
+    await state.create(info)
+    lock = await locker.acquire(info.id, ignore)
+    await state.commit(info, 3, lock)
+    await lock.release()
+    await locker.close()
+    # The client stays usable for the state until its last user closes it.
+    got = await state.get(info.id)
+    assert got is not None and got.offset == 3
+    await state.close()
+    await asyncio.sleep(0)

@@ -1,0 +1,30 @@
+"""Redis-backed state and locks for many instances: what `create_app` uses when
+`config.redis_url` is set."""
+
+from __future__ import annotations
+
+from tusd_py.config import Config
+from tusd_py.locking.redis import RedisLocker
+from tusd_py.redis_client import SharedClient, make_client
+from tusd_py.state.redis import RedisState
+from tusd_py.stores.base import DataStore
+
+
+def build_redis_backends(config: Config, store: DataStore) -> tuple[RedisState, RedisLocker]:
+    """State and locker for `config.redis_url`, sharing one client and its connection pool.
+
+    Open both with `open()` and close both with `close()`; the client closes with the last.
+    """
+    if not config.redis_url:
+        raise ValueError("build_redis_backends needs config.redis_url")
+    client = make_client(config.redis_url)
+    shared = SharedClient(client, users=2)
+    state = RedisState(client, config.redis_prefix, store, on_close=shared.release)
+    locker = RedisLocker(
+        client,
+        config.redis_prefix,
+        lease=config.lock_lease,
+        acquire_timeout=config.lock_acquire_timeout,
+        on_close=shared.release,
+    )
+    return state, locker

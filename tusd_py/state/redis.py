@@ -1,0 +1,266 @@
+"""Upload state in Redis: one hash per upload, written only by token-checked Lua scripts.
+
+`{prefix}:{<id>}:state` holds three fields:
+    info        the UploadInfo as JSON, without `offset` and `expires_at`
+    offset      the committed offset (decimal)
+    expires_at  seconds since the epoch, or "" when the upload never expires
+It shares its hash tag with the locker's `{prefix}:{<id>}:lock`, so a commit checks the token and
+moves the offset in one atomic, single-slot script: one round trip per commit.
+
+Redis is a cache of record, not the only record: the data store keeps an `.info` copy and the
+bytes, so a missing hash (evicted, expired, Redis restarted empty) is rebuilt from storage.
+Finished uploads keep their hash for `finished_ttl`; unfinished uploads that expire keep it until
+that long after their expiry; the expiry sweep deletes expired and terminated ones earlier.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from redis.asyncio import Redis
+
+from tusd_py.errors import lock_lost, offset_mismatch
+from tusd_py.info import UploadInfo
+from tusd_py.locking.base import Lock
+from tusd_py.redis_client import (
+    CloseHook,
+    check_prefix,
+    lock_key,
+    make_client,
+    redis_errors,
+    text,
+    upload_key,
+)
+from tusd_py.state.base import StateStore
+from tusd_py.stores.base import DataStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FINISHED_TTL = 7 * 24 * 3600.0
+
+_FIELDS = ("info", "offset", "expires_at")
+
+# Shared by the scripts below. ARGV numbers arrive as strings; -1 means "none".
+_SET_TTL = """
+local function set_ttl(key, offset, length, finished_ttl_ms, expire_at_ms)
+  if length >= 0 and offset >= length then
+    redis.call('PEXPIRE', key, finished_ttl_ms)
+  elseif expire_at_ms >= 0 then
+    redis.call('PEXPIREAT', key, expire_at_ms)
+  else
+    redis.call('PERSIST', key)
+  end
+end
+"""
+
+# KEYS: state, lock. ARGV: token, offset, expires_at, length, finished ttl ms, expire-at ms.
+# Replies {0} done, {1} lock not ours, {2} no state (caller rewrites it all), {3, current} the
+# committed offset is already beyond `offset`.
+_COMMIT = (
+    _SET_TTL
+    + """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {1} end
+local current = redis.call('HGET', KEYS[1], 'offset')
+if not current then return {2} end
+if tonumber(ARGV[2]) < tonumber(current) then return {3, current} end
+redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'expires_at', ARGV[3])
+set_ttl(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]))
+return {0}
+"""
+)
+
+# KEYS: state, lock. ARGV: token ("" = unchecked), info, offset, expires_at, length,
+# finished ttl ms, expire-at ms, mode. Mode "set" writes `offset` as given, "keep" keeps a stored
+# offset, "max" never lowers one. Replies the offset now stored, or false when the lock is not ours.
+_PUT = (
+    _SET_TTL
+    + """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
+local offset = ARGV[3]
+local current = redis.call('HGET', KEYS[1], 'offset')
+if current and (ARGV[8] == 'keep'
+    or (ARGV[8] == 'max' and tonumber(current) > tonumber(offset))) then
+  offset = current
+end
+redis.call('HSET', KEYS[1], 'info', ARGV[2], 'offset', offset, 'expires_at', ARGV[4])
+set_ttl(KEYS[1], tonumber(offset), tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]))
+return offset
+"""
+)
+
+# KEYS: state. ARGV: info, offset, expires_at, length, finished ttl ms, expire-at ms.
+# Writes a rebuilt state only if nobody wrote one meanwhile; replies what is stored.
+_REBUILD = (
+    _SET_TTL
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HMGET', KEYS[1], 'info', 'offset', 'expires_at')
+end
+redis.call('HSET', KEYS[1], 'info', ARGV[1], 'offset', ARGV[2], 'expires_at', ARGV[3])
+set_ttl(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]))
+return {ARGV[1], ARGV[2], ARGV[3]}
+"""
+)
+
+
+def _info_json(info: UploadInfo) -> str:
+    data = asdict(info)
+    del data["offset"], data["expires_at"]
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def _expires_text(info: UploadInfo) -> str:
+    return "" if info.expires_at is None else repr(info.expires_at)
+
+
+def _decode(values: list[Any]) -> UploadInfo:
+    info = UploadInfo.from_json(text(values[0]))
+    info.offset = int(text(values[1]))
+    expires = text(values[2] or "")
+    info.expires_at = float(expires) if expires else None
+    return info
+
+
+class RedisState(StateStore):
+    """State for many instances sharing one Redis; pair it with a `RedisLocker` on the same
+    prefix, whose lease tokens are what `commit` and `update` check."""
+
+    def __init__(
+        self,
+        redis: Redis | str,
+        prefix: str,
+        store: DataStore,
+        finished_ttl: float = DEFAULT_FINISHED_TTL,
+        *,
+        on_close: CloseHook | None = None,
+    ) -> None:
+        """`redis` is a client (closed by `on_close`, if given) or a URL (client owned here)."""
+        if isinstance(redis, str):
+            redis = make_client(redis)
+            on_close = redis.aclose
+        if finished_ttl <= 0:
+            raise ValueError("finished_ttl must be > 0")
+        self._client = redis
+        self._on_close = on_close
+        self.prefix = check_prefix(prefix)
+        self._store = store
+        self.finished_ttl = finished_ttl
+        self._commit = redis.register_script(_COMMIT)
+        self._put = redis.register_script(_PUT)
+        self._rebuild = redis.register_script(_REBUILD)
+
+    async def open(self) -> None:
+        # Not fatal: requests answer 503 until Redis is reachable, and succeed afterwards.
+        try:
+            with redis_errors():
+                await self._client.ping()
+        except Exception as exc:
+            log.warning("Redis is not reachable yet: %s", exc)
+
+    async def close(self) -> None:
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            await on_close()
+
+    def _keys(self, upload_id: str) -> list[str]:
+        return [upload_key(self.prefix, upload_id, "state"), lock_key(self.prefix, upload_id)]
+
+    def _ttl_args(self, info: UploadInfo) -> list[int]:
+        """length, finished ttl ms, absolute expiry ms for an unfinished upload (-1: none)."""
+        expire_at_ms = -1
+        if info.expires_at is not None:
+            # A grace period past the expiry; never a time already past, which would delete.
+            expire_at_ms = int((max(info.expires_at, time.time()) + self.finished_ttl) * 1000)
+        length = -1 if info.length is None else info.length
+        return [length, int(self.finished_ttl * 1000), expire_at_ms]
+
+    async def create(self, info: UploadInfo) -> None:
+        await self._write(info, info.offset, token="", mode="set")
+
+    async def get(self, upload_id: str) -> UploadInfo | None:
+        with redis_errors():
+            values: list[Any] = await self._client.hmget(
+                upload_key(self.prefix, upload_id, "state"), list(_FIELDS)
+            )
+        if values[0] is None or values[1] is None:
+            return await self._rebuild_from_store(upload_id)
+        return _decode(values)
+
+    async def commit(self, info: UploadInfo, offset: int, lock: Lock) -> None:
+        if not lock.valid:
+            raise lock_lost(info.id)
+        with redis_errors():
+            reply: list[Any] = await self._commit(
+                keys=self._keys(info.id),
+                args=[lock.token, offset, _expires_text(info), *self._ttl_args(info)],
+            )
+        status = int(reply[0])
+        if status == 1:
+            raise lock_lost(info.id)
+        current = offset
+        if status == 2:
+            # The hash vanished under a live lock (evicted, or expired while the upload sat
+            # finished): write everything again, still token-checked.
+            current = await self._write(info, offset, token=lock.token, mode="max")
+        elif status == 3:
+            current = int(text(reply[1]))
+        if current != offset:
+            # Someone rebuilt the offset from stored bytes past ours; the client must resync.
+            raise offset_mismatch(current, offset)
+        info.offset = offset
+        if info.finished:
+            # Once per upload: the storage copy then tells a rebuild it is complete, and when.
+            await self._store.save_info(info)
+
+    async def update(self, info: UploadInfo, lock: Lock | None) -> None:
+        if lock is not None and not lock.valid:
+            raise lock_lost(info.id)
+        await self._write(info, info.offset, token="" if lock is None else lock.token, mode="keep")
+        # A declared length or new storage details must survive a rebuild from storage.
+        await self._store.save_info(info)
+
+    async def delete(self, upload_id: str) -> None:
+        with redis_errors():
+            await self._client.delete(upload_key(self.prefix, upload_id, "state"))
+
+    async def _write(self, info: UploadInfo, offset: int, *, token: str, mode: str) -> int:
+        length, finished_ttl_ms, expire_at_ms = self._ttl_args(info)
+        with redis_errors():
+            stored = await self._put(
+                keys=self._keys(info.id),
+                args=[
+                    token,
+                    _info_json(info),
+                    offset,
+                    _expires_text(info),
+                    length,
+                    finished_ttl_ms,
+                    expire_at_ms,
+                    mode,
+                ],
+            )
+        if stored is None:
+            raise lock_lost(info.id)
+        current = int(text(stored))
+        if mode != "max":
+            info.offset = current
+        return current
+
+    async def _rebuild_from_store(self, upload_id: str) -> UploadInfo | None:
+        info = await self._store.load_info(upload_id)
+        if info is None:
+            return None
+        # The stored bytes are the truth; the .info copy's offset may lag behind them.
+        offset = await self._store.stored_offset(info)
+        if info.length is not None:
+            offset = min(offset, info.length)
+        with redis_errors():
+            values: list[Any] = await self._rebuild(
+                keys=[upload_key(self.prefix, upload_id, "state")],
+                args=[_info_json(info), offset, _expires_text(info), *self._ttl_args(info)],
+            )
+        return _decode(values)
