@@ -7,6 +7,7 @@ SIGKILL after its grace period).
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 import time
@@ -87,11 +88,14 @@ def test_sigterm_during_a_slow_patch_keeps_the_received_bytes(
     took = time.monotonic() - signalled
     sender.halt.set()
     sender.join(10)
-    assert code == 0, f"exit code {code} after SIGTERM (took {took:.1f}s)"
+    # uvicorn re-raises the signal it caught once its shutdown is done, so a clean stop may
+    # also end "killed by SIGTERM"; what matters is what the next server finds.
+    assert code in (0, -signal.SIGTERM), f"exit code {code} after SIGTERM (took {took:.1f}s)"
 
     second = tusd_factory(upload_dir=first.upload_dir)
     resumed_url = second.url_for(url)
     kept = stable_offset(resumed_url)
+    print(f"sent {sender.sent}, kept {kept}, exit {code} after {took:.2f}s; {sender.ended_by}")
     assert received_before_sigterm <= kept <= sender.sent, (
         f"{received_before_sigterm} bytes had arrived before SIGTERM and {sender.sent} were "
         f"sent in all, but the restarted server reports offset {kept} "

@@ -88,15 +88,27 @@ def test_chunks_of_one_mib(tusd: TusdProcess, make_file: MakeFile) -> None:
 
 
 @pytest.mark.parametrize(
-    "size",
-    [3 * MiB + 12345, 2 * MiB],
-    ids=["ragged-tail", "exact-multiple-ends-with-empty-patch"],
+    ("size", "source_kind"),
+    [(3 * MiB + 12345, "stream"), (2 * MiB, "buffer")],
+    ids=["stream-ragged-tail", "buffer-exact-multiple"],
 )
-def test_deferred_length(tusd: TusdProcess, make_file: MakeFile, size: int) -> None:
+def test_deferred_length(
+    tusd: TusdProcess, make_file: MakeFile, size: int, source_kind: str
+) -> None:
+    # A stream of an exact multiple of chunkSize would hang tus-js-client 4.3.1 (its issue
+    # #779), hence the Buffer source for that size.
     source = make_file(size)
-    result = upload_with_js(tusd.endpoint, source, chunkSize=MiB, uploadLengthDeferred=True)
+    result = upload_with_js(
+        tusd.endpoint,
+        source,
+        chunkSize=MiB,
+        uploadLengthDeferred=True,
+        deferredSource=source_kind,
+    )
     post, = requests_of(result, "POST")
     assert post["status"] == 201
+    patches = requests_of(result, "PATCH")
+    assert [p.get("declaresLength") for p in patches] == [None] * (len(patches) - 1) + [size]
     assert_stored(tusd, result["url"], source)
 
 

@@ -30,10 +30,11 @@ def assert_stored(server: TusdProcess, url: str, source: SourceFile) -> None:
 
 def test_chunked_upload_with_metadata(tusd: TusdProcess, make_file: MakeFile) -> None:
     source = make_file(3 * MiB + 4321)
-    uploader = TusClient(tusd.endpoint).uploader(
-        str(source.path), chunk_size=MiB, metadata=METADATA
-    )
-    uploader.upload()
+    with source.path.open("rb") as stream:
+        uploader = TusClient(tusd.endpoint).uploader(
+            file_stream=stream, chunk_size=MiB, metadata=METADATA
+        )
+        uploader.upload()
     assert uploader.offset == source.size
     assert uploader.url is not None
     assert_stored(tusd, uploader.url, source)
@@ -43,24 +44,29 @@ def test_stopped_upload_resumed_by_a_new_uploader(
     tusd: TusdProcess, make_file: MakeFile
 ) -> None:
     source = make_file(3 * MiB + 4321)
-    first = TusClient(tusd.endpoint).uploader(
-        str(source.path), chunk_size=MiB, metadata=METADATA
-    )
-    first.upload(stop_at=2 * MiB)
+    with source.path.open("rb") as stream:
+        first = TusClient(tusd.endpoint).uploader(
+            file_stream=stream, chunk_size=MiB, metadata=METADATA
+        )
+        first.upload(stop_at=2 * MiB)
     assert first.url is not None
     assert head(first.url).headers["Upload-Offset"] == str(2 * MiB)
 
-    second = TusClient(tusd.endpoint).uploader(str(source.path), url=first.url, chunk_size=MiB)
-    assert second.offset == 2 * MiB  # read with HEAD
-    second.upload()
+    with source.path.open("rb") as stream:
+        second = TusClient(tusd.endpoint).uploader(
+            file_stream=stream, url=first.url, chunk_size=MiB
+        )
+        assert second.offset == 2 * MiB  # read with HEAD
+        second.upload()
     assert_stored(tusd, first.url, source)
 
 
 async def test_async_uploader(tusd: TusdProcess, make_file: MakeFile) -> None:
     source = make_file(2 * MiB + 99)
-    uploader = TusClient(tusd.endpoint).async_uploader(
-        str(source.path), chunk_size=MiB, metadata=METADATA
-    )
-    await uploader.upload()
+    with source.path.open("rb") as stream:
+        uploader = TusClient(tusd.endpoint).async_uploader(
+            file_stream=stream, chunk_size=MiB, metadata=METADATA
+        )
+        await uploader.upload()
     assert uploader.url is not None
     assert_stored(tusd, uploader.url, source)

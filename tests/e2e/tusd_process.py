@@ -54,11 +54,12 @@ class TusdProcess:
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if not self._listening.is_set() and (m := LISTENING.search(line)):
-                self.endpoint = m[1]
-                self._listening.set()
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip("\n"))
+                if not self._listening.is_set() and (m := LISTENING.search(line)):
+                    self.endpoint = m[1]
+                    self._listening.set()
         # EOF: the process is gone; wake a waiting constructor at once.
         self._listening.set()
 

@@ -6,8 +6,12 @@
 //   endpoint                  creation URL, e.g. http://127.0.0.1:8080/files/ (required)
 //   file                      path of the file to upload (required)
 //   chunkSize                 bytes per PATCH; a number, or "Infinity"/null for one PATCH (default)
-//   uploadLengthDeferred      true: POST with Upload-Defer-Length: 1 and feed the file as a plain
-//                             stream, so the client learns the length only at the end
+//   uploadLengthDeferred      true: POST with Upload-Defer-Length: 1; the client learns the
+//                             length only at the end and sends it with the last PATCH
+//   deferredSource            with uploadLengthDeferred: "stream" (default), a plain Readable,
+//                             or "buffer", the file's bytes as one Buffer. tus-js-client 4.3.1
+//                             hangs on a stream whose size is a multiple of chunkSize (its
+//                             issue #779), so such sizes need "buffer".
 //   uploadDataDuringCreation  true: the POST carries the first chunk (creation-with-upload)
 //   overridePatchMethod       true: POST + X-HTTP-Method-Override: PATCH instead of PATCH
 //   metadata                  object of string values, sent as Upload-Metadata
@@ -22,7 +26,7 @@
 // or {"ok": false, "error": ..., "requests": [...]} with exit code 1. "requests" lists every
 // request sent: method, url, status and the tus response headers, for precise failure reports.
 
-import { createReadStream, statSync } from 'node:fs'
+import { createReadStream, readFileSync, statSync } from 'node:fs'
 import { PassThrough, Readable, Transform } from 'node:stream'
 import { DefaultHttpStack, Upload } from 'tus-js-client'
 
@@ -93,6 +97,8 @@ class RecordingStack {
     req.send = (body = null) => {
       const override = req.getHeader('X-HTTP-Method-Override')
       if (override) entry.override = override
+      const declared = req.getHeader('Upload-Length')
+      if (declared != null && method !== 'POST') entry.declaresLength = Number(declared)
       entry.bodyBytes = body?.size ?? 0
       stack.log.push(entry)
       if (body != null && body.size > 0 && stack.abortAfterBytes != null && !stack.limitReached) {
@@ -125,11 +131,10 @@ class RecordingStack {
 }
 
 function openSource(opts) {
-  if (opts.uploadLengthDeferred) {
-    // A plain stream (not an fs.ReadStream with a path) so the client cannot stat the size.
-    return createReadStream(opts.file).pipe(new PassThrough())
-  }
-  return createReadStream(opts.file)
+  if (!opts.uploadLengthDeferred) return createReadStream(opts.file)
+  if (opts.deferredSource === 'buffer') return readFileSync(opts.file)
+  // A plain stream (not an fs.ReadStream with a path) so the client cannot stat the size.
+  return createReadStream(opts.file).pipe(new PassThrough())
 }
 
 function uploadOptions(opts, stack, extra) {
@@ -197,23 +202,40 @@ async function abortThenResume(opts, stack) {
   return { upload: resumed, resumedFromOffset }
 }
 
+let printed = false
+let recorder = null
+
+function report(result) {
+  process.stdout.write(`${JSON.stringify(result)}\n`)
+  printed = true
+}
+
+// A client that waits on a promise nothing will settle lets Node's event loop run dry and exit 0
+// without a word; say so instead.
+process.on('exit', () => {
+  if (!printed) {
+    const error = 'the event loop ran dry before the upload finished (client hung)'
+    report({ ok: false, error, requests: recorder?.log ?? [] })
+    process.exitCode = 1
+  }
+})
+
 async function main() {
-  let stack = null
   try {
     const opts = parseOptions(process.argv.slice(2))
-    stack = new RecordingStack(opts.abortAfterBytes ?? null)
+    recorder = new RecordingStack(opts.abortAfterBytes ?? null)
     let result
     if (opts.abortAfterBytes != null) {
-      const { upload, resumedFromOffset } = await abortThenResume(opts, stack)
+      const { upload, resumedFromOffset } = await abortThenResume(opts, recorder)
       result = { ok: true, url: upload.url, resumedFromOffset }
     } else {
-      const upload = await run(opts, stack)
+      const upload = await run(opts, recorder)
       result = { ok: true, url: upload.url }
     }
-    process.stdout.write(`${JSON.stringify({ ...result, requests: stack.log })}\n`)
+    report({ ...result, requests: recorder.log })
   } catch (err) {
     const error = String(err?.stack ?? err)
-    process.stdout.write(`${JSON.stringify({ ok: false, error, requests: stack?.log ?? [] })}\n`)
+    report({ ok: false, error, requests: recorder?.log ?? [] })
     process.exitCode = 1
   }
 }
