@@ -45,7 +45,7 @@ _INLINE_TYPES = frozenset(
         "video/quicktime",
     }
 )
-_RANGE = re.compile(r"bytes=(?P<start>\d*)-(?P<end>\d*)")
+_RANGE = re.compile(r"bytes=(?P<start>[0-9]*)-(?P<end>[0-9]*)")
 
 
 def content_type(info: UploadInfo) -> str:
@@ -73,17 +73,24 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if match is None or (not match["start"] and not match["end"]):
         return None
     if not match["start"]:
-        suffix = int(match["end"])
+        suffix = _range_number(match["end"])
         if suffix == 0:
             raise _unsatisfiable(size)
-        return max(0, size - suffix), size
-    start = int(match["start"])
-    end = int(match["end"]) + 1 if match["end"] else size
-    if end <= start:
+        # No byte range can describe part of nothing: an empty upload is sent whole.
+        return (max(0, size - suffix), size) if size else None
+    start = _range_number(match["start"])
+    if match["end"] and _range_number(match["end"]) < start:
         return None
     if start >= size:
         raise _unsatisfiable(size)
+    end = _range_number(match["end"]) + 1 if match["end"] else size
     return start, min(end, size)
+
+
+def _range_number(digits: str) -> int:
+    """Range numbers past any upload's size are all alike; int() refuses thousands of digits."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else 10**20
 
 
 def _unsatisfiable(size: int) -> TusError:
