@@ -59,6 +59,7 @@ class Config:
     s3_prefix: str = ""
     s3_part_size: int = 8 * 1024**2
     s3_max_concurrency: int = 4
+    s3_buffer_size: int = 64 * 1024**2  # part bytes in memory, all uploads together
 
     # Shared state: Redis when redis_url is set, else local state beside the data
     redis_url: str | None = None
