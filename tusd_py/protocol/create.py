@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,6 +24,8 @@ from tusd_py.protocol.patch import (
 from tusd_py.protocol.responses import tus_response
 from tusd_py.protocol.urls import endpoint_url
 from tusd_py.stores.base import Capability
+
+log = logging.getLogger("tusd_py")
 
 
 def parse_length(ctx: TusContext, request: Request) -> int | None:
@@ -66,6 +70,14 @@ def parse_metadata_header(ctx: TusContext, request: Request) -> tuple[str | None
     return raw, parse_metadata(raw)
 
 
+async def discard(ctx: TusContext, info: UploadInfo) -> None:
+    try:
+        await ctx.store.terminate(info)
+        await ctx.state.delete(info.id)
+    except Exception:
+        log.warning("could not remove upload %s after a failed creation", info.id, exc_info=True)
+
+
 async def handle_create(ctx: TusContext, request: Request) -> Response:
     if "upload-concat" in request.headers:
         raise bad_request(
@@ -94,6 +106,10 @@ async def handle_create(ctx: TusContext, request: Request) -> Response:
         lock = await ctx.locker.acquire(info.id, lambda: reader.stop("handover"))
         try:
             await append(ctx, info, lock, reader)
+        except BaseException:
+            # The client never learns the Location, so nobody could resume or delete it.
+            await discard(ctx, info)
+            raise
         finally:
             await lock.release()
     elif info.finished:
