@@ -267,6 +267,8 @@ class RedisLocker(Locker):
             lock._renewal.cancel()
 
     async def _release(self, lock: RedisLock) -> None:
+        if self._closed:
+            return  # the client may be closed; the lease runs out as after a crash
         # Never raises: failing to release only delays the next holder until the lease ends,
         # and a release runs in `finally` blocks where an error would hide the real outcome.
         try:
