@@ -34,8 +34,8 @@ class TusContext:
             names.append("termination")
         if self.config.expiration > 0:
             names.append("expiration")
-        if Capability.CHECKSUM in caps:
-            names.append("checksum")
+        # Verified in the protocol layer (protocol/checksum.py) on top of the store contract.
+        names.append("checksum")
         if Capability.CONCATENATION in caps:
             names += ["concatenation", "concatenation-unfinished"]
         return names

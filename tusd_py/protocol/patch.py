@@ -9,6 +9,7 @@ from tusd_py.errors import TusError, bad_request, offset_mismatch
 from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
 from tusd_py.protocol.body import BodyReader
+from tusd_py.protocol.checksum import Checksum, guarded, parse_checksum
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import http_date, parse_uint
 from tusd_py.protocol.responses import tus_response
@@ -98,8 +99,17 @@ def declare_length(ctx: TusContext, info: UploadInfo, value: str | None) -> bool
     return True
 
 
-async def append(ctx: TusContext, info: UploadInfo, lock: Lock, reader: BodyReader) -> None:
-    """Stream the body into the store at `info.offset`, committing as bytes become durable."""
+async def append(
+    ctx: TusContext,
+    info: UploadInfo,
+    lock: Lock,
+    reader: BodyReader,
+    checksum: Checksum | None = None,
+) -> None:
+    """Stream the body into the store at `info.offset`, committing as bytes become durable.
+
+    With a `checksum`, nothing is committed until the whole body has been verified.
+    """
     room = None if info.length is None else info.length - info.offset
     if ctx.config.max_size and info.length is None:
         room = ctx.config.max_size - info.offset
@@ -109,7 +119,10 @@ async def append(ctx: TusContext, info: UploadInfo, lock: Lock, reader: BodyRead
     async def commit(offset: int) -> None:
         await ctx.state.commit(info, offset, lock)
 
-    await ctx.store.write(info, reader.chunks(), commit)
+    chunks, on_commit, guard = guarded(checksum, reader, ctx.state, info, lock, commit)
+    await ctx.store.write(info, chunks, on_commit)
+    if guard is not None:
+        await guard.apply()
     if info.finished:
         await ctx.store.finish(info)
 
@@ -128,6 +141,7 @@ async def handle_patch(ctx: TusContext, request: Request, upload_id: str) -> Res
         raise bad_request("Upload-Offset is missing", "missing-upload-offset")
     offset = parse_uint("Upload-Offset", offset_header)
     body_length = content_length(request)
+    checksum = parse_checksum(request.headers.get("upload-checksum"))
 
     reader = open_body(ctx, request)
     lock = await ctx.locker.acquire(upload_id, lambda: reader.stop("handover"))
@@ -146,7 +160,7 @@ async def handle_patch(ctx: TusContext, request: Request, upload_id: str) -> Res
             # Also retries a finish that failed after the last byte was committed.
             await ctx.store.finish(info)
             return tus_response(204, offset_headers(info))
-        await append(ctx, info, lock, reader)
+        await append(ctx, info, lock, reader, checksum)
         return tus_response(204, offset_headers(info))
     finally:
         await lock.release()
