@@ -18,6 +18,8 @@ class UploadInfo:
     `length` is None while the length is deferred. `metadata_header` is the `Upload-Metadata`
     header exactly as the client sent it (it is echoed verbatim); `metadata` is its decoded form.
     `storage` holds the data store's own details (file path, bucket, key, multipart id, part size).
+    A final upload lists its partials' ids in `parts`; a partial that an unfinished final has
+    claimed names that final in `part_of`, so finishing the partial can complete the final.
     """
 
     id: str
@@ -29,6 +31,7 @@ class UploadInfo:
     expires_at: float | None = None
     concat: ConcatKind | None = None
     parts: list[str] = field(default_factory=list)
+    part_of: str | None = None
     storage: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from tusd_py.errors import TusError, bad_request
 from tusd_py.ids import new_upload_id
 from tusd_py.info import UploadInfo
+from tusd_py.protocol.concat import create_final, parse_upload_concat
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import parse_metadata, parse_uint
 from tusd_py.protocol.patch import (
@@ -79,9 +80,11 @@ async def discard(ctx: TusContext, info: UploadInfo) -> None:
 
 
 async def handle_create(ctx: TusContext, request: Request) -> Response:
-    if "upload-concat" in request.headers:
-        raise bad_request(
-            "this server does not support the concatenation extension", "concat-unsupported"
+    concat = parse_upload_concat(ctx, request.headers.get("upload-concat"))
+    if isinstance(concat, list):
+        metadata_header, metadata = parse_metadata_header(ctx, request)
+        return await create_final(
+            ctx, request, concat, metadata_header, metadata, has_body(request)
         )
     length = parse_length(ctx, request)
     metadata_header, metadata = parse_metadata_header(ctx, request)
@@ -95,6 +98,7 @@ async def handle_create(ctx: TusContext, request: Request) -> Response:
         metadata=metadata,
         metadata_header=metadata_header,
         expires_at=ctx.new_expiry(),
+        concat=concat,
     )
     check_fits(ctx, info, content_length(request))
     await ctx.store.create(info)

@@ -88,7 +88,7 @@ class TusEndpoint:
             raise method_not_allowed(method, _UPLOAD_METHODS)
         check_tus_resumable(request.headers.get("tus-resumable"))
         if method == "HEAD":
-            return await handle_head(ctx, sub_path)
+            return await handle_head(ctx, sub_path, request)
         if method == "PATCH":
             return await handle_patch(ctx, request, sub_path)
         return await handle_delete(ctx, sub_path)

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.responses import Response
 
 from tusd_py.info import UploadInfo
+from tusd_py.protocol.concat import complete_final, concat_headers
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import http_date
 from tusd_py.protocol.responses import tus_response
+from tusd_py.protocol.urls import endpoint_url
 
 
-def upload_headers(info: UploadInfo) -> dict[str, str]:
+def upload_headers(info: UploadInfo, endpoint: str | None = None) -> dict[str, str]:
     """Headers that describe an upload's state (HEAD, and reused by other handlers)."""
     headers = {"Upload-Offset": str(info.offset), "Cache-Control": "no-store"}
+    if info.concat == "final" and not info.finished:
+        del headers["Upload-Offset"]  # the protocol: no offset until the final is assembled
     if info.length is None:
         headers["Upload-Defer-Length"] = "1"
     else:
@@ -19,10 +24,11 @@ def upload_headers(info: UploadInfo) -> dict[str, str]:
         headers["Upload-Metadata"] = info.metadata_header
     if info.expires_at is not None and not info.finished:
         headers["Upload-Expires"] = http_date(info.expires_at)
+    headers.update(concat_headers(info, endpoint))
     return headers
 
 
-async def handle_head(ctx: TusContext, upload_id: str) -> Response:
+async def handle_head(ctx: TusContext, upload_id: str, request: Request | None = None) -> Response:
     # Taking the lock makes a PATCH still running for this upload hand over and commit, so the
     # offset answered here is the one the client can resume from.
     lock = await ctx.locker.acquire(upload_id, lambda: None)
@@ -30,4 +36,7 @@ async def handle_head(ctx: TusContext, upload_id: str) -> Response:
         info = await ctx.existing(upload_id)
     finally:
         await lock.release()
-    return tus_response(200, upload_headers(info))
+    if info.concat == "final" and not info.finished:
+        info = await complete_final(ctx, upload_id) or info  # retries a failed assembly
+    endpoint = None if request is None else endpoint_url(request, ctx.config.behind_proxy)
+    return tus_response(200, upload_headers(info, endpoint))

@@ -10,6 +10,7 @@ from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
 from tusd_py.protocol.body import BodyReader
 from tusd_py.protocol.checksum import Checksum, guarded, parse_checksum
+from tusd_py.protocol.concat import after_finish
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import http_date, parse_uint
 from tusd_py.protocol.responses import tus_response
@@ -159,8 +160,9 @@ async def handle_patch(ctx: TusContext, request: Request, upload_id: str) -> Res
         if info.finished and not body_length:
             # Also retries a finish that failed after the last byte was committed.
             await ctx.store.finish(info)
-            return tus_response(204, offset_headers(info))
-        await append(ctx, info, lock, reader, checksum)
-        return tus_response(204, offset_headers(info))
+        else:
+            await append(ctx, info, lock, reader, checksum)
     finally:
         await lock.release()
+    await after_finish(ctx, info)  # a claimed partial may complete its final upload
+    return tus_response(204, offset_headers(info))

@@ -68,6 +68,14 @@ class DataStore(ABC):
         May be called again for an upload already finished (a retry after a failure): idempotent.
         """
 
+    async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
+        """(CONCATENATION) Fill the empty `final` with the finished `partials`' bytes, in order.
+
+        Called under the final's and the partials' locks; the protocol layer commits the final's
+        offset and calls `finish(final)` afterwards. Must be safe to run again after a failure.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot concatenate uploads")
+
     @abstractmethod
     async def terminate(self, info: UploadInfo) -> None:
         """Remove everything stored for the upload; succeed when some of it is already gone."""

@@ -1,0 +1,264 @@
+"""concatenation and concatenation-unfinished: partial uploads joined into a final upload.
+
+`Upload-Concat: partial` marks an upload as a partial; `Upload-Concat: final;<url> <url> …`
+creates the final upload from partials of this server (absolute or relative URLs). The final's
+length is the sum of its partials' lengths, so every partial must have a known length.
+
+- All partials finished when the final is created: it is assembled in the same request.
+- Otherwise (concatenation-unfinished) the final is created empty and every partial is claimed
+  for it (`part_of`); the request that finishes the last partial assembles it, and so does a
+  HEAD on the final should that have failed.
+
+Cleanup policy: once the final is assembled its partials are deleted — their bytes live on in
+the final. A partial belongs to one final at most: naming it again is a 400 while it is claimed
+and a 404 once it is gone. Partials of a final that is deleted or expires before completion stay
+until the client deletes them or, while unfinished, they expire.
+
+Locking: the final's creation takes its partials' locks (sorted by id), then the new final's;
+completion takes the final's lock, then its partials'. No request ever waits for a final's lock
+while it holds a partial's, so the two orders cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Literal
+from urllib.parse import urljoin, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tusd_py.errors import TusError, bad_request
+from tusd_py.ids import is_valid_upload_id, new_upload_id
+from tusd_py.info import UploadInfo
+from tusd_py.locking.base import Lock
+from tusd_py.protocol.context import TusContext, is_expired
+from tusd_py.protocol.responses import tus_response
+from tusd_py.protocol.urls import endpoint_url
+from tusd_py.stores.base import Capability
+
+log = logging.getLogger("tusd_py.concat")
+
+PARTIAL = "partial"
+FINAL_PREFIX = "final;"
+
+
+def parse_upload_concat(
+    ctx: TusContext, value: str | None
+) -> Literal["partial"] | list[str] | None:
+    """None (no header), "partial", or the URLs of a final upload's parts."""
+    if value is None:
+        return None
+    if Capability.CONCATENATION not in ctx.store.capabilities:
+        raise bad_request(
+            "this server's storage does not support the concatenation extension",
+            "concat-unsupported",
+        )
+    value = value.strip()
+    if value == "partial":
+        return "partial"
+    if value.startswith(FINAL_PREFIX):
+        urls = value[len(FINAL_PREFIX) :].split()
+        if not urls:
+            raise bad_request(
+                "Upload-Concat: final; must list at least one partial upload URL", "invalid-concat"
+            )
+        return urls
+    raise bad_request(
+        f"Upload-Concat must be 'partial' or 'final;<url> <url> …', got {value!r}",
+        "invalid-concat",
+    )
+
+
+def part_ids(ctx: TusContext, request: Request, urls: list[str]) -> list[str]:
+    """The upload ids the URLs of `Upload-Concat: final;…` name, resolved like a browser would
+    against this endpoint; URLs of another host or path are foreign (400)."""
+    base = endpoint_url(request, ctx.config.behind_proxy)
+    base_parts = urlsplit(base)
+    ids: list[str] = []
+    for url in urls:
+        target = urlsplit(urljoin(base, url))
+        # The scheme may differ behind a TLS-terminating proxy; host and path may not.
+        foreign = target.netloc.lower() != base_parts.netloc.lower() or not target.path.startswith(
+            base_parts.path
+        )
+        upload_id = target.path[len(base_parts.path) :]
+        if foreign or not is_valid_upload_id(upload_id):
+            raise bad_request(
+                f"Upload-Concat names {url!r}, which is not an upload URL of this server "
+                f"(expected {base}<id>)",
+                "foreign-partial",
+            )
+        if upload_id in ids:
+            raise bad_request(
+                f"Upload-Concat names the partial upload {upload_id!r} twice", "duplicate-partial"
+            )
+        ids.append(upload_id)
+    return ids
+
+
+def concat_headers(info: UploadInfo, endpoint: str | None) -> dict[str, str]:
+    """`Upload-Concat` for HEAD; a final's parts as absolute URLs when the endpoint is known,
+    else as ids, which are relative references that resolve against the final's own URL."""
+    if info.concat == "partial":
+        return {"Upload-Concat": PARTIAL}
+    if info.concat == "final":
+        prefix = endpoint or ""
+        return {"Upload-Concat": FINAL_PREFIX + " ".join(prefix + p for p in info.parts)}
+    return {}
+
+
+@contextlib.asynccontextmanager
+async def _locked(ctx: TusContext, upload_ids: Iterable[str]) -> AsyncIterator[dict[str, Lock]]:
+    """Hold the locks of `upload_ids`, taken in sorted order so concurrent holders never cycle."""
+    locks: dict[str, Lock] = {}
+    try:
+        for upload_id in sorted(set(upload_ids)):
+            locks[upload_id] = await ctx.locker.acquire(upload_id, lambda: None)
+        yield locks
+    finally:
+        for lock in locks.values():
+            await lock.release()
+
+
+async def _load_partial(ctx: TusContext, upload_id: str) -> UploadInfo:
+    info = await ctx.state.get(upload_id)
+    if info is None:
+        raise TusError(
+            404,
+            "partial-not-found",
+            f"Upload-Concat names the upload {upload_id!r}, which does not exist",
+        )
+    if is_expired(info):
+        raise TusError(
+            410, "partial-gone", f"Upload-Concat names the upload {upload_id!r}, which expired"
+        )
+    if info.concat != PARTIAL:
+        raise bad_request(
+            f"Upload-Concat names the upload {upload_id!r}, which was not created with "
+            "Upload-Concat: partial",
+            "not-partial",
+        )
+    if info.part_of is not None:
+        raise bad_request(
+            f"the partial upload {upload_id!r} already belongs to the final upload "
+            f"{info.part_of!r}",
+            "partial-taken",
+        )
+    if info.length is None:
+        raise bad_request(
+            f"the partial upload {upload_id!r} has no length yet; a final upload needs the "
+            "lengths of all its partials (declare it with Upload-Length on a PATCH first)",
+            "partial-length-unknown",
+        )
+    return info
+
+
+async def _assemble(
+    ctx: TusContext, final: UploadInfo, final_lock: Lock, partials: list[UploadInfo]
+) -> None:
+    """Concatenate, commit and finish the final, then delete its partials (all locks held)."""
+    assert final.length is not None
+    await ctx.store.concatenate(final, partials)
+    await ctx.state.commit(final, final.length, final_lock)
+    await ctx.store.finish(final)
+    for partial in partials:
+        try:
+            await ctx.store.terminate(partial)
+            await ctx.state.delete(partial.id)
+        except TusError as exc:  # the final is complete; a leftover partial is only storage
+            log.warning("could not delete partial %s of final %s: %s", partial.id, final.id, exc)
+
+
+async def create_final(
+    ctx: TusContext,
+    request: Request,
+    urls: list[str],
+    metadata_header: str | None,
+    metadata: dict[str, str],
+    with_body: bool,
+) -> Response:
+    """POST with `Upload-Concat: final;…`: create the final upload, assembling it when it can."""
+    for name in ("Upload-Length", "Upload-Defer-Length"):
+        if name.lower() in request.headers:
+            raise bad_request(
+                f"a final upload must not carry {name}: its length is the sum of its partials'",
+                "final-with-length",
+            )
+    if with_body:
+        raise bad_request(
+            "a final upload cannot carry data; its bytes come from its partials", "final-with-body"
+        )
+    ids = part_ids(ctx, request, urls)
+    async with _locked(ctx, ids) as locks:
+        partials = [await _load_partial(ctx, upload_id) for upload_id in ids]
+        length = sum(p.length or 0 for p in partials)
+        if ctx.config.max_size and length > ctx.config.max_size:
+            raise TusError(
+                413,
+                "max-size-exceeded",
+                f"the partials add up to {length} bytes, more than Tus-Max-Size "
+                f"{ctx.config.max_size}",
+            )
+        final = UploadInfo(
+            id=new_upload_id(),
+            length=length,
+            metadata=metadata,
+            metadata_header=metadata_header,
+            expires_at=ctx.new_expiry(),
+            concat="final",
+            parts=ids,
+        )
+        await ctx.store.create(final)
+        await ctx.state.create(final)
+        final_lock = await ctx.locker.acquire(final.id, lambda: None)
+        locks[final.id] = final_lock  # released with the partials'
+        if all(p.finished for p in partials):
+            try:
+                await _assemble(ctx, final, final_lock, partials)
+            except BaseException:
+                # Leave no half-made final behind; the partials are untouched, a retry can reuse
+                # them.
+                with contextlib.suppress(Exception):
+                    await ctx.store.terminate(final)
+                    await ctx.state.delete(final.id)
+                raise
+        else:
+            for partial in partials:
+                partial.part_of = final.id
+                await ctx.state.update(partial, locks[partial.id])
+    headers = {"Location": endpoint_url(request, ctx.config.behind_proxy) + final.id}
+    if final.finished:
+        headers["Upload-Offset"] = str(final.offset)
+    return tus_response(201, headers)
+
+
+async def complete_final(ctx: TusContext, final_id: str) -> UploadInfo | None:
+    """Assemble the final upload `final_id` if all its partials are finished; its info after.
+
+    Safe to call any time and from any instance: it does nothing unless there is work to do.
+    """
+    final_lock = await ctx.locker.acquire(final_id, lambda: None)
+    try:
+        final = await ctx.state.get(final_id)
+        if final is None or final.concat != "final" or final.finished:
+            return final
+        async with _locked(ctx, final.parts):
+            partials: list[UploadInfo] = []
+            for upload_id in final.parts:
+                partial = await ctx.state.get(upload_id)
+                if partial is None or not partial.finished:
+                    return final
+                partials.append(partial)
+            await _assemble(ctx, final, final_lock, partials)
+        return final
+    finally:
+        await final_lock.release()
+
+
+async def after_finish(ctx: TusContext, info: UploadInfo) -> None:
+    """Called with no lock held once a request finished `info`: complete its final, if any."""
+    if info.part_of is not None and info.finished:
+        await complete_final(ctx, info.part_of)
