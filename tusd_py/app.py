@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,8 +14,11 @@ from starlette.routing import Mount, Route
 
 from tusd_py.config import Config
 from tusd_py.expiry import running_sweep
+from tusd_py.hooks import HookFunction, Hooks, HookType
 from tusd_py.locking.base import Locker
 from tusd_py.locking.memory import MemoryLocker
+from tusd_py.metrics import time_lock_waits
+from tusd_py.ops import observe_middleware, operational_routes
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.endpoint import TusEndpoint
 from tusd_py.state.base import StateStore
@@ -62,6 +65,7 @@ CORS_EXPOSE_HEADERS = [
     "Content-Disposition",
     "Content-Range",
     "Retry-After",
+    "X-Request-ID",
 ]
 CORS_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"]
 
@@ -88,14 +92,23 @@ def build_context(config: Config) -> TusContext:
     return TusContext(config=config, store=store, state=state, locker=locker)
 
 
-def create_app(config: Config | None = None, *, context: TusContext | None = None) -> Starlette:
+def create_app(
+    config: Config | None = None,
+    *,
+    context: TusContext | None = None,
+    hooks: Mapping[HookType | str, HookFunction] | None = None,
+) -> Starlette:
     """The tus server: the endpoint at `config.base_path`, CORS, and store lifecycles.
 
     Mount it in another Starlette/FastAPI app with `Mount("/uploads", app=create_app(cfg))`;
-    `Location` headers follow the mount point.
+    `Location` headers follow the mount point. `hooks` maps hook names ("pre-create", ...) to
+    Python functions, sync or async (docs/hooks.md).
     """
     config = config or Config()
     ctx = context or build_context(config)
+    if context is None or hooks is not None or config.hooks_http:
+        ctx.hooks = Hooks.from_config(config, hooks)
+    time_lock_waits(ctx.locker)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -106,6 +119,7 @@ def create_app(config: Config | None = None, *, context: TusContext | None = Non
                 yield
         finally:
             ctx.stop_all_readers()
+            await ctx.hooks.close()
             await ctx.locker.close()
             await ctx.state.close()
             await ctx.store.close()
@@ -125,9 +139,10 @@ def create_app(config: Config | None = None, *, context: TusContext | None = Non
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
+            *operational_routes(config, ctx),
             Mount(config.base_path.rstrip("/"), app=TusEndpoint(ctx)),
         ],
-        middleware=[cors] if config.cors_origins else [],
+        middleware=[observe_middleware(config), *([cors] if config.cors_origins else [])],
         lifespan=lifespan,
     )
     app.state.tus = ctx

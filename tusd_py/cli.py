@@ -13,6 +13,8 @@ import uvicorn
 
 from tusd_py.app import create_app
 from tusd_py.config import Config, parse_duration, parse_size
+from tusd_py.hooks import parse_hook_types
+from tusd_py.logs import configure_logging
 from tusd_py.protocol.context import TusContext
 
 
@@ -30,6 +32,17 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         return None
     try:
         return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _comma_list(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _hook_events(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    try:
+        return [hook.value for hook in parse_hook_types(value)]
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -121,6 +134,51 @@ class _Server(uvicorn.Server):
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Log level.",
 )
+@click.option(
+    "--log-format",
+    default="text",
+    type=click.Choice(["text", "json"]),
+    help="Log lines as text or as one JSON object per line.",
+)
+@click.option("--metrics/--no-metrics", default=True, help="Serve Prometheus metrics.")
+@click.option("--metrics-path", default="/metrics", help="Path of the Prometheus metrics.")
+@click.option("--demo/--no-demo", default=False, help="Serve the upload demo page at /.")
+@click.option(
+    "--hooks-http", default=None, help="POST hook events as JSON to this URL (tusd's format)."
+)
+@click.option(
+    "--hooks-enabled-events",
+    default="pre-create,post-create,post-receive,post-terminate,post-finish",
+    callback=_hook_events,
+    help="Comma-separated hook events sent to --hooks-http ('' = none).",
+)
+@click.option(
+    "--hooks-http-retry",
+    default=3,
+    type=int,
+    help="Retries of a hook request after a network error or a 5xx answer.",
+)
+@click.option(
+    "--hooks-http-backoff", default="1s", callback=_duration, help="Wait between hook retries."
+)
+@click.option(
+    "--hooks-http-timeout",
+    default="15s",
+    callback=_duration,
+    help="Give up on one hook request after this long.",
+)
+@click.option(
+    "--hooks-http-forward-headers",
+    default="",
+    callback=_comma_list,
+    help="Comma-separated client request headers copied onto hook requests.",
+)
+@click.option(
+    "--progress-hooks-interval",
+    default="1s",
+    callback=_duration,
+    help="How often post-receive runs while a request body arrives.",
+)
 def main(**options: Any) -> None:
     """Run a tus resumable-upload server."""
     cors = options.pop("cors_origins")
@@ -130,9 +188,7 @@ def main(**options: Any) -> None:
 
 
 def run(config: Config) -> None:
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(config.log_format, config.log_level)
     if config.storage_kind == "s3" and config.state_kind == "local":
         logging.getLogger("tusd_py").warning(
             "S3 storage without --redis-url keeps upload state in this process: "
@@ -150,6 +206,7 @@ def run(config: Config) -> None:
     uv_config = uvicorn.Config(
         app,
         log_level=config.log_level,
+        log_config=None,  # uvicorn's loggers propagate to ours: one format for every line
         access_log=config.log_level == "debug",
         timeout_graceful_shutdown=30,
         h11_max_incomplete_event_size=64 * 1024,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -64,6 +65,29 @@ class Config:
     # Shared state: Redis when redis_url is set, else local state beside the data
     redis_url: str | None = None
     redis_prefix: str = "tusd"
+
+    # Hooks (see docs/hooks.md); HTTP hooks are off until hooks_http is set
+    hooks_http: str | None = None
+    hooks_http_retry: int = 3
+    hooks_http_backoff: float = 1.0
+    hooks_http_timeout: float = 15.0
+    hooks_http_forward_headers: list[str] = field(default_factory=list)
+    hooks_enabled_events: list[str] = field(
+        default_factory=lambda: [
+            "pre-create",
+            "post-create",
+            "post-receive",
+            "post-terminate",
+            "post-finish",
+        ]
+    )
+    progress_hooks_interval: float = 1.0
+
+    # Operations
+    log_format: LogFormat = "text"
+    metrics: bool = True
+    metrics_path: str = "/metrics"
+    demo: bool = False  # serve the upload demo page at /
 
     def __post_init__(self) -> None:
         if not self.base_path.startswith("/"):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from tusd_py.config import Config
 from tusd_py.errors import gone, not_found
+from tusd_py.hooks import Hooks
 from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Locker
 from tusd_py.protocol.body import BodyReader
@@ -23,6 +24,8 @@ class TusContext:
     locker: Locker
     # Bodies being read right now, so a shutdown can end them and keep their bytes.
     active_readers: weakref.WeakSet[BodyReader] = field(default_factory=weakref.WeakSet)
+    # Lifecycle events: hooks, upload metrics and upload log lines (tusd_py/hooks).
+    hooks: Hooks = field(default_factory=Hooks)
 
     @property
     def extensions(self) -> list[str]:

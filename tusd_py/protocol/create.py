@@ -101,8 +101,10 @@ async def handle_create(ctx: TusContext, request: Request) -> Response:
         concat=concat,
     )
     check_fits(ctx, info, content_length(request))
+    await ctx.hooks.pre_create(info)  # may reject, or change the id and metadata
     await ctx.store.create(info)
     await ctx.state.create(info)
+    ctx.hooks.created(info)
 
     headers = {"Location": endpoint_url(request, ctx.config.behind_proxy) + info.id}
     if with_body:
@@ -118,5 +120,6 @@ async def handle_create(ctx: TusContext, request: Request) -> Response:
             await lock.release()
     elif info.finished:
         await ctx.store.finish(info)  # Upload-Length: 0 is complete at once
+        await ctx.hooks.finished(info)
     headers.update(offset_headers(info))
     return tus_response(201, headers)

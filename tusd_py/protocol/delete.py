@@ -16,8 +16,10 @@ async def handle_delete(ctx: TusContext, upload_id: str) -> Response:
     lock = await ctx.locker.acquire(upload_id, lambda: None)
     try:
         info = await ctx.existing(upload_id)
+        await ctx.hooks.pre_terminate(info)  # may refuse
         await ctx.store.terminate(info)
         await ctx.state.delete(upload_id)
     finally:
         await lock.release()
+    ctx.hooks.terminated(info)
     return tus_response(204)

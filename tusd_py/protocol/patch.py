@@ -121,11 +121,13 @@ async def append(
         await ctx.state.commit(info, offset, lock)
 
     chunks, on_commit, guard = guarded(checksum, reader, ctx.state, info, lock, commit)
-    await ctx.store.write(info, chunks, on_commit)
-    if guard is not None:
-        await guard.apply()
+    async with ctx.hooks.receiving(ctx, info, reader):  # post-receive, byte count, StopUpload
+        await ctx.store.write(info, chunks, on_commit)
+        if guard is not None:
+            await guard.apply()
     if info.finished:
         await ctx.store.finish(info)
+        await ctx.hooks.finished(info)
 
 
 def offset_headers(info: UploadInfo) -> dict[str, str]:

@@ -21,6 +21,9 @@ class StateStore(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Disconnect. Called once at app shutdown."""
 
+    async def ready(self) -> None:  # noqa: B027 - optional hook
+        """Raise when the backend is unreachable right now (for `/ready`); a no-op by default."""
+
     @abstractmethod
     async def create(self, info: UploadInfo) -> None:
         """Record a new upload (its data-store side already exists)."""

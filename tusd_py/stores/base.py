@@ -37,6 +37,9 @@ class DataStore(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. Called once at app shutdown."""
 
+    async def ready(self) -> None:  # noqa: B027 - optional hook
+        """Raise when the backend is unreachable right now (for `/ready`); a no-op by default."""
+
     @abstractmethod
     async def create(self, info: UploadInfo) -> None:
         """Make room for a new upload, fill `info.storage`, and save the `.info` copy."""

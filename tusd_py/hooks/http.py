@@ -1,0 +1,114 @@
+"""HTTP hooks: POST the event as JSON to a receiver and read its JSON answer.
+
+The client is aiohttp, which aiobotocore already depends on: a pooled, async HTTP/1.1 client with
+timeouts, at no new dependency. httpx would be the other obvious choice, but it is only a test
+dependency here, and a hand-written client on asyncio streams would have to re-implement
+chunked decoding, keep-alive and TLS for no gain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable
+
+import aiohttp
+
+from tusd_py.hooks.types import HookError, HookEvent, HookResponse, canonical_header
+
+log = logging.getLogger("tusd_py.hooks")
+
+# tusd caps a hook answer too; a receiver has no reason to send more than a small JSON object.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class HttpHookClient:
+    """Delivers hook events to one URL, retrying network errors and 5xx answers."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retries: int = 3,
+        backoff: float = 1.0,
+        timeout: float = 15.0,
+        forward_headers: Iterable[str] = (),
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"the hook URL must start with http:// or https://, got {url!r}")
+        self.url = url
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.timeout = timeout
+        self.forward_headers = [canonical_header(h.strip()) for h in forward_headers if h.strip()]
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use so that it belongs to the running event loop.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=100),
+                trust_env=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, event: HookEvent) -> HookResponse:
+        body = json.dumps(event.to_json(), separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        for name in self.forward_headers:
+            value = event.request.header(name)
+            if value is not None:
+                headers[name] = value
+        attempts = self.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                status, answer = await self._post(body, headers)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            else:
+                if 200 <= status < 300:
+                    return _parse_answer(answer)
+                problem = f"the receiver answered {status}: {_snippet(answer)}"
+                if status < 500:
+                    raise HookError(problem)  # a deliberate answer; retrying will not change it
+            if attempt < attempts:
+                log.warning(
+                    "%s hook to %s failed (%s); retry %d of %d in %.1fs",
+                    event.type.value,
+                    self.url,
+                    problem,
+                    attempt,
+                    self.retries,
+                    self.backoff,
+                )
+                await asyncio.sleep(self.backoff)
+        raise HookError(f"{problem} (after {attempts} attempts)")
+
+    async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        async with self._client().post(self.url, data=body, headers=headers) as response:
+            answer = await response.content.read(MAX_RESPONSE_BYTES + 1)
+            if len(answer) > MAX_RESPONSE_BYTES:
+                raise HookError(f"the receiver's answer is larger than {MAX_RESPONSE_BYTES} bytes")
+            return response.status, answer
+
+
+def _parse_answer(answer: bytes) -> HookResponse:
+    if not answer.strip():
+        return HookResponse()  # "nothing to change", as many post-* receivers answer
+    try:
+        data = json.loads(answer)
+    except ValueError:
+        raise HookError(f"the receiver's answer is not JSON: {_snippet(answer)}") from None
+    return HookResponse.from_json(data)
+
+
+def _snippet(answer: bytes) -> str:
+    text = answer[:200].decode("utf-8", errors="replace").strip()
+    return repr(text) if text else "(empty body)"

@@ -1,0 +1,343 @@
+"""`Hooks`: runs Python hook functions and HTTP hooks at each point of an upload's life.
+
+The protocol handlers call one method per lifecycle point (`pre_create`, `created`, `receiving`,
+`finished`, `pre_terminate`, `terminated`); each also counts the event in the metrics and logs
+it, so hooks, metrics and logs can never disagree about what happened.
+
+Blocking hooks (pre-*) run before the server answers: a failure answers 500 and changes nothing,
+a rejection answers the hook's status (400 by default) with its body and headers. Non-blocking
+hooks (post-*) run in background tasks; their failures are logged and counted, never answered.
+post-receive runs every `progress_interval` seconds while a body arrives and once at its end; it
+can stop the upload, which then is terminated, as tusd does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# `observe` imports hook types, so take the module (not its names) to allow either import order.
+from tusd_py import metrics, observe
+from tusd_py.errors import TusError
+from tusd_py.hooks.http import HttpHookClient
+from tusd_py.hooks.types import (
+    DEFAULT_HTTP_EVENTS,
+    HookError,
+    HookEvent,
+    HookResponse,
+    HookType,
+    HTTPRequestInfo,
+    parse_hook_types,
+    snapshot,
+)
+from tusd_py.info import UploadInfo
+from tusd_py.protocol.headers import encode_metadata
+from tusd_py.stores.base import Capability
+
+if TYPE_CHECKING:
+    from tusd_py.config import Config
+    from tusd_py.protocol.body import BodyReader
+    from tusd_py.protocol.context import TusContext
+
+log = logging.getLogger("tusd_py.hooks")
+uploads_log = logging.getLogger("tusd_py.uploads")
+
+HookResult = HookResponse | None
+HookFunction = Callable[[HookEvent], HookResult | Awaitable[HookResult]]
+StorageDescriber = Callable[[UploadInfo], dict[str, Any] | None]
+
+# How long shutdown waits for post-* deliveries still in flight.
+DRAIN_TIMEOUT = 10.0
+
+
+class Hooks:
+    def __init__(
+        self,
+        functions: Mapping[HookType | str, HookFunction] | None = None,
+        *,
+        http: HttpHookClient | None = None,
+        http_events: Iterable[HookType] = DEFAULT_HTTP_EVENTS,
+        progress_interval: float = 1.0,
+        describe_storage: StorageDescriber | None = None,
+    ) -> None:
+        self.functions = {HookType(name): fn for name, fn in (functions or {}).items()}
+        self.http = http
+        self.http_events = frozenset(http_events) if http is not None else frozenset()
+        self.progress_interval = progress_interval
+        self._describe_storage = describe_storage or (lambda info: None)
+        self._background: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_config(
+        cls, config: Config, functions: Mapping[HookType | str, HookFunction] | None = None
+    ) -> Hooks:
+        http = None
+        if config.hooks_http:
+            http = HttpHookClient(
+                config.hooks_http,
+                retries=config.hooks_http_retry,
+                backoff=config.hooks_http_backoff,
+                timeout=config.hooks_http_timeout,
+                forward_headers=config.hooks_http_forward_headers,
+            )
+        return cls(
+            functions,
+            http=http,
+            http_events=parse_hook_types(config.hooks_enabled_events),
+            progress_interval=config.progress_hooks_interval,
+            describe_storage=storage_describer(config),
+        )
+
+    def enabled(self, hook_type: HookType) -> bool:
+        return hook_type in self.functions or hook_type in self.http_events
+
+    async def close(self) -> None:
+        """Let post-* deliveries in flight finish (bounded), then close the HTTP client."""
+        if self._background:
+            _, pending = await asyncio.wait(self._background, timeout=DRAIN_TIMEOUT)
+            for task in pending:
+                task.cancel()
+        if self.http is not None:
+            await self.http.close()
+
+    # --- lifecycle points, called by the protocol handlers ------------------------------------
+
+    async def pre_create(self, info: UploadInfo) -> None:
+        """May reject (raises), set a custom id, or replace the metadata of `info`."""
+        response = await self._blocking(HookType.PRE_CREATE, info, "the upload was not created")
+        if response is None:
+            return
+        _change_response(response)
+        if response.reject_upload:
+            raise _rejection(response, "upload-rejected", "the server rejected this upload")
+        change = response.change_file_info
+        if change is not None:
+            if change.id is not None:
+                info.id = change.id
+            if change.metadata is not None:
+                info.metadata = dict(change.metadata)
+                info.metadata_header = encode_metadata(info.metadata)
+
+    def created(self, info: UploadInfo) -> None:
+        observe.bind_upload(info.id)
+        metrics.UPLOADS_CREATED.inc()
+        uploads_log.info(
+            "upload created",
+            extra={"length": info.length, "metadata": info.metadata or None},
+        )
+        self._fire(HookType.POST_CREATE, info)
+
+    @contextlib.asynccontextmanager
+    async def receiving(
+        self, ctx: TusContext, info: UploadInfo, reader: BodyReader
+    ) -> AsyncIterator[None]:
+        """Wraps the write of one request body: progress hooks, the byte count, StopUpload."""
+        start = info.offset
+        stop: list[HookResponse] = []
+        handle: asyncio.TimerHandle | None = None
+        watching = self.enabled(HookType.POST_RECEIVE)
+        if watching:
+            loop = asyncio.get_running_loop()
+            reported = 0
+            in_flight = False
+
+            def on_answer(response: HookResponse | None) -> None:
+                nonlocal in_flight
+                in_flight = False
+                if response is not None and response.stop_upload and not stop:
+                    stop.append(response)
+                    reader.stop("stopped by the post-receive hook")
+
+            def tick() -> None:
+                nonlocal handle, reported, in_flight
+                # One delivery at a time per request: a slow receiver gets fewer, not more.
+                if reader.received != reported and not in_flight:
+                    reported, in_flight = reader.received, True
+                    progress = dataclasses.replace(info, offset=start + reader.received)
+                    self._fire(HookType.POST_RECEIVE, progress, on_answer)
+                handle = loop.call_later(self.progress_interval, tick)
+
+            handle = loop.call_later(self.progress_interval, tick)
+        try:
+            yield
+        finally:
+            if handle is not None:
+                handle.cancel()
+            if reader.received:
+                metrics.BYTES_RECEIVED.inc(reader.received)
+        if stop and not info.finished:
+            await self._stop_upload(ctx, info, stop[0])
+        if watching and reader.received:
+            self._fire(HookType.POST_RECEIVE, info)
+
+    async def finished(self, info: UploadInfo) -> None:
+        """The last byte is stored (and the store finished the upload)."""
+        response = await self._blocking(
+            HookType.PRE_FINISH, info, "all bytes of the upload are stored"
+        )
+        if response is not None:
+            _change_response(response)
+        metrics.UPLOADS_FINISHED.inc()
+        uploads_log.info("upload finished", extra={"length": info.length})
+        self._fire(HookType.POST_FINISH, info)
+
+    async def pre_terminate(self, info: UploadInfo) -> None:
+        response = await self._blocking(
+            HookType.PRE_TERMINATE, info, "the upload was not terminated"
+        )
+        if response is None:
+            return
+        _change_response(response)
+        if response.reject_termination:
+            raise _rejection(
+                response, "termination-rejected", "the server refused to terminate this upload"
+            )
+
+    def terminated(self, info: UploadInfo) -> None:
+        metrics.UPLOADS_TERMINATED.inc()
+        uploads_log.info("upload terminated", extra={"offset": info.offset})
+        self._fire(HookType.POST_TERMINATE, info)
+
+    # --- running hooks ------------------------------------------------------------------------
+
+    def _event(self, hook_type: HookType, info: UploadInfo) -> HookEvent:
+        request = observe.current_request.get()
+        return HookEvent(
+            hook_type,
+            snapshot(info),
+            request.http_request() if request is not None else HTTPRequestInfo(),
+            self._describe_storage(info),
+        )
+
+    async def _run(self, event: HookEvent) -> HookResponse:
+        """The Python function first, then the HTTP hook; the later answer wins per field."""
+        name = event.type.value
+        metrics.HOOK_INVOCATIONS.labels(name).inc()
+        try:
+            response = HookResponse()
+            function = self.functions.get(event.type)
+            if function is not None:
+                result = function(event)
+                if inspect.isawaitable(result):
+                    result = await result
+                if result is not None and not isinstance(result, HookResponse):
+                    raise HookError(
+                        f"the hook function returned {type(result).__name__}, "
+                        "not a HookResponse or None"
+                    )
+                response = result or response
+            rejected = response.reject_upload or response.reject_termination
+            if event.type in self.http_events and self.http is not None and not rejected:
+                response = _combine(response, await self.http.call(event))
+            response.validate()
+            return response
+        except TusError:
+            raise  # a Python hook answering the client itself: a decision, not a failure
+        except HookError:
+            metrics.HOOK_ERRORS.labels(name).inc()
+            raise
+        except Exception as exc:
+            metrics.HOOK_ERRORS.labels(name).inc()
+            log.exception("the %s hook function raised", name)
+            raise HookError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _blocking(
+        self, hook_type: HookType, info: UploadInfo, outcome: str
+    ) -> HookResponse | None:
+        if not self.enabled(hook_type):
+            return None
+        try:
+            return await self._run(self._event(hook_type, info))
+        except HookError as exc:
+            log.error("%s hook failed: %s", hook_type.value, exc)
+            raise TusError(
+                500, "hook-failed", f"the {hook_type.value} hook failed, so {outcome}: {exc}"
+            ) from exc
+
+    def _fire(
+        self,
+        hook_type: HookType,
+        info: UploadInfo,
+        on_answer: Callable[[HookResponse | None], None] | None = None,
+    ) -> None:
+        if not self.enabled(hook_type):
+            return
+        task = asyncio.create_task(self._deliver(self._event(hook_type, info), on_answer))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _deliver(
+        self, event: HookEvent, on_answer: Callable[[HookResponse | None], None] | None
+    ) -> None:
+        response: HookResponse | None = None
+        try:
+            response = await self._run(event)
+        except (HookError, TusError) as exc:
+            log.warning("%s hook failed: %s", event.type.value, exc)
+        finally:
+            if on_answer is not None:
+                on_answer(response)
+
+    async def _stop_upload(self, ctx: TusContext, info: UploadInfo, response: HookResponse) -> None:
+        _change_response(response)
+        removed = Capability.TERMINATION in ctx.store.capabilities
+        if removed:
+            await ctx.store.terminate(info)
+            await ctx.state.delete(info.id)
+            self.terminated(info)
+        uploads_log.info("upload stopped by the post-receive hook", extra={"offset": info.offset})
+        raise _rejection(
+            response,
+            "upload-stopped",
+            "the server stopped this upload" + (" and removed it" if removed else ""),
+        )
+
+
+def _change_response(response: HookResponse) -> None:
+    request = observe.current_request.get()
+    if request is not None:
+        request.change_response(response.http_response)
+
+
+def _rejection(response: HookResponse, code: str, message: str) -> TusError:
+    http = response.http_response
+    status = http.status_code if http is not None and http.status_code >= 400 else 400
+    return TusError(status, code, message)
+
+
+def _combine(first: HookResponse, later: HookResponse) -> HookResponse:
+    http = first.http_response
+    if later.http_response is not None:
+        http = later.http_response if http is None else http.merged_with(later.http_response)
+    return HookResponse(
+        http_response=http,
+        reject_upload=first.reject_upload or later.reject_upload,
+        change_file_info=later.change_file_info or first.change_file_info,
+        stop_upload=first.stop_upload or later.stop_upload,
+        reject_termination=first.reject_termination or later.reject_termination,
+    )
+
+
+def storage_describer(config: Config) -> StorageDescriber:
+    """Where an upload's bytes live, in the shape tusd's hooks report it."""
+    if config.storage_kind == "s3":
+        bucket, prefix = config.s3_bucket, config.s3_prefix
+
+        def describe_s3(info: UploadInfo) -> dict[str, Any]:
+            key = info.storage.get("key") or f"{prefix}{info.id}"
+            return {"Type": "s3store", "Bucket": bucket, "Key": key}
+
+        return describe_s3
+    directory = Path(config.upload_dir).absolute()
+
+    def describe_file(info: UploadInfo) -> dict[str, Any]:
+        path = directory / info.id
+        return {"Type": "filestore", "Path": str(path), "InfoPath": f"{path}.info"}
+
+    return describe_file

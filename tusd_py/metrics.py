@@ -1,0 +1,106 @@
+"""Prometheus metrics, served at `/metrics`.
+
+The metrics live in prometheus-client's default registry, once per process: several apps in one
+process (tests, an app that mounts ours) share them, as they share the process, and the default
+process/platform collectors come along. Names follow tusd's where they overlap, so its dashboards
+need few changes. Hot paths touch them once per request, never per body chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tusd_py.locking.base import Lock, Locker, ReleaseRequest
+
+REQUESTS = Counter(
+    "tusd_requests", "HTTP requests answered, by method and status.", ["method", "status"]
+)
+REQUEST_DURATION = Histogram(
+    "tusd_request_duration_seconds",
+    "Time from request start to the end of the response, by method.",
+    ["method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+CONNECTIONS_OPEN = Gauge(
+    "tusd_connections_open",
+    "HTTP requests being served right now (an ASGI app sees requests, not sockets).",
+)
+BYTES_RECEIVED = Counter("tusd_bytes_received", "Upload body bytes received from clients.")
+UPLOADS_CREATED = Counter("tusd_uploads_created", "Uploads created.")
+UPLOADS_FINISHED = Counter("tusd_uploads_finished", "Uploads that received their last byte.")
+UPLOADS_TERMINATED = Counter(
+    "tusd_uploads_terminated", "Uploads terminated by DELETE or stopped by a hook."
+)
+HOOK_INVOCATIONS = Counter("tusd_hook_invocations", "Hooks invoked, by hook.", ["hook"])
+HOOK_ERRORS = Counter("tusd_hook_errors", "Hooks that failed, by hook.", ["hook"])
+S3_REQUEST_DURATION = Histogram(
+    "tusd_s3_request_duration_seconds",
+    "Duration of S3 requests, by operation and outcome (ok or error).",
+    ["operation", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+LOCK_WAIT = Histogram(
+    "tusd_lock_wait_seconds",
+    "Time spent acquiring an upload's lock, by outcome (acquired, locked, error).",
+    ["outcome"],
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def observe_s3_request(operation: str, seconds: float, ok: bool = True) -> None:
+    """Record one S3 request, e.g. `observe_s3_request("UploadPart", 0.12)`."""
+    S3_REQUEST_DURATION.labels(operation, "ok" if ok else "error").observe(seconds)
+
+
+@contextlib.contextmanager
+def s3_request(operation: str) -> Iterator[None]:
+    """Time the S3 request in the block: `with s3_request("UploadPart"): await s3.upload_part(...)`.
+
+    An exception leaving the block (after the store's own retries) counts as an error.
+    """
+    start = time.perf_counter()
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        observe_s3_request(operation, time.perf_counter() - start, ok)
+
+
+def time_lock_waits(locker: Locker) -> Locker:
+    """Record how long each `acquire` of `locker` waits.
+
+    Wraps the instance's method rather than the object, so the locker keeps its type for code
+    and tests that look at it.
+    """
+    acquire = locker.acquire
+
+    async def timed_acquire(upload_id: str, on_release_request: ReleaseRequest) -> Lock:
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            lock = await acquire(upload_id, on_release_request)
+            outcome = "acquired"
+            return lock
+        except Exception as exc:
+            if getattr(exc, "status", None) == 423:
+                outcome = "locked"
+            raise
+        finally:
+            LOCK_WAIT.labels(outcome).observe(time.perf_counter() - start)
+
+    if not getattr(acquire, "_tusd_timed", False):
+        timed_acquire._tusd_timed = True  # type: ignore[attr-defined]
+        setattr(locker, "acquire", timed_acquire)  # noqa: B010 - mypy forbids assigning methods
+    return locker
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

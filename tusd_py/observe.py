@@ -1,0 +1,175 @@
+"""What every request carries besides its body: an id, the upload it is about, hook changes.
+
+`ObserveMiddleware` wraps the whole app. It honours the client's `X-Request-ID` (or makes one) and
+echoes it, exposes the request's `RequestContext` through a context variable (logs and hooks read
+it), applies response changes asked for by hooks, counts the request in the metrics and writes one
+access-log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tusd_py import metrics
+from tusd_py.hooks.types import HTTPRequestInfo, HTTPResponse, canonical_header
+from tusd_py.ids import is_valid_upload_id
+
+access_log = logging.getLogger("tusd_py.access")
+
+# Anything printable up to 128 characters: long enough for UUIDs and trace ids, short and
+# clean enough to log and echo safely.
+_REQUEST_ID = re.compile(r"[!-~]{1,128}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "PUT"})
+
+
+@dataclass(slots=True, eq=False)
+class RequestContext:
+    request_id: str
+    scope: Scope
+    upload_id: str | None = None
+    # Merged into the response by the middleware: what blocking hooks asked to send.
+    response_changes: HTTPResponse | None = None
+
+    def http_request(self) -> HTTPRequestInfo:
+        """The request as hooks describe it (tusd's `HTTPRequest`)."""
+        headers: dict[str, list[str]] = {}
+        for raw_name, raw_value in self.scope.get("headers", []):
+            name = canonical_header(raw_name.decode("latin-1"))
+            headers.setdefault(name, []).append(raw_value.decode("latin-1"))
+        path = self.scope.get("raw_path") or self.scope.get("path", "").encode()
+        query = self.scope.get("query_string", b"")
+        uri = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        client = self.scope.get("client")
+        return HTTPRequestInfo(
+            method=self.scope.get("method", ""),
+            uri=uri,
+            remote_addr=f"{client[0]}:{client[1]}" if client else "",
+            headers=headers,
+        )
+
+    def change_response(self, changes: HTTPResponse | None) -> None:
+        if changes is not None:
+            base = self.response_changes or HTTPResponse()
+            self.response_changes = base.merged_with(changes)
+
+
+current_request: ContextVar[RequestContext | None] = ContextVar("tusd_request", default=None)
+
+
+def bind_upload(upload_id: str) -> None:
+    """Mark the current request as being about `upload_id` (for the log lines that follow)."""
+    ctx = current_request.get()
+    if ctx is not None:
+        ctx.upload_id = upload_id
+
+
+class ObserveMiddleware:
+    def __init__(self, app: ASGIApp, *, base_path: str, quiet_paths: frozenset[str]) -> None:
+        self.app = app
+        self.base_path = base_path
+        self.quiet_paths = quiet_paths  # probes and scrapes: not counted, logged at debug only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or secrets.token_hex(16)
+        path = _route_path(scope)
+        ctx = RequestContext(request_id, scope, _upload_id_in_path(path, self.base_path))
+        token = current_request.set(ctx)
+        start = time.perf_counter()
+        status = 500
+        replacement_body: bytes | None = None
+        body_sent = False
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status, replacement_body, body_sent
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                headers = MutableHeaders(scope=message)
+                if "x-request-id" not in headers:
+                    headers["X-Request-ID"] = request_id
+                changes = ctx.response_changes
+                if changes is not None:
+                    for name, value in changes.headers.items():
+                        headers[name] = value
+                    if changes.status_code:
+                        message["status"] = changes.status_code
+                    if changes.body:
+                        replacement_body = changes.body.encode()
+                        headers["Content-Length"] = str(len(replacement_body))
+                status = message["status"]
+            elif message["type"] == "http.response.body" and replacement_body is not None:
+                if body_sent:
+                    return
+                body_sent = True
+                message = {"type": "http.response.body", "body": replacement_body}
+            await send(message)
+
+        quiet = path in self.quiet_paths
+        if not quiet:
+            metrics.CONNECTIONS_OPEN.inc()
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            elapsed = time.perf_counter() - start
+            method = _method_label(scope)
+            if not quiet:
+                metrics.CONNECTIONS_OPEN.dec()
+                metrics.REQUESTS.labels(method, str(status)).inc()
+                metrics.REQUEST_DURATION.labels(method).observe(elapsed)
+            access_log.log(
+                logging.DEBUG if quiet else logging.INFO,
+                "%s %s %d %.1fms",
+                method,
+                scope.get("path", ""),
+                status,
+                elapsed * 1000,
+                extra={
+                    "method": method,
+                    "path": scope.get("path", ""),
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 1),
+                },
+            )
+            current_request.reset(token)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = value.decode("latin-1").strip()
+            return text if _REQUEST_ID.fullmatch(text) else None
+    return None
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the app's mount point (Starlette keeps `root_path` in `path`)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _upload_id_in_path(path: str, base_path: str) -> str | None:
+    if not path.startswith(base_path):
+        return None
+    rest = path[len(base_path) :]
+    return rest if is_valid_upload_id(rest) else None
+
+
+def _method_label(scope: Scope) -> str:
+    method: str = scope.get("method", "")
+    if method in ("POST", "GET"):
+        for name, value in scope.get("headers", []):
+            if name == b"x-http-method-override":
+                method = value.decode("latin-1").strip().upper()
+                break
+    return method if method in _METHODS else "OTHER"
