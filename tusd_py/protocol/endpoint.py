@@ -16,6 +16,7 @@ from tusd_py.protocol.delete import handle_delete
 from tusd_py.protocol.download import handle_download
 from tusd_py.protocol.head import handle_head
 from tusd_py.protocol.headers import check_tus_resumable
+from tusd_py.protocol.ietf import INTEROP_HEADER, handle_ietf
 from tusd_py.protocol.options import handle_options
 from tusd_py.protocol.patch import body_left_unread, handle_patch
 from tusd_py.protocol.responses import error_response
@@ -73,6 +74,8 @@ class TusEndpoint:
         ctx = self.ctx
         method = effective_method(request)
         sub_path = route_path(request).lstrip("/")
+        if INTEROP_HEADER in request.headers:  # the IETF draft, not tus 1.0.0
+            return await handle_ietf(ctx, request, method, sub_path)
         if method == "OPTIONS":
             return await handle_options(ctx)
         if sub_path == "":
