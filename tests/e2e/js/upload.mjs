@@ -151,7 +151,10 @@ function uploadOptions(opts, stack, extra) {
     ...extra,
   }
   if (opts.protocol != null) options.protocol = opts.protocol
-  if (!opts.uploadLengthDeferred) options.uploadSize = statSync(opts.file).size
+  // With parallelUploads the client reads the size from the file itself and refuses uploadSize.
+  if (!opts.uploadLengthDeferred && !(options.parallelUploads > 1)) {
+    options.uploadSize = statSync(opts.file).size
+  }
   return options
 }
 

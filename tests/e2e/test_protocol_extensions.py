@@ -1,0 +1,83 @@
+"""Real clients on the protocol extensions: tus-js-client's parallelUploads (concatenation) and
+IETF-draft protocols, tuspy's Upload-Checksum; each download must match by SHA-256."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import httpx
+import pytest
+from tusclient.client import TusClient
+
+from tests.e2e.helpers import TUS, MakeFile, download_sha256, head, patch_headers
+from tests.e2e.test_tus_js_client import assert_stored, requests_of, upload_with_js
+from tests.e2e.tusd_process import TusdProcess
+
+MiB = 1024 * 1024
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("size", [40 * MiB, 3 * MiB + 17], ids=["40MiB", "3MiB"])
+def test_parallel_uploads_concatenate(tusd: TusdProcess, make_file: MakeFile, size: int) -> None:
+    source = make_file(size)
+    result = upload_with_js(tusd.endpoint, source, parallelUploads=4)
+    posts = requests_of(result, "POST")
+    assert len(posts) == 5, posts  # four partials and the final
+    assert all(p["status"] == 201 for p in posts)
+    partial_urls = [p["headers"]["Location"] for p in posts[:4]]
+    assert_stored(tusd, result["url"], source)
+    # The partials went into the final and were deleted (docs/protocol.md, cleanup policy).
+    for url in partial_urls:
+        assert head(url).status_code == 404
+
+
+@pytest.mark.parametrize("protocol", ["ietf-draft-03", "ietf-draft-05"])
+def test_ietf_draft_protocols(tusd: TusdProcess, make_file: MakeFile, protocol: str) -> None:
+    source = make_file(6 * MiB + 321)
+    result = upload_with_js(tusd.endpoint, source, protocol=protocol, chunkSize=2 * MiB)
+    patches = requests_of(result, "PATCH")
+    assert [p["bodyBytes"] for p in patches] == [2 * MiB, 2 * MiB, 2 * MiB, 321]
+    assert all(200 <= p["status"] < 300 for p in patches)
+    assert_stored(tusd, result["url"], source)
+
+
+@pytest.mark.parametrize("protocol", ["ietf-draft-03", "ietf-draft-05"])
+def test_ietf_draft_interrupted_and_resumed(
+    tusd: TusdProcess, make_file: MakeFile, protocol: str
+) -> None:
+    source = make_file(8 * MiB)
+    cut = 3 * MiB
+    result = upload_with_js(tusd.endpoint, source, protocol=protocol, abortAfterBytes=cut)
+    assert 0 < result["resumedFromOffset"] <= cut, result
+    last_patch = requests_of(result, "PATCH")[-1]
+    assert last_patch["bodyBytes"] == source.size - result["resumedFromOffset"]
+    assert_stored(tusd, result["url"], source)
+
+
+def test_tuspy_with_upload_checksum(tusd: TusdProcess, make_file: MakeFile) -> None:
+    source = make_file(3 * MiB + 4321)
+    # Our own stream: with upload_checksum tuspy opens the path per chunk and never closes it.
+    with source.path.open("rb") as stream:
+        uploader = TusClient(tusd.endpoint).uploader(
+            file_stream=stream, chunk_size=MiB, upload_checksum=True, metadata={"name": "c"}
+        )
+        uploader.upload()
+    assert uploader.url is not None
+    patches = [line for line in tusd.lines if "PATCH /files/" in line]
+    assert len(patches) == 4 and all(" 204 " in line for line in patches), patches
+    assert head(uploader.url).headers["Upload-Offset"] == str(source.size)
+    assert download_sha256(uploader.url) == (source.size, source.sha256)
+
+
+def test_checksum_mismatch_through_uvicorn_is_460(tusd: TusdProcess) -> None:
+    created = httpx.post(tusd.endpoint, headers={**TUS, "Upload-Length": "5"})
+    url = created.headers["Location"]
+    wrong = base64.b64encode(hashlib.sha1(b"other").digest()).decode()
+    headers = {k: str(v) for k, v in patch_headers(0, 5).items()}
+    response = httpx.patch(
+        url, headers={**headers, "Upload-Checksum": f"sha1 {wrong}"}, content=b"hello"
+    )
+    assert response.status_code == 460, response.text
+    assert head(url).headers["Upload-Offset"] == "0"
