@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from tests.protocol.conftest import TusServer
 from tests.protocol.helpers import TUS, assert_plain_error, b64, chunked
 
 VERSIONS = [3, 4, 5, 6, 7, 8]
@@ -55,7 +57,11 @@ async def sha256_of(client: httpx.AsyncClient, url: str) -> str:
 
 
 async def create(
-    client: httpx.AsyncClient, draft: Draft, done: bool, body: bytes = b"", **extra: str
+    client: httpx.AsyncClient,
+    draft: Draft,
+    done: bool,
+    body: bytes | AsyncIterator[bytes] = b"",
+    **extra: str,
 ) -> httpx.Response:
     return await client.post(
         "/files/", headers=draft.base(**extra, **draft.complete(done)), content=body
@@ -302,3 +308,13 @@ async def test_tus_requests_are_unaffected(client: httpx.AsyncClient) -> None:
     ietf_state = await offset_of(client, draft, url)
     assert ietf_state.headers["Upload-Complete"] == "?1"
     assert (await client.get(url, headers=TUS)).content == b"hello world"
+
+
+async def test_failed_creation_leaves_nothing_behind(server: TusServer) -> None:
+    draft = Draft(6)
+    before = server.stored_names()
+    response = await create(
+        server.client, draft, False, chunked(b"12345", b"678"), **{"Upload-Length": "5"}
+    )
+    assert_plain_error(response, 400)
+    assert server.stored_names() == before

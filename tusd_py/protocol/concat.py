@@ -164,6 +164,7 @@ async def _assemble(
     await ctx.store.concatenate(final, partials)
     await ctx.state.commit(final, final.length, final_lock)
     await ctx.store.finish(final)
+    await ctx.hooks.finished(final)
     for partial in partials:
         try:
             await ctx.store.terminate(partial)
@@ -211,8 +212,10 @@ async def create_final(
             concat="final",
             parts=ids,
         )
+        await ctx.hooks.pre_create(final)  # may reject, or change the id and metadata
         await ctx.store.create(final)
         await ctx.state.create(final)
+        ctx.hooks.created(final)
         final_lock = await ctx.locker.acquire(final.id, lambda: None)
         locks[final.id] = final_lock  # released with the partials'
         if all(p.finished for p in partials):

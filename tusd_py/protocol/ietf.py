@@ -38,7 +38,7 @@ from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
 from tusd_py.protocol.body import BodyReader
 from tusd_py.protocol.context import TusContext
-from tusd_py.protocol.create import parse_metadata_header
+from tusd_py.protocol.create import discard, parse_metadata_header
 from tusd_py.protocol.delete import handle_delete
 from tusd_py.protocol.download import handle_download
 from tusd_py.protocol.headers import encode_metadata, parse_uint
@@ -216,6 +216,7 @@ async def transfer(
         declare(ctx, info, info.offset)
         await ctx.state.update(info, lock)
         await ctx.store.finish(info)
+        await ctx.hooks.finished(info)
     elif info.offset != info.length:
         raise inconsistent_length(
             f"the upload was completed at offset {info.offset}, but its length is {info.length}"
@@ -273,16 +274,23 @@ async def create(ctx: TusContext, request: Request, draft: Draft) -> Response:
     )
     if length is not None:
         declare(ctx, info, length)
+    await ctx.hooks.pre_create(info)  # may reject, or change the id and metadata
     await ctx.store.create(info)
     await ctx.state.create(info)
+    ctx.hooks.created(info)
 
     reader = open_body(ctx, request) if with_body else None
     lock = await ctx.locker.acquire(info.id, stopper(reader))
     try:
         if info.finished:
             await ctx.store.finish(info)  # an empty upload is complete at once
+            await ctx.hooks.finished(info)
         else:
             await transfer(ctx, info, lock, reader, complete)
+    except BaseException:
+        # No 104 went out, so the client never learns this upload's URL: leave nothing behind.
+        await discard(ctx, info)
+        raise
     finally:
         await lock.release()
     headers = {"Location": endpoint_url(request, ctx.config.behind_proxy) + info.id}
