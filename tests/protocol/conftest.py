@@ -9,6 +9,7 @@ A backend is a list of config parts (one function each): adding a combination is
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -41,6 +42,10 @@ def redis_state(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 def s3_storage(request: pytest.FixtureRequest) -> dict[str, Any]:
     server = request.getfixturevalue("s3")
+    # A fresh botocore session loads the S3 service model again (~0.1 s); one per run is enough.
+    request.getfixturevalue("monkeypatch").setattr(
+        "tusd_py.stores.s3.get_session", _shared_aiobotocore_session
+    )
     bucket = f"t{uuid.uuid4().hex[:20]}"
     _s3_client(server.endpoint).create_bucket(Bucket=bucket)
     return {"s3_bucket": bucket, "s3_endpoint": server.endpoint, "s3_region": "us-east-1"}
@@ -54,6 +59,14 @@ BACKENDS: dict[str, tuple[ConfigPart, ...]] = {
 }
 
 
+@functools.cache
+def _shared_aiobotocore_session() -> Any:
+    from aiobotocore.session import get_session
+
+    return get_session()
+
+
+@functools.cache
 def _s3_client(endpoint: str) -> Any:
     import boto3
 
