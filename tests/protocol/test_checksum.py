@@ -186,3 +186,36 @@ async def test_empty_body_with_checksum(client: httpx.AsyncClient) -> None:
     response = await patch(client, url, 0, b"", **{"Upload-Checksum": checksum("md5", b"x")})
     assert_plain_error(response, 460)
     assert (await head(client, url)).headers["Upload-Offset"] == "0"
+
+
+async def test_bad_checksum_mid_part_then_retry(server: TusServer) -> None:
+    """A committed tail (S3: `.part`) survives a failed PATCH that filled and uploaded parts."""
+    client = server.client
+    data = random.Random(5).randbytes(15 * MiB + 77)
+    url = await create(client, len(data))
+    head_bytes = 3 * MiB + 1
+    response = await patch(
+        client, url, 0, data[:head_bytes], **{"Upload-Checksum": checksum("md5", data[:head_bytes])}
+    )
+    assert response.status_code == 204
+    rest = data[head_bytes:]
+    bad = bytearray(rest)
+    bad[len(bad) // 2] ^= 0x10
+    pieces = [bytes(bad[i : i + MiB]) for i in range(0, len(bad), MiB)]
+    response = await client.patch(
+        url,
+        headers={
+            **TUS,
+            "Content-Type": OCTET,
+            "Upload-Offset": str(head_bytes),
+            "Upload-Checksum": checksum("sha256", rest),
+        },
+        content=chunked(*pieces),
+    )
+    assert_plain_error(response, 460)
+    assert (await head(client, url)).headers["Upload-Offset"] == str(head_bytes)
+    response = await patch(
+        client, url, head_bytes, rest, **{"Upload-Checksum": checksum("sha256", rest)}
+    )
+    assert response.status_code == 204, response.text
+    assert await download_sha256(client, url) == hashlib.sha256(data).hexdigest()

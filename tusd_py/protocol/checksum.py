@@ -138,17 +138,21 @@ class ChecksumGuard:
         self._verified = True
 
     async def commit(self, offset: int) -> None:
-        # A store may commit while the body is still streaming (S3 parts): remember, don't apply.
+        # A store may commit while the body is still streaming (S3 parts): remember, and apply
+        # only once verified. The store serialises its commit calls, so flushing here is safe.
+        self._pending = max(offset, self._pending or 0)
         if self._verified:
-            await self._state.commit(self._info, offset, self._lock)
-        else:
-            self._pending = offset
+            await self._flush()
 
     async def apply(self) -> None:
         """Commit what the store reported durable, now that the whole body is verified."""
-        if self._verified and self._pending is not None:
-            await self._state.commit(self._info, self._pending, self._lock)
-            self._pending = None
+        if self._verified:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._pending is not None and self._pending > self._info.offset:
+            offset, self._pending = self._pending, None
+            await self._state.commit(self._info, offset, self._lock)
 
 
 def guarded(
