@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ops.conftest import AppFactory
 from tests.ops.helpers import TUS, create, patch
+from tests.servers import RedisServer, free_port
 from tusd_py.metrics import observe_s3_request, s3_request
 
 
@@ -113,3 +117,22 @@ async def test_ready_answers_503_when_a_backend_is_down(tus_app: AppFactory) -> 
         response = await client.get("/ready")
     assert response.status_code == 503
     assert "state: Connection refused by 127.0.0.1:6379" in response.text
+
+
+async def test_ready_checks_the_upload_directory(tus_app: AppFactory, tmp_path: Path) -> None:
+    async with tus_app() as client:
+        assert (await client.get("/ready")).status_code == 200
+        shutil.rmtree(tmp_path / "uploads")
+        response = await client.get("/ready")
+    assert response.status_code == 503
+    assert "storage: the upload directory" in response.text
+
+
+async def test_ready_checks_redis(tus_app: AppFactory, redis: RedisServer) -> None:
+    async with tus_app(redis_url=redis.url, redis_prefix="ready-test") as client:
+        assert (await client.get("/ready")).status_code == 200
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    async with tus_app(redis_url=down, redis_prefix="ready-test") as client:
+        response = await client.get("/ready")
+    assert response.status_code == 503
+    assert "state: " in response.text

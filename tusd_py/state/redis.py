@@ -161,6 +161,10 @@ class RedisState(StateStore):
         except Exception as exc:
             log.warning("Redis is not reachable yet: %s", exc)
 
+    async def ready(self) -> None:
+        with redis_errors():
+            await self._client.ping()
+
     async def close(self) -> None:
         if self._on_close is not None:
             on_close, self._on_close = self._on_close, None

@@ -70,6 +70,16 @@ class FileStore(DataStore):
     async def open(self) -> None:
         await aiofiles.os.makedirs(self.directory, exist_ok=True)
 
+    async def ready(self) -> None:
+        if not await aiofiles.os.path.isdir(self.directory) or not os.access(
+            self.directory, os.W_OK
+        ):
+            raise TusError(
+                503,
+                "storage-unavailable",
+                f"the upload directory {self.directory} is missing or not writable",
+            )
+
     def _data_path(self, upload_id: str) -> Path:
         # The protocol layer validates ids; this is the last line of defence against traversal.
         if not is_valid_upload_id(upload_id):
