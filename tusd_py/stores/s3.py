@@ -379,7 +379,14 @@ class S3Store(DataStore):
     Credentials come from the standard AWS chain (environment, profile, instance role, ...).
     """
 
-    capabilities = frozenset({Capability.TERMINATION, Capability.DEFER_LENGTH, Capability.DOWNLOAD})
+    capabilities = frozenset(
+        {
+            Capability.TERMINATION,
+            Capability.DEFER_LENGTH,
+            Capability.DOWNLOAD,
+            Capability.CONCATENATION,
+        }
+    )
 
     def __init__(
         self,
@@ -822,3 +829,107 @@ class S3Store(DataStore):
             token = response.get("NextContinuationToken")
             if not response.get("IsTruncated") or not token:
                 return
+
+    # -- concatenation ------------------------------------------------------------------------
+
+    async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
+        """Build the final's object from the partials' objects as one multipart upload.
+
+        A stretch of at least 5 MiB of one partial becomes UploadPartCopy parts: S3 copies the
+        bytes itself (ranges of at most 5 GiB). Shorter stretches cannot be a part on their own,
+        so they are read back and gathered, with neighbouring bytes, into uploaded parts of at
+        least 5 MiB; only the last part may be shorter. The multipart upload is completed here,
+        so finish() then finds the object whole. Part numbers depend only on the partials, so a
+        retry after a failure overwrites the same parts.
+        """
+        upload = self._upload(final)
+        if upload.multipart_id is None:
+            return  # zero-length: create() wrote the empty object
+        if await self._list_parts(upload) is None:
+            if await self._object_size(upload.key, upload.id) == final.length:
+                return  # completed by an earlier attempt whose response was lost
+            raise _inconsistent(
+                final.id, "its multipart upload is gone but the object is not whole"
+            )
+        parts: list[dict[str, Any]] = []
+        pending = _PartBuffer(self._budget, self.spool_dir)
+        try:
+            for partial in partials:
+                size = partial.length or 0
+                position = 0
+                if 0 < pending.size < MIN_PART_SIZE:
+                    # Top the gathered bytes up to a valid part from this partial's head.
+                    position = min(size, MIN_PART_SIZE - pending.size)
+                    await self._read_into(partial, 0, position, pending)
+                if pending.size >= MIN_PART_SIZE:
+                    parts.append(await self._upload_gathered(upload, len(parts) + 1, pending))
+                    pending = _PartBuffer(self._budget, self.spool_dir)
+                if size - position >= MIN_PART_SIZE:
+                    for start, end in _copy_ranges(position, size):
+                        parts.append(
+                            await self._copy_part(upload, len(parts) + 1, partial, start, end)
+                        )
+                elif position < size:
+                    await self._read_into(partial, position, size, pending)
+            if pending.size:
+                parts.append(await self._upload_gathered(upload, len(parts) + 1, pending))
+        finally:
+            pending.release()
+        if len(parts) > MAX_PARTS:
+            raise TusError(
+                400,
+                "too-many-parts",
+                f"the partials of {final.id!r} need {len(parts)} S3 parts; S3 allows {MAX_PARTS}",
+            )
+        await self._complete(upload, parts)
+
+    async def _read_into(
+        self, partial: UploadInfo, start: int, end: int, buffer: _PartBuffer
+    ) -> None:
+        key = self._upload(partial).key
+        response = await self._call(
+            "get_object",
+            partial.id,
+            missing=_MISSING_KEY,
+            Key=key,
+            Range=f"bytes={start}-{end - 1}",
+        )
+        if response is None:
+            raise _inconsistent(partial.id, "the finished partial upload's object is missing")
+        try:
+            async with response["Body"] as body:
+                async for chunk in body.iter_chunks(MIB):
+                    await buffer.append(chunk)
+        except _STREAM_ERRORS as exc:
+            raise _unavailable("GetObject", partial.id, exc) from exc
+
+    async def _upload_gathered(
+        self, upload: _Upload, number: int, buffer: _PartBuffer
+    ) -> dict[str, Any]:
+        try:
+            etag = await self._upload_part(upload, number, buffer)
+            return {"PartNumber": number, "ETag": etag, "Size": buffer.size}
+        finally:
+            buffer.release()
+
+    async def _copy_part(
+        self, upload: _Upload, number: int, partial: UploadInfo, start: int, end: int
+    ) -> dict[str, Any]:
+        response = await self._call(
+            "upload_part_copy",
+            upload.id,
+            Key=upload.key,
+            UploadId=upload.multipart_id,
+            PartNumber=number,
+            CopySource={"Bucket": self.bucket, "Key": self._upload(partial).key},
+            CopySourceRange=f"bytes={start}-{end - 1}",
+        )
+        etag = str(response["CopyPartResult"]["ETag"])
+        return {"PartNumber": number, "ETag": etag, "Size": end - start}
+
+
+def _copy_ranges(start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) cut into equal UploadPartCopy ranges of at most 5 GiB (each >= 5 MiB)."""
+    count = -(-(end - start) // MAX_PART_SIZE)
+    step = -(-(end - start) // count)
+    return [(s, min(s + step, end)) for s in range(start, end, step)]
