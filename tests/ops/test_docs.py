@@ -1,0 +1,67 @@
+"""The configuration reference matches the CLI, and every option really has its variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tusd_py import cli
+from tusd_py.config import Config
+from tusd_py.configdoc import main as configdoc
+from tusd_py.configdoc import render_options
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = REPO / "docs/configuration.md"
+
+
+def test_the_reference_is_generated_from_the_cli() -> None:
+    assert configdoc(["--check", str(REFERENCE)]) == 0, (
+        "docs/configuration.md is out of date: run python -m tusd_py.configdoc "
+        "docs/configuration.md"
+    )
+    for param in cli.main.params:
+        assert f"`{param.opts[0]}`" in render_options()
+
+
+def test_environment_variables_configure_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Config] = []
+    monkeypatch.setattr(cli, "run", seen.append)
+    env = {
+        "TUSD_PORT": "9999",
+        "TUSD_UPLOAD_DIR": "/srv/uploads",
+        "TUSD_MAX_SIZE": "5GiB",
+        "TUSD_DEMO": "true",
+        "TUSD_METRICS": "false",
+        "TUSD_LOG_FORMAT": "json",
+        "TUSD_HOOKS_HTTP": "http://hooks.internal/tus",
+        "TUSD_HOOKS_ENABLED_EVENTS": "pre-create,pre-terminate",
+        "TUSD_HOOKS_HTTP_FORWARD_HEADERS": "Authorization, Cookie",
+        "TUSD_PROGRESS_HOOKS_INTERVAL": "250ms",
+        "TUSD_CORS_ORIGINS": "https://a.example,https://b.example",
+    }
+    result = CliRunner().invoke(cli.main, [], env=env)
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    expected: dict[str, Any] = {
+        "port": 9999,
+        "upload_dir": "/srv/uploads",
+        "max_size": 5 * 1024**3,
+        "demo": True,
+        "metrics": False,
+        "log_format": "json",
+        "hooks_http": "http://hooks.internal/tus",
+        "hooks_enabled_events": ["pre-create", "pre-terminate"],
+        "hooks_http_forward_headers": ["Authorization", "Cookie"],
+        "progress_hooks_interval": 0.25,
+        "cors_origins": ["https://a.example", "https://b.example"],
+    }
+    assert {key: getattr(config, key) for key in expected} == expected
+
+
+def test_an_unknown_hook_event_is_refused() -> None:
+    result = CliRunner().invoke(cli.main, ["--hooks-enabled-events", "pre-create,post-upload"])
+    assert result.exit_code == 2
+    assert "unknown hook event 'post-upload'" in result.output
