@@ -270,3 +270,28 @@ async def test_deleting_a_final_keeps_its_partials(client: httpx.AsyncClient) ->
     assert (await patch(client, urls[0], 0, b"abc")).status_code == 204
     assert (await head(client, urls[0])).headers["Upload-Offset"] == "3"
     assert (await head(client, url)).status_code == 404
+
+
+async def test_mixed_partials_assemble_into_one_object(server: TusServer) -> None:
+    """S3: a partial of >= 5 MiB is copied by S3 (UploadPartCopy); smaller ones are gathered
+    into uploaded parts of >= 5 MiB; one completed object remains. File: one file remains."""
+    client = server.client
+    sizes = [6 * MiB + 3, MiB, 2 * MiB, 5 * MiB, 17]
+    parts = [data_of(size, 30 + n) for n, size in enumerate(sizes)]
+    urls = [await partial(client, p) for p in parts]
+    store = server.ctx.store
+    counts = getattr(store, "request_counts", None)
+    before = dict(counts) if counts is not None else {}
+    response = await final(client, *urls)
+    assert response.status_code == 201, response.text
+    url = response.headers["Location"]
+    await assert_content(client, url, b"".join(parts))
+    final_id = url.rsplit("/", 1)[1]
+    names = server.stored_names()
+    assert {n for n in names if not n.endswith(".info")} == {
+        n for n in names if final_id in n and not n.endswith(".info")
+    }, names
+    if counts is not None:  # the S3 store: copy for the large partial, gather the small ones
+        assert counts["upload_part_copy"] - before.get("upload_part_copy", 0) == 1
+        assert counts["upload_part"] - before.get("upload_part", 0) == 2
+        assert not any(n.startswith("multipart:") for n in names), names
