@@ -32,6 +32,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 import logging
 import tempfile
 from collections import Counter, OrderedDict
@@ -124,7 +125,8 @@ class _Upload:
 class _CachedTail:
     multipart_id: str | None
     part_number: int
-    data: bytearray
+    data: io.BytesIO
+    size: int
     md5: Any  # hashlib state after `data`, so adopting the tail does not hash it again
 
 
@@ -145,7 +147,7 @@ class _Budget:
     def take(self, n: int) -> bool:
         while self.used + n > self.limit and self._tails:
             _, old = self._tails.popitem(last=False)
-            self.used -= len(old.data)
+            self.used -= old.size
         if self.used + n > self.limit:
             return False
         self.used += n
@@ -166,12 +168,14 @@ class _Budget:
     def drop_tail(self, upload_id: str) -> None:
         tail = self._tails.pop(upload_id, None)
         if tail is not None:
-            self.used -= len(tail.data)
+            self.used -= tail.size
 
 
 class _PartBuffer:
     """The bytes of one part: in memory while the budget allows, else in an unlinked temp file.
 
+    Memory is a BytesIO rather than bytes: aiohttp sends it in slices as the socket drains,
+    where one big bytes body would be copied into the transport's buffer (twice the memory).
     The MD5 is computed as bytes arrive; sending it as Content-MD5 gives S3 an integrity check and
     lets botocore skip hashing the whole body in one go on HTTPS (unsigned payload).
     """
@@ -179,22 +183,18 @@ class _PartBuffer:
     def __init__(self, budget: _Budget, spool_dir: str | None, adopt: _CachedTail | None = None):
         self._budget = budget
         self._spool_dir = spool_dir
-        self._memory: bytearray | None = bytearray() if adopt is None else adopt.data
-        self._held = len(self._memory)  # adopted bytes are already counted in the budget
+        self._memory: io.BytesIO | None = io.BytesIO() if adopt is None else adopt.data
+        self.size = self._held = 0 if adopt is None else adopt.size  # adopted: already counted
+        self._memory.seek(self.size)
         self._file: IO[bytes] | None = None
         self._md5 = hashlib.md5(usedforsecurity=False) if adopt is None else adopt.md5
-        self.size = len(self._memory)
-
-    @property
-    def spilled(self) -> bool:
-        return self._file is not None
 
     async def append(self, data: bytes | memoryview) -> None:
         n = len(data)
         self._md5.update(data)
         if self._memory is not None:
             if self._budget.take(n):
-                self._memory += data
+                self._memory.write(data)
                 self._held += n
                 self.size += n
                 return
@@ -207,25 +207,29 @@ class _PartBuffer:
         assert self._memory is not None
         self._file = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115 - see release()
         memory, self._memory = self._memory, None
-        await asyncio.to_thread(self._file.write, memory)
+        await asyncio.to_thread(self._file.write, memory.getbuffer())
         self._budget.give(self._held)
         self._held = 0
 
-    def body(self) -> bytearray | IO[bytes]:
-        if self._memory is not None:
-            return self._memory
-        assert self._file is not None
-        self._file.seek(0)  # botocore rewinds it to here on each retry
-        return self._file
+    def body(self) -> IO[bytes]:
+        body = self._memory if self._memory is not None else self._file
+        assert body is not None
+        body.seek(0)  # botocore rewinds it to 0 on each retry
+        return body
 
     def content_md5(self) -> str:
         return base64.b64encode(self._md5.digest()).decode()
 
     def detach(self, multipart_id: str | None, part_number: int) -> _CachedTail | None:
-        """Take the in-memory bytes (still counted in the budget) out of this buffer."""
-        memory, self._memory, self._held = self._memory, None, 0
+        """Hand the in-memory bytes (still counted in the budget) to the tail cache; a spilled
+        buffer is released instead (not worth keeping)."""
+        if self._memory is None:
+            self.release()
+            return None
+        tail = _CachedTail(multipart_id, part_number, self._memory, self.size, self._md5)
+        self._memory, self._held = None, 0
         self.release()
-        return None if memory is None else _CachedTail(multipart_id, part_number, memory, self._md5)
+        return tail
 
     def release(self) -> None:
         if self._held:
@@ -555,9 +559,9 @@ class S3Store(DataStore):
         cached = self._budget.pop_tail(upload.id)
         if cached is not None:
             same_part = (cached.multipart_id, cached.part_number) == (upload.multipart_id, number)
-            if same_part and len(cached.data) == size:
+            if same_part and cached.size == size:
                 return _PartBuffer(self._budget, self.spool_dir, adopt=cached)
-            self._budget.give(len(cached.data))
+            self._budget.give(cached.size)
         buffer = _PartBuffer(self._budget, self.spool_dir)
         if size:
             try:

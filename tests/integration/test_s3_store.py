@@ -1,0 +1,603 @@
+"""S3Store against moto's S3 server over real HTTP (fixture `s3`), one bucket per test.
+
+moto enforces S3's multipart rules (every part but the last >= 5 MiB), so a wrong split fails the
+completion. The tests drive the store directly, the way the protocol layer does: `write()` with a
+commit callback standing in for the state store, then `finish()` once the last byte is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import random
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import botocore.session
+import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+
+from tests.faultproxy import FAULTS, FaultProxy, Request, every_nth, random_faults
+from tests.servers import S3Server
+from tusd_py.errors import TusError, lock_lost
+from tusd_py.info import UploadInfo
+from tusd_py.stores.s3 import (
+    MAX_OBJECT_SIZE,
+    MAX_PARTS,
+    MIB,
+    MIN_PART_SIZE,
+    S3Store,
+    choose_part_size,
+)
+
+PART = 5 * MIB
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def sync_client(s3: S3Server) -> Any:
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=s3.endpoint, region_name="us-east-1"
+    )
+
+
+@pytest.fixture
+def bucket(s3: S3Server) -> str:
+    name = f"tusd-{uuid.uuid4().hex[:20]}"
+    sync_client(s3).create_bucket(Bucket=name)
+    return name
+
+
+@contextlib.asynccontextmanager
+async def opened(s3: S3Server | str, bucket: str, **options: Any) -> AsyncIterator[S3Store]:
+    endpoint = s3 if isinstance(s3, str) else s3.endpoint
+    store = S3Store(bucket, endpoint=endpoint, part_size=PART, **options)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def chunked(data: bytes, sizes: Iterable[int] | int) -> AsyncIterator[bytes]:
+    sizes = iter([sizes] * (len(data) // sizes + 1) if isinstance(sizes, int) else sizes)
+    pos = 0
+    while pos < len(data):
+        step = next(sizes, len(data) - pos)
+        yield data[pos : pos + step]
+        pos += step
+        await asyncio.sleep(0)
+
+
+async def failing_after(data: bytes, chunk: int, exc: BaseException) -> AsyncIterator[bytes]:
+    async for piece in chunked(data, chunk):
+        yield piece
+    raise exc
+
+
+class FakeState:
+    """Stands in for the state store: records commits, moves info.offset, can lose the lock."""
+
+    def __init__(self, info: UploadInfo, store: S3Store | None = None) -> None:
+        self.info = info
+        self.store = store
+        self.commits: list[int] = []
+        self.lose_lock_after: int | None = None  # commits allowed before the lock is "lost"
+        self.max_buffered = 0
+
+    async def commit(self, offset: int) -> None:
+        if self.lose_lock_after is not None and len(self.commits) >= self.lose_lock_after:
+            raise lock_lost(self.info.id)
+        assert offset > self.info.offset, "commits only move forward"
+        if self.store is not None:
+            self.max_buffered = max(self.max_buffered, self.store.buffered_bytes)
+        self.commits.append(offset)
+        self.info.offset = offset
+
+
+async def patch(store: S3Store, info: UploadInfo, data: bytes, chunk: int | Iterable[int]) -> int:
+    """One PATCH of `data` at info.offset, finishing the upload when it is complete."""
+    state = FakeState(info, store)
+    end = await store.write(info, chunked(data, chunk), state.commit)
+    assert end == info.offset, "write() returns the last committed offset"
+    if info.finished:
+        await store.finish(info)
+    return end
+
+
+def object_bytes(s3: S3Server, bucket: str, key: str) -> bytes:
+    return bytes(sync_client(s3).get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def bucket_keys(s3: S3Server, bucket: str) -> list[str]:
+    return sorted(
+        o["Key"] for o in sync_client(s3).list_objects_v2(Bucket=bucket).get("Contents", [])
+    )
+
+
+def open_multipart_uploads(s3: S3Server, bucket: str) -> list[str]:
+    uploads = sync_client(s3).list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return [u["Key"] for u in uploads]
+
+
+def open_spill_files(directory: Any) -> list[str]:
+    """Spill files are unlinked at once; an open one still shows in /proc/self/fd."""
+    targets = (os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd"))
+    with contextlib.suppress(FileNotFoundError):
+        return [t for t in targets if t.startswith(str(directory))]
+    return []
+
+
+def delta(store: S3Store, before: Counter[str]) -> dict[str, int]:
+    return {k: v - before[k] for k, v in store.request_counts.items() if v != before[k]}
+
+
+async def new_upload(
+    store: S3Store, length: int | None, upload_id: str | None = None
+) -> UploadInfo:
+    info = UploadInfo(id=upload_id or uuid.uuid4().hex, length=length)
+    await store.create(info)
+    return info
+
+
+# -- part size ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("length", "configured", "max_size", "expected"),
+    [
+        (0, 8 * MIB, None, 8 * MIB),
+        (10 * MIB, 8 * MIB, None, 8 * MIB),
+        (10 * MIB, 1 * MIB, None, MIN_PART_SIZE),  # S3's minimum wins
+        (80 * 1024 * MIB, 8 * MIB, None, 9 * MIB),  # 80 GiB / 10,000 parts > 8 MiB
+        (MAX_OBJECT_SIZE, 8 * MIB, None, 525 * MIB),
+        (None, 8 * MIB, None, 525 * MIB),  # deferred: room for a 5 TiB object
+        (None, 8 * MIB, 10 * 1024**3, 8 * MIB),  # deferred, but Tus-Max-Size is 10 GiB
+        (None, 8 * MIB, 1024**4, 105 * MIB),
+    ],
+)
+def test_part_size_fits_the_length_in_10000_parts(
+    length: int | None, configured: int, max_size: int | None, expected: int
+) -> None:
+    size = choose_part_size(length, configured, max_size)
+    assert size == expected
+    assert size % MIB == 0
+    target = length if length is not None else min(max_size or MAX_OBJECT_SIZE, MAX_OBJECT_SIZE)
+    assert size * MAX_PARTS >= target
+
+
+async def test_create_records_the_grown_part_size(s3: S3Server, bucket: str) -> None:
+    async with opened(s3, bucket) as store:
+        huge = await new_upload(store, 3 * 1024**4)  # 3 TiB declared: no byte is sent
+        assert huge.storage["part_size"] == 315 * MIB
+        deferred = await new_upload(store, None)
+        assert deferred.storage["part_size"] * MAX_PARTS >= MAX_OBJECT_SIZE
+        loaded = await store.load_info(huge.id)
+        assert loaded is not None and loaded.storage == huge.storage
+        with pytest.raises(TusError) as err:
+            await new_upload(store, MAX_OBJECT_SIZE + 1)
+        assert err.value.status == 413
+
+
+# -- splitting ------------------------------------------------------------------------------
+
+
+# No shrinking: every example is seconds of moto.
+@settings(max_examples=5, deadline=None, derandomize=True, phases=[Phase.generate])
+@given(
+    chunks=st.lists(
+        st.sampled_from([1, 4096, 65536, MIB - 1, 3 * MIB + 7, PART - 1, PART, PART + 1]),
+        min_size=1,
+        max_size=10,
+    ),
+    cuts=st.lists(st.booleans(), min_size=10, max_size=10),
+)
+def test_any_chunking_and_patching_yields_the_same_object(
+    s3: S3Server, chunks: list[int], cuts: list[bool]
+) -> None:
+    """Arbitrary chunk sizes, PATCHes ending anywhere: the object is the bytes sent, in order."""
+    data = payload(sum(chunks), seed=len(chunks))
+    name = f"tusd-{uuid.uuid4().hex[:20]}"
+    sync_client(s3).create_bucket(Bucket=name)
+
+    async def run() -> None:
+        async with opened(s3, name) as store:
+            info = await new_upload(store, len(data))
+            # Group the chunks into PATCHes: a True cut ends the PATCH after that chunk.
+            pos, group = 0, []
+            for i, size in enumerate(chunks):
+                group.append(size)
+                if cuts[i] or i == len(chunks) - 1:
+                    n = sum(group)
+                    await patch(store, info, data[pos : pos + n], group)
+                    pos, group = pos + n, []
+            assert info.finished
+            assert sha256(object_bytes(s3, name, info.id)) == sha256(data)
+            assert bucket_keys(s3, name) == [info.id, f"{info.id}.info"]
+
+    asyncio.run(run())
+
+
+async def test_1mib_patches_go_through_the_incomplete_part(s3: S3Server, bucket: str) -> None:
+    """tus clients with chunkSize 1 MiB: almost every PATCH ends inside a part."""
+    data = payload(12 * MIB + 100)
+    async with opened(s3, bucket) as a, opened(s3, bucket) as b:
+        info = await new_upload(a, len(data))
+        costs = []
+        for i, pos in enumerate(range(0, len(data), MIB)):
+            # Alternate two "instances": b never saw a's tails, so it reads `.part` back.
+            store = a if i % 4 < 2 else b
+            before = Counter(store.request_counts)
+            await patch(store, info, data[pos : pos + MIB], 64 * 1024)
+            costs.append(delta(store, before))
+        print("S3 requests per 1 MiB PATCH:", costs)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+    # PATCH 2 (a, cached tail): only the new `.part`. PATCH 3 (b, no cache): read it back first.
+    assert costs[1] == {"put_object": 1}
+    assert costs[2] == {"get_object": 1, "put_object": 1}
+    # PATCH 5 fills part 1 exactly: one UploadPart, no `.part` at all.
+    assert costs[4] == {"upload_part": 1, "get_object": 1}
+    # The last PATCH (a, after b): read the tail back, upload it with the new bytes as the final
+    # short part, then ListParts + Complete + DELETE `.part`.
+    assert costs[-1] == {
+        "get_object": 1,
+        "upload_part": 1,
+        "list_parts": 1,
+        "complete_multipart_upload": 1,
+        "delete_object": 1,
+    }
+    assert bucket_keys(s3, bucket) == [info.id, f"{info.id}.info"]
+
+
+async def test_5mib_plus_one_byte_patches(s3: S3Server, bucket: str) -> None:
+    data = payload(4 * (PART + 1))
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, len(data))
+        for pos in range(0, len(data), PART + 1):
+            before = Counter(store.request_counts)
+            await patch(store, info, data[pos : pos + PART + 1], PART + 1)
+            print(f"PATCH at {pos}:", delta(store, before))
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+async def test_single_patch_counts_one_request_per_part(s3: S3Server, bucket: str) -> None:
+    data = payload(3 * PART + 123)
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, len(data))
+        before = Counter(store.request_counts)
+        state = FakeState(info, store)
+        await store.write(info, chunked(data, 64 * 1024), state.commit)
+        assert delta(store, before) == {"upload_part": 4}
+        # Acknowledged parts are committed as a contiguous prefix (several at once if they
+        # complete out of order), always on part boundaries.
+        assert state.commits == sorted(set(state.commits))
+        assert state.commits[-1] == len(data)
+        assert all(c % PART == 0 for c in state.commits[:-1])
+        await store.finish(info)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+async def test_parts_spill_to_disk_when_the_buffer_budget_is_small(
+    s3: S3Server, bucket: str, tmp_path: Any
+) -> None:
+    data = payload(3 * PART + 5)
+    async with opened(s3, bucket, buffer_size=2 * MIB, spool_dir=str(tmp_path)) as store:
+        info = await new_upload(store, len(data))
+        state = FakeState(info, store)
+        await store.write(info, chunked(data, 300_000), state.commit)
+        await store.finish(info)
+        assert state.max_buffered <= 2 * MIB
+        assert store.buffered_bytes == 0
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+    assert open_spill_files(tmp_path) == []
+
+
+async def test_spilled_tails_and_read_back_tails(s3: S3Server, bucket: str, tmp_path: Any) -> None:
+    """1 MiB PATCHes with a 1.5 MiB budget: tails spill to disk and are not cached."""
+    data = payload(PART + 3 * MIB)
+    async with opened(s3, bucket, buffer_size=3 * MIB // 2, spool_dir=str(tmp_path)) as store:
+        info = await new_upload(store, len(data))
+        for pos in range(0, len(data), MIB):
+            await patch(store, info, data[pos : pos + MIB], 256 * 1024)
+            assert open_spill_files(tmp_path) == []
+        assert store.buffered_bytes <= 3 * MIB // 2
+        assert store.request_counts["get_object"] >= 3  # spilled tails are read back
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+async def test_many_uploads_share_the_buffer_budget(s3: S3Server, bucket: str) -> None:
+    budget = 12 * MIB
+    datas = [payload(2 * PART + 1000 * i, seed=i) for i in range(6)]
+    async with opened(s3, bucket, buffer_size=budget) as store:
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, store.buffered_bytes)
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(watch())
+        infos = [await new_upload(store, len(d)) for d in datas]
+        await asyncio.gather(
+            *(patch(store, i, d, 65536) for i, d in zip(infos, datas, strict=True))
+        )
+        watcher.cancel()
+        assert 0 < peak <= budget
+    for info, data in zip(infos, datas, strict=True):
+        assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+# -- lengths ----------------------------------------------------------------------------------
+
+
+async def test_zero_length_upload_is_an_empty_object(s3: S3Server, bucket: str) -> None:
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, 0)
+        await store.finish(info)
+        assert [c async for c in store.read(info, 0, 0)] == []
+        assert await store.stored_offset(info) == 0
+        # Deferred length that turns out to be 0.
+        deferred = await new_upload(store, None)
+        deferred.length = 0
+        await store.finish(deferred)
+    assert object_bytes(s3, bucket, info.id) == b""
+    assert object_bytes(s3, bucket, deferred.id) == b""
+    assert open_multipart_uploads(s3, bucket) == []
+
+
+async def test_deferred_length_declared_without_bytes_keeps_the_tail(
+    s3: S3Server, bucket: str
+) -> None:
+    """The last PATCH leaves a tail; the length arrives later in a PATCH with no body."""
+    data = payload(PART + 3 * MIB + 17)
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, None)
+        await patch(store, info, data[: 2 * MIB], 65536)
+        await patch(store, info, data[2 * MIB :], 65536)  # ends 3 MiB + 17 into part 2
+        assert info.offset == len(data) and not info.finished
+        info.length = len(data)  # what the protocol does on `Upload-Length` with an empty body
+        await store.finish(info)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+    assert bucket_keys(s3, bucket) == [info.id, f"{info.id}.info"]
+
+
+async def test_deferred_length_declared_on_the_last_patch(s3: S3Server, bucket: str) -> None:
+    data = payload(2 * PART + MIB)
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, None)
+        await patch(store, info, data[: PART + 100], 65536)
+        info.length = len(data)
+        await patch(store, info, data[PART + 100 :], 65536)
+        assert info.finished
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+# -- recovery ---------------------------------------------------------------------------------
+
+
+async def test_stored_offset_is_rebuilt_from_s3(s3: S3Server, bucket: str) -> None:
+    data = payload(3 * PART)
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, len(data))
+        await patch(store, info, data[:MIB], 65536)  # tail in part 1
+        await patch(store, info, data[MIB : 2 * PART], 65536)  # ends on a boundary: `.part` stale
+        await patch(store, info, data[2 * PART : 2 * PART + 3], 1)  # a 3-byte tail in part 3
+    async with opened(s3, bucket) as fresh:  # another instance; state (Redis) was lost
+        loaded = await fresh.load_info(info.id)
+        assert loaded is not None
+        assert await fresh.stored_offset(loaded) == 2 * PART + 3
+        loaded.offset = 2 * PART + 3
+        await patch(fresh, loaded, data[2 * PART + 3 :], 65536)
+        assert await fresh.stored_offset(loaded) == len(data)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+async def test_stored_offset_ignores_a_stale_tail(s3: S3Server, bucket: str) -> None:
+    data = payload(2 * PART)
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, len(data) + 1)
+        await patch(store, info, data[:MIB], 65536)
+        await patch(store, info, data[MIB:], 65536)
+        assert f"{info.id}.part" in bucket_keys(s3, bucket)  # part 1's old tail, now stale
+        assert await store.stored_offset(info) == 2 * PART
+
+
+async def test_terminate_removes_everything(s3: S3Server, bucket: str) -> None:
+    async with opened(s3, bucket, prefix="uploads/") as store:
+        unfinished = await new_upload(store, 4 * PART)
+        await patch(store, unfinished, payload(PART + 10), 65536)
+        finished = await new_upload(store, 10)
+        await patch(store, finished, b"0123456789", 3)
+        kept = await new_upload(store, None)
+        assert sorted([i async for i in store.list_upload_ids()]) == sorted(
+            [unfinished.id, finished.id, kept.id]
+        )
+        await store.terminate(unfinished)
+        await store.terminate(finished)
+        await store.terminate(finished)  # already gone: still fine
+        assert [i async for i in store.list_upload_ids()] == [kept.id]
+        await store.terminate(kept)
+    assert bucket_keys(s3, bucket) == []
+    assert open_multipart_uploads(s3, bucket) == []
+
+
+async def test_list_upload_ids_paginates(s3: S3Server, bucket: str) -> None:
+    client = sync_client(s3)
+    ids = {f"id{i:04d}" for i in range(1005)}
+    for upload_id in ids:  # `.info` objects only: enough for the listing
+        client.put_object(Bucket=bucket, Key=f"p/{upload_id}.info", Body=b"{}")
+    client.put_object(Bucket=bucket, Key="p/nested/x.info", Body=b"{}")
+    async with opened(s3, bucket, prefix="p/") as store:
+        assert {i async for i in store.list_upload_ids()} == ids
+        assert store.request_counts["list_objects_v2"] == 2
+
+
+async def test_read_streams_ranges(s3: S3Server, bucket: str) -> None:
+    data = payload(PART + 1000)
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, len(data))
+        await patch(store, info, data, MIB)
+        for start, end in [
+            (0, len(data)),
+            (7, 8),
+            (PART - 5, PART + 5),
+            (len(data) - 1, len(data)),
+        ]:
+            assert b"".join([c async for c in store.read(info, start, end)]) == data[start:end]
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+async def test_failing_body_commits_only_acknowledged_parts(s3: S3Server, bucket: str) -> None:
+    data = payload(4 * PART + 77)
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, len(data))
+        state = FakeState(info, store)
+        bad = TusError(460, "checksum-mismatch", "injected")
+        with pytest.raises(TusError) as err:
+            await store.write(info, failing_after(data[: 2 * PART + MIB], MIB, bad), state.commit)
+        assert err.value is bad
+        assert info.offset in (0, PART, 2 * PART)  # whole parts only, never the 1 MiB remainder
+        assert store.buffered_bytes == 0
+        # The client resumes from the committed offset; parts are overwritten where needed.
+        await patch(store, info, data[info.offset :], 3 * MIB + 1)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+async def test_failing_body_keeps_the_committed_tail(s3: S3Server, bucket: str) -> None:
+    data = payload(2 * PART)
+    bad = TusError(460, "checksum-mismatch", "injected")
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, len(data))
+        await patch(store, info, data[:MIB], 65536)
+        for sent in (MIB, 3 * MIB):  # stays in part 1; crosses into part 2
+            # A fresh instance (no cached tail) so the retry really reads `.part` back.
+            async with opened(s3, bucket) as other:
+                state = FakeState(info, other)
+                with pytest.raises(TusError):
+                    await other.write(
+                        info, failing_after(data[MIB : 2 * MIB + sent], MIB, bad), state.commit
+                    )
+        assert info.offset in (MIB, PART)
+    async with opened(s3, bucket) as fresh:
+        await patch(fresh, info, data[info.offset :], 65536)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+async def test_lost_lock_stops_commits(s3: S3Server, bucket: str) -> None:
+    data = payload(4 * PART)
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, len(data))
+        state = FakeState(info, store)
+        state.lose_lock_after = 1
+        with pytest.raises(TusError) as err:
+            await store.write(info, chunked(data, 65536), state.commit)
+        assert err.value.code == "lock-lost"
+        assert len(state.commits) == 1 and state.commits[0] % PART == 0
+        assert store.buffered_bytes == 0
+        await patch(store, info, data[PART:], 65536)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+async def test_finish_is_idempotent(s3: S3Server, bucket: str) -> None:
+    data = payload(PART + 5)
+    async with opened(s3, bucket) as store:
+        info = await new_upload(store, len(data))
+        await patch(store, info, data, MIB)
+        await store.finish(info)  # a retried finish (e.g. the first answer was lost)
+        assert await store.stored_offset(info) == len(data)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+# -- S3 faults through a proxy ----------------------------------------------------------------
+
+
+@pytest.fixture
+async def proxy(s3: S3Server) -> AsyncIterator[FaultProxy]:
+    async with FaultProxy("127.0.0.1", s3.port) as p:
+        yield p
+
+
+@pytest.mark.parametrize("faults", ["random", "cycle"])
+async def test_upload_survives_transient_faults(
+    s3: S3Server, bucket: str, proxy: FaultProxy, faults: str
+) -> None:
+    proxy.decide = random_faults(0.3, seed=7) if faults == "random" else every_nth(3)
+    data = payload(3 * PART + 2 * MIB + 11)
+    async with opened(proxy.endpoint, bucket, max_attempts=8) as store:
+        info = await new_upload(store, len(data))
+        for start, end in [(0, 2 * MIB), (2 * MIB, 2 * PART + 1), (2 * PART + 1, len(data))]:
+            assert info.offset == start
+            await patch(store, info, data[start:end], 256 * 1024)
+        await store.finish(info)  # again: a lost CompleteMultipartUpload answer is harmless
+    print("fault proxy:", dict(proxy.requests), "faults:", dict(proxy.faults))
+    assert sum(proxy.faults.values()) >= 5
+    if faults == "cycle":
+        assert set(proxy.faults) == set(FAULTS)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+async def test_s3_outage_is_a_503_and_the_upload_resumes(
+    s3: S3Server, bucket: str, proxy: FaultProxy
+) -> None:
+    data = payload(4 * PART + 3)
+    parts_seen = 0
+
+    def outage_after_two_parts(request: Request) -> str | None:
+        nonlocal parts_seen
+        if request.is_upload_part:
+            parts_seen += 1
+            return "503" if parts_seen > 2 else None
+        return None
+
+    proxy.decide = outage_after_two_parts
+    async with opened(proxy.endpoint, bucket, max_attempts=2) as store:
+        info = await new_upload(store, len(data))
+        state = FakeState(info, store)
+        with pytest.raises(TusError) as err:
+            await store.write(info, chunked(data, MIB), state.commit)
+        assert err.value.status == 503
+        assert "UploadPart" in err.value.message or "upload_part" in err.value.message
+        assert err.value.headers.get("Retry-After")
+        assert info.offset == 2 * PART  # exactly what S3 acknowledged
+        assert store.buffered_bytes == 0
+        proxy.decide = lambda request: None  # S3 is back
+        await patch(store, info, data[info.offset :], MIB)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+async def test_reset_connections_on_every_other_part(
+    s3: S3Server, bucket: str, proxy: FaultProxy
+) -> None:
+    """Parts that S3 stored but whose answer was lost are uploaded again, harmlessly."""
+    toggle = [False]
+
+    def every_other(request: Request) -> str | None:
+        if request.is_upload_part or request.method == "POST":
+            toggle[0] = not toggle[0]
+            return "reset-after" if toggle[0] else None
+        return None
+
+    proxy.decide = every_other
+    data = payload(3 * PART + 1)
+    async with opened(proxy.endpoint, bucket, max_attempts=4) as store:
+        info = await new_upload(store, len(data))
+        await patch(store, info, data, MIB)
+    assert proxy.faults["reset-after"] >= 4
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
