@@ -86,7 +86,8 @@ class Draft:
 
 def interop_version(request: Request) -> Draft:
     raw = request.headers[INTEROP_HEADER].strip()
-    if not raw.isdigit() or int(raw) not in VERSIONS:
+    # isdigit() alone also accepts "²", which int() refuses; 15 digits is a structured integer.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 15) or int(raw) not in VERSIONS:
         raise bad_request(
             f"Upload-Draft-Interop-Version {raw!r} is not supported; this server speaks "
             f"{VERSIONS.start} to {VERSIONS.stop - 1}",
