@@ -79,7 +79,12 @@ def part_ids(ctx: TusContext, request: Request, urls: list[str]) -> list[str]:
     base_parts = urlsplit(base)
     ids: list[str] = []
     for url in urls:
-        target = urlsplit(urljoin(base, url))
+        try:
+            target = urlsplit(urljoin(base, url))
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise bad_request(
+                f"Upload-Concat names {url!r}, which is not a URL", "foreign-partial"
+            ) from None
         # The scheme may differ behind a TLS-terminating proxy; host and path may not.
         foreign = target.netloc.lower() != base_parts.netloc.lower() or not target.path.startswith(
             base_parts.path
