@@ -19,6 +19,11 @@ async def sweep_once(ctx: TusContext) -> int:
     now = time.time()
     async for upload_id in ctx.store.list_upload_ids():
         try:
+            # The storage copy says whether an upload is finished without touching the state
+            # store, so finished uploads are not pulled back into Redis by every sweep.
+            stored = await ctx.store.load_info(upload_id)
+            if stored is None or stored.finished:
+                continue
             info = await ctx.state.get(upload_id)
             if info is None or not is_expired(info, now):
                 continue
