@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,17 @@ def test_an_unknown_hook_event_is_refused() -> None:
     result = CliRunner().invoke(cli.main, ["--hooks-enabled-events", "pre-create,post-upload"])
     assert result.exit_code == 2
     assert "unknown hook event 'post-upload'" in result.output
+
+
+def test_deployment_files_are_shown_verbatim_and_use_real_options() -> None:
+    import yaml
+
+    deployment = (REPO / "docs/deployment.md").read_text(encoding="utf-8")
+    for name in ("compose.yaml", "nginx.conf"):
+        assert (REPO / "deploy" / name).read_text(encoding="utf-8") in deployment, name
+    compose = yaml.safe_load((REPO / "deploy/compose.yaml").read_text(encoding="utf-8"))
+    options = {f"TUSD_{p.name.upper()}" for p in cli.main.params if p.name}
+    variables = set(compose["services"]["tusd"]["environment"])
+    assert {v for v in variables if v.startswith("TUSD_")} <= options
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    assert set(re.findall(r"\bTUSD_[A-Z0-9_]+\b", dockerfile)) <= options
