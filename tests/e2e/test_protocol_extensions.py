@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import uuid
 
+import boto3
 import httpx
 import pytest
 from tusclient.client import TusClient
 
-from tests.e2e.helpers import TUS, MakeFile, download_sha256, head, patch_headers
+from tests.e2e.helpers import (
+    TUS,
+    MakeFile,
+    RawHTTP,
+    download_sha256,
+    head,
+    patch_headers,
+    raw_create,
+    stable_offset,
+)
 from tests.e2e.test_tus_js_client import assert_stored, requests_of, upload_with_js
-from tests.e2e.tusd_process import TusdProcess
+from tests.e2e.tusd_process import StartTusd, TusdProcess
+from tests.servers import S3_ENV, S3Server
 
 MiB = 1024 * 1024
 
@@ -31,6 +43,27 @@ def test_parallel_uploads_concatenate(tusd: TusdProcess, make_file: MakeFile, si
     # The partials went into the final and were deleted (docs/protocol.md, cleanup policy).
     for url in partial_urls:
         assert head(url).status_code == 404
+
+
+@pytest.mark.parametrize("size", [40 * MiB, 3 * MiB + 17], ids=["40MiB", "3MiB"])
+def test_parallel_uploads_concatenate_on_s3(
+    tusd_factory: StartTusd, s3: S3Server, make_file: MakeFile, size: int
+) -> None:
+    """Partials of 10 MiB (copied by S3) and of under 1 MiB (gathered into one part)."""
+    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3", endpoint_url=s3.endpoint, region_name=S3_ENV["AWS_DEFAULT_REGION"]
+    ).create_bucket(Bucket=bucket)
+    server = tusd_factory("--s3-bucket", bucket, "--s3-endpoint", s3.endpoint)
+    source = make_file(size)
+    result = upload_with_js(server.endpoint, source, parallelUploads=4)
+    assert len(requests_of(result, "POST")) == 5
+    assert_stored(server, result["url"], source)
+    objects = boto3.client(
+        "s3", endpoint_url=s3.endpoint, region_name=S3_ENV["AWS_DEFAULT_REGION"]
+    ).list_objects_v2(Bucket=bucket)
+    final_id = result["url"].rsplit("/", 1)[1]
+    assert sorted(o["Key"] for o in objects["Contents"]) == [final_id, final_id + ".info"]
 
 
 @pytest.mark.parametrize("protocol", ["ietf-draft-03", "ietf-draft-05"])
@@ -81,3 +114,36 @@ def test_checksum_mismatch_through_uvicorn_is_460(tusd: TusdProcess) -> None:
     )
     assert response.status_code == 460, response.text
     assert head(url).headers["Upload-Offset"] == "0"
+
+
+def test_checksummed_patch_cut_short_commits_nothing(tusd: TusdProcess) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    url = raw_create(tusd.endpoint, len(data))
+    digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    with RawHTTP(url) as conn:
+        conn.send_head(
+            "PATCH", {**patch_headers(0, len(data)), "Upload-Checksum": f"sha256 {digest}"}
+        )
+        conn.send(data[: len(data) // 2])
+    # Without a checksum the half would be kept; with one it cannot be verified, so it is not.
+    assert stable_offset(url) == 0
+
+
+def test_checksum_trailer_is_refused(tusd: TusdProcess) -> None:
+    """checksum-trailer is not offered (docs/protocol.md): uvicorn cannot hand request trailers
+    to the app reliably, so a PATCH announcing one is refused before any byte is stored."""
+    data = b"trailer test"
+    url = raw_create(tusd.endpoint, len(data))
+    good = base64.b64encode(hashlib.sha1(data).digest()).decode()
+    headers = {k: v for k, v in patch_headers(0, len(data)).items() if k != "Content-Length"}
+    with RawHTTP(url) as conn:
+        conn.send_head(
+            "PATCH", {**headers, "Transfer-Encoding": "chunked", "Trailer": "Upload-Checksum"}
+        )
+        conn.send(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        conn.send(f"0\r\nUpload-Checksum: sha1 {good}\r\n\r\n".encode())
+        response = conn.read_response()
+    assert response.status == 400, response
+    assert b"trailer" in response.body
+    assert head(url).headers["Upload-Offset"] == "0"
+    assert "checksum-trailer" not in httpx.options(tusd.endpoint).headers["Tus-Extension"]

@@ -219,3 +219,11 @@ async def test_bad_checksum_mid_part_then_retry(server: TusServer) -> None:
     )
     assert response.status_code == 204, response.text
     assert await download_sha256(client, url) == hashlib.sha256(data).hexdigest()
+
+
+async def test_checksum_announced_as_trailer_is_400(client: httpx.AsyncClient) -> None:
+    url = await create(client, 3)
+    response = await patch(client, url, 0, b"abc", Trailer="Upload-Checksum")
+    assert_plain_error(response, 400)
+    assert "trailer" in response.text
+    assert (await head(client, url)).headers["Upload-Offset"] == "0"

@@ -7,8 +7,10 @@ its chunk iterator raises. `ChecksumGuard` therefore hands the store a chunk ite
 a 460 at the end of a mismatching body (or of a body that never arrived whole, which cannot be
 verified), and a commit callback that only remembers the offset until verification passed.
 
-checksum-trailer is not offered: ASGI has no event for request trailers, and uvicorn's HTTP/1.1
-parsers (h11, httptools) drop them, so a trailer would never reach this code.
+checksum-trailer is not offered: ASGI has no event for request trailers. uvicorn's h11 parser
+drops them; its httptools parser appends them to the request's header list if and when they
+are parsed, which may be before or after the handler looked. A request announcing
+`Trailer: Upload-Checksum` is therefore answered 400 up front.
 """
 
 from __future__ import annotations
@@ -67,8 +69,16 @@ class Checksum:
         return _ALGORITHMS[self.algorithm][0]()
 
 
-def parse_checksum(value: str | None) -> Checksum | None:
-    """The parsed `Upload-Checksum` header; a 400 for an unknown algorithm or a malformed digest."""
+def parse_checksum(value: str | None, trailer: str | None = None) -> Checksum | None:
+    """The parsed `Upload-Checksum` header; a 400 for an unknown algorithm or a malformed digest,
+    and for a request that announces the checksum as a trailer (`trailer`: its Trailer field)."""
+    if trailer is not None and "upload-checksum" in trailer.lower():
+        # Rejected rather than ignored: an unverified body must not pass for a verified one.
+        raise bad_request(
+            "this server cannot read request trailers (checksum-trailer is not supported); "
+            "send Upload-Checksum as a header",
+            "checksum-trailer-unsupported",
+        )
     if value is None:
         return None
     algorithm, _, encoded = value.strip().partition(" ")

@@ -144,7 +144,9 @@ async def handle_patch(ctx: TusContext, request: Request, upload_id: str) -> Res
         raise bad_request("Upload-Offset is missing", "missing-upload-offset")
     offset = parse_uint("Upload-Offset", offset_header)
     body_length = content_length(request)
-    checksum = parse_checksum(request.headers.get("upload-checksum"))
+    checksum = parse_checksum(
+        request.headers.get("upload-checksum"), request.headers.get("trailer")
+    )
 
     reader = open_body(ctx, request)
     lock = await ctx.locker.acquire(upload_id, lambda: reader.stop("handover"))
