@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ops.conftest import AppFactory
 from tests.ops.helpers import TUS, create, patch
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, S3Server, free_port
 from tusd_py.metrics import observe_s3_request, s3_request
 
 
@@ -136,3 +137,31 @@ async def test_ready_checks_redis(tus_app: AppFactory, redis: RedisServer) -> No
         response = await client.get("/ready")
     assert response.status_code == 503
     assert "state: " in response.text
+
+
+async def test_ready_checks_the_bucket_and_s3_requests_are_timed(
+    tus_app: AppFactory, s3: S3Server
+) -> None:
+    import boto3
+
+    bucket = f"ready-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    s3_options = {"s3_endpoint": s3.endpoint, "s3_region": "us-east-1"}
+    async with tus_app(s3_bucket=bucket, **s3_options) as client:
+        before = samples((await client.get("/metrics")).text)
+        assert (await client.get("/ready")).status_code == 200
+        url = (await create(client, 3)).headers["Location"]
+        assert (await patch(client, url, 0, b"abc")).status_code == 204
+        after = samples((await client.get("/metrics")).text)
+    name = "tusd_s3_request_duration_seconds_count"
+    for operation in ("head_bucket", "create_multipart_upload", "complete_multipart_upload"):
+        grew = value(after, name, operation=operation, outcome="ok") - value(
+            before, name, operation=operation, outcome="ok"
+        )
+        assert grew >= 1, operation
+    async with tus_app(s3_bucket="no-such-bucket-here", **s3_options) as client:
+        response = await client.get("/ready")
+    assert response.status_code == 503
+    assert "storage: " in response.text

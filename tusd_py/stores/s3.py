@@ -48,6 +48,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tusd_py.errors import TusError, gone, storage_unavailable
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
+from tusd_py.metrics import s3_request
 from tusd_py.stores.base import Capability, Commit, DataStore
 
 if TYPE_CHECKING:
@@ -470,6 +471,9 @@ class S3Store(DataStore):
         )
         self._stack = stack
 
+    async def ready(self) -> None:
+        await self._call("head_bucket", None)
+
     async def close(self) -> None:
         if self._stack is not None:
             await self._stack.aclose()
@@ -494,7 +498,8 @@ class S3Store(DataStore):
             raise RuntimeError("S3Store.open() was not called")
         self.request_counts[operation] += 1
         try:
-            return await getattr(self._s3, operation)(Bucket=self.bucket, **params)
+            with s3_request(operation):  # tusd_s3_request_duration_seconds
+                return await getattr(self._s3, operation)(Bucket=self.bucket, **params)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in missing:
