@@ -55,13 +55,13 @@ LOCK_WAIT = Histogram(
 
 
 def observe_s3_request(operation: str, seconds: float, ok: bool = True) -> None:
-    """Record one S3 request, e.g. `observe_s3_request("UploadPart", 0.12)`."""
+    """Record one S3 request, e.g. `observe_s3_request("upload_part", 0.12)`."""
     S3_REQUEST_DURATION.labels(operation, "ok" if ok else "error").observe(seconds)
 
 
 @contextlib.contextmanager
 def s3_request(operation: str) -> Iterator[None]:
-    """Time the S3 request in the block: `with s3_request("UploadPart"): await s3.upload_part(...)`.
+    """Time the S3 request in the block: `with s3_request("upload_part"): await s3.upload_part()`.
 
     An exception leaving the block (after the store's own retries) counts as an error.
     """
