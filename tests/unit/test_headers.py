@@ -25,11 +25,11 @@ from tusd_py.protocol.headers import (
 ASCII_DIGITS = frozenset(string.digits)
 
 # Header values arrive as latin-1 text; arbitrary unicode covers that and more.
-any_text = st.text(st.characters(blacklist_categories=("Cs",)))
+any_text = st.text(st.characters(exclude_categories=["Cs"]))
 # Text made of the characters tus headers are built from, so parsers get past their first check.
 header_like = st.text(alphabet="0123456789 ,=+/-abcxyzZm9vAB\t;")
 metadata_keys = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1
+    st.characters(exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1
 ).filter(lambda k: "," not in k and not any(c.isspace() for c in k))
 
 
