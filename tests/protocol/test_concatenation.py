@@ -11,6 +11,9 @@ import pytest
 
 from tests.protocol.conftest import TusFactory, TusServer
 from tests.protocol.helpers import TUS, assert_plain_error, b64, create, head, patch, upload
+from tusd_py.errors import TusError
+from tusd_py.info import UploadInfo
+from tusd_py.locking.base import Lock
 
 MiB = 1024 * 1024
 
@@ -295,3 +298,49 @@ async def test_mixed_partials_assemble_into_one_object(server: TusServer) -> Non
         assert counts["upload_part_copy"] - before.get("upload_part_copy", 0) == 1
         assert counts["upload_part"] - before.get("upload_part", 0) == 2
         assert not any(n.startswith("multipart:") for n in names), names
+
+
+async def test_failed_assembly_leaves_the_partials_reusable(
+    server: TusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = server.client
+    urls = [await partial(client, b"abc"), await partial(client, b"def")]
+    store = server.ctx.store
+
+    async def unavailable(final: object, partials: object) -> None:
+        raise TusError(503, "storage-unavailable", "the storage is down")
+
+    before = server.stored_names()
+    monkeypatch.setattr(store, "concatenate", unavailable)
+    assert_plain_error(await final(client, *urls), 503)
+    assert server.stored_names() == before  # no half-made final
+    monkeypatch.undo()
+    response = await final(client, *urls)
+    assert response.status_code == 201, response.text
+    await assert_content(client, response.headers["Location"], b"abcdef")
+
+
+async def test_failed_claim_releases_the_partials(
+    server: TusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = server.client
+    urls = [await partial(client, b"abc", finish=False) for _ in range(3)]
+    state = server.ctx.state
+    real_update = state.update
+    calls = 0
+
+    async def flaky_update(info: UploadInfo, lock: Lock | None) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise TusError(503, "storage-unavailable", "the state store is down")
+        await real_update(info, lock)
+
+    monkeypatch.setattr(state, "update", flaky_update)
+    assert_plain_error(await final(client, *urls), 503)
+    monkeypatch.undo()
+    response = await final(client, *urls)  # not "already belongs to another final"
+    assert response.status_code == 201, response.text
+    for url in urls:
+        assert (await patch(client, url, 0, b"abc")).status_code == 204
+    await assert_content(client, response.headers["Location"], b"abc" * 3)

@@ -178,6 +178,23 @@ async def _assemble(
             log.warning("could not delete partial %s of final %s: %s", partial.id, final.id, exc)
 
 
+async def _undo_final(
+    ctx: TusContext, final: UploadInfo, partials: list[UploadInfo], locks: dict[str, Lock]
+) -> None:
+    for partial in partials:
+        if partial.part_of == final.id:
+            partial.part_of = None
+            try:
+                await ctx.state.update(partial, locks[partial.id])
+            except Exception:
+                log.exception("could not release partial %s from final %s", partial.id, final.id)
+    try:
+        await ctx.store.terminate(final)
+        await ctx.state.delete(final.id)
+    except Exception:
+        log.exception("could not remove the failed final upload %s", final.id)
+
+
 async def create_final(
     ctx: TusContext,
     request: Request,
@@ -223,20 +240,18 @@ async def create_final(
         ctx.hooks.created(final)
         final_lock = await ctx.locker.acquire(final.id, lambda: None)
         locks[final.id] = final_lock  # released with the partials'
-        if all(p.finished for p in partials):
-            try:
+        try:
+            if all(p.finished for p in partials):
                 await _assemble(ctx, final, final_lock, partials)
-            except BaseException:
-                # Leave no half-made final behind; the partials are untouched, a retry can reuse
-                # them.
-                with contextlib.suppress(Exception):
-                    await ctx.store.terminate(final)
-                    await ctx.state.delete(final.id)
-                raise
-        else:
-            for partial in partials:
-                partial.part_of = final.id
-                await ctx.state.update(partial, locks[partial.id])
+            else:
+                for partial in partials:
+                    partial.part_of = final.id
+                    await ctx.state.update(partial, locks[partial.id])
+        except BaseException:
+            # The client gets an error, not this final's URL: leave nothing half-made behind, so
+            # that a retry can use the same partials.
+            await _undo_final(ctx, final, partials, locks)
+            raise
     headers = {"Location": endpoint_url(request, ctx.config.behind_proxy) + final.id}
     if final.finished:
         headers["Upload-Offset"] = str(final.offset)
@@ -248,6 +263,15 @@ async def complete_final(ctx: TusContext, final_id: str) -> UploadInfo | None:
 
     Safe to call any time and from any instance: it does nothing unless there is work to do.
     """
+    final = await ctx.state.get(final_id)
+    if final is None or final.concat != "final" or final.finished:
+        return final
+    # Check without the partials' locks first: taking them would make a partial's running PATCH
+    # hand over, and a client polling the final must not interrupt its own uploads.
+    for upload_id in final.parts:
+        partial = await ctx.state.get(upload_id)
+        if partial is None or not partial.finished:
+            return final
     final_lock = await ctx.locker.acquire(final_id, lambda: None)
     try:
         final = await ctx.state.get(final_id)
