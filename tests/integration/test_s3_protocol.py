@@ -1,0 +1,237 @@
+"""tus over HTTP onto S3 (moto): the app in-process, then the real CLI server with a 200 MiB PATCH.
+
+The protocol suite (tests/protocol) already covers every rule on the S3 backends; these tests
+follow whole uploads through `create_app(Config(s3_bucket=...))` and check what lands in the
+bucket and what each request costs in S3 calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import httpx
+import pytest
+
+from tests.e2e.tusd_process import TusdProcess
+from tests.servers import S3Server
+from tusd_py.app import create_app
+from tusd_py.config import Config
+from tusd_py.stores.s3 import MIB, S3Store
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+def s3_client(s3: S3Server) -> Any:
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=s3.endpoint, region_name="us-east-1"
+    )
+
+
+@pytest.fixture
+def bucket(s3: S3Server) -> str:
+    name = f"tusd-{uuid.uuid4().hex[:20]}"
+    s3_client(s3).create_bucket(Bucket=name)
+    return name
+
+
+def bucket_keys(s3: S3Server, bucket: str) -> list[str]:
+    listing = s3_client(s3).list_objects_v2(Bucket=bucket)
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+@pytest.fixture
+async def tus(s3: S3Server, bucket: str) -> AsyncIterator[httpx.AsyncClient]:
+    config = Config(
+        s3_bucket=bucket, s3_endpoint=s3.endpoint, s3_region="us-east-1", s3_part_size=5 * MIB
+    )
+    app = create_app(config)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tus.test") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+def store_of(client: httpx.AsyncClient) -> S3Store:
+    store = client.app.state.tus.store  # type: ignore[attr-defined]
+    assert isinstance(store, S3Store)
+    return store
+
+
+def payload(size: int, seed: int = 5) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def create(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    metadata = "filename " + base64.b64encode(b"data.bin").decode()
+    response = await client.post("/files/", headers={**TUS, "Upload-Metadata": metadata, **headers})
+    assert response.status_code == 201, response.text
+    return response.headers["Location"]
+
+
+async def patch_in_chunks(
+    client: httpx.AsyncClient, url: str, data: bytes, chunk: int
+) -> list[dict[str, int]]:
+    """PATCH `data` in `chunk`-sized requests; returns the S3 calls each one cost."""
+    store = store_of(client)
+    costs = []
+    for offset in range(0, len(data), chunk):
+        before = Counter(store.request_counts)
+        body = data[offset : offset + chunk]
+        response = await client.patch(
+            url, headers={**OCTETS, "Upload-Offset": str(offset)}, content=body
+        )
+        assert response.status_code == 204, response.text
+        assert response.headers["Upload-Offset"] == str(offset + len(body))
+        costs.append({k: v - before[k] for k, v in store.request_counts.items() if v != before[k]})
+    return costs
+
+
+async def test_upload_in_1mib_patches_head_download_delete(
+    tus: httpx.AsyncClient, s3: S3Server, bucket: str
+) -> None:
+    data = payload(11 * MIB + 4321)
+    url = await create(tus, {"Upload-Length": str(len(data))})
+    upload_id = url.rsplit("/", 1)[-1]
+
+    costs = await patch_in_chunks(tus, url, data, MIB)
+    print("S3 calls per 1 MiB PATCH (local state: +1 PUT .info per commit):", costs)
+    # Inside a part: PUT `.part` + PUT `.info`; the tail comes from this instance's cache.
+    assert costs[1] == {"put_object": 2}
+    # The PATCH that fills part 1 exactly: UploadPart + PUT `.info`.
+    assert costs[4] == {"upload_part": 1, "put_object": 1}
+
+    head = await tus.head(url, headers=TUS)
+    assert head.status_code in (200, 204)
+    assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == str(len(data))
+
+    download = await tus.get(url, headers=TUS)
+    assert download.status_code == 200
+    assert hashlib.sha256(download.content).hexdigest() == hashlib.sha256(data).hexdigest()
+    ranged = await tus.get(url, headers={**TUS, "Range": "bytes=5242870-5242899"})
+    assert ranged.status_code == 206 and ranged.content == data[5242870:5242900]
+    assert bucket_keys(s3, bucket) == [upload_id, f"{upload_id}.info"]
+
+    deleted = await tus.delete(url, headers=TUS)
+    assert deleted.status_code == 204
+    assert (await tus.head(url, headers=TUS)).status_code in (404, 410)
+    assert bucket_keys(s3, bucket) == []
+
+
+async def test_deferred_length_declared_by_an_empty_last_patch(
+    tus: httpx.AsyncClient, s3: S3Server, bucket: str
+) -> None:
+    """The last data PATCH leaves a tail in `.part`; the length comes afterwards without a body."""
+    data = payload(7 * MIB + 99, seed=9)
+    url = await create(tus, {"Upload-Defer-Length": "1"})
+    await patch_in_chunks(tus, url, data, 3 * MIB)
+    head = await tus.head(url, headers=TUS)
+    assert head.headers["Upload-Defer-Length"] == "1"
+    assert head.headers["Upload-Offset"] == str(len(data))
+
+    final = await tus.patch(
+        url,
+        headers={**OCTETS, "Upload-Offset": str(len(data)), "Upload-Length": str(len(data))},
+        content=b"",
+    )
+    assert final.status_code == 204, final.text
+    download = await tus.get(url, headers=TUS)
+    assert hashlib.sha256(download.content).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+async def test_creation_with_upload_and_zero_length(
+    tus: httpx.AsyncClient, s3: S3Server, bucket: str
+) -> None:
+    data = payload(6 * MIB, seed=2)
+    response = await tus.post(
+        "/files/",
+        headers={**OCTETS, "Upload-Length": str(len(data) + 10)},
+        content=data,
+    )
+    assert response.status_code == 201 and response.headers["Upload-Offset"] == str(len(data))
+    url = response.headers["Location"]
+    last = await tus.patch(
+        url, headers={**OCTETS, "Upload-Offset": str(len(data))}, content=b"0123456789"
+    )
+    assert last.status_code == 204
+    assert (await tus.get(url, headers=TUS)).content == data + b"0123456789"
+
+    empty = await create(tus, {"Upload-Length": "0"})
+    got = await tus.get(empty, headers=TUS)
+    assert got.status_code == 200 and got.content == b""
+
+
+# -- the CLI server, one 200 MiB PATCH -------------------------------------------------------
+
+BIG = 200 * MIB
+
+
+def vm_hwm_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    assert match is not None
+    return int(match[1])
+
+
+def pattern_body(size: int, chunk: int = MIB) -> Iterator[bytes]:
+    block = random.Random(11).randbytes(chunk)
+    for offset in range(0, size, chunk):
+        # Vary each block so a misplaced part changes the hash.
+        yield (offset // chunk).to_bytes(8, "big") + block[8 : min(chunk, size - offset)]
+
+
+def test_200mib_single_patch_through_the_cli_server(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    server = TusdProcess(
+        tmp_path,
+        ("--s3-bucket", bucket, "--s3-endpoint", s3.endpoint, "--s3-region", "us-east-1"),
+    )
+    try:
+        idle_kib = vm_hwm_kib(server.proc.pid)
+        expected = hashlib.sha256()
+        for block in pattern_body(BIG):
+            expected.update(block)
+        with httpx.Client(timeout=120) as client:
+            created = client.post(server.endpoint, headers={**TUS, "Upload-Length": str(BIG)})
+            assert created.status_code == 201, created.text
+            url = httpx.URL(server.endpoint).join(created.headers["Location"])
+            started = time.monotonic()
+            response = client.patch(
+                url,
+                headers={**OCTETS, "Upload-Offset": "0", "Content-Length": str(BIG)},
+                content=pattern_body(BIG),
+            )
+            seconds = time.monotonic() - started
+            assert response.status_code == 204, response.text
+            assert response.headers["Upload-Offset"] == str(BIG)
+            peak_kib = vm_hwm_kib(server.proc.pid)
+
+            got = hashlib.sha256()
+            with client.stream("GET", url, headers=TUS) as download:
+                assert download.status_code == 200
+                for piece in download.iter_bytes():
+                    got.update(piece)
+        assert got.hexdigest() == expected.hexdigest()
+        growth_mib = (peak_kib - idle_kib) / 1024
+        print(
+            f"\n200 MiB in one PATCH through the CLI server: {seconds:.1f}s "
+            f"({BIG / MIB / seconds:.0f} MiB/s to moto); server VmHWM {peak_kib / 1024:.0f} MiB "
+            f"(after start {idle_kib / 1024:.0f} MiB, growth {growth_mib:.0f} MiB; "
+            "buffer budget 64 MiB)"
+        )
+        # Bounded by the buffer budget, not by the upload: far less than the 200 MiB sent.
+        assert (peak_kib - idle_kib) * 1024 < BIG // 2
+    finally:
+        server.stop()
