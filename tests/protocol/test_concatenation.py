@@ -344,3 +344,24 @@ async def test_failed_claim_releases_the_partials(
     for url in urls:
         assert (await patch(client, url, 0, b"abc")).status_code == 204
     await assert_content(client, response.headers["Location"], b"abc" * 3)
+
+
+async def test_failed_unfinished_assembly_is_retried_by_head(
+    server: TusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = server.client
+    urls = [await partial(client, b"12", finish=False), await partial(client, b"345")]
+    url = (await final(client, *urls)).headers["Location"]
+
+    async def unavailable(final: object, partials: object) -> None:
+        raise TusError(503, "storage-unavailable", "the storage is down")
+
+    monkeypatch.setattr(server.ctx.store, "concatenate", unavailable)
+    # The partial's PATCH succeeds: its bytes are committed whatever happens to the final.
+    response = await patch(client, urls[0], 0, b"12")
+    assert response.status_code == 204
+    state = await head(client, url)  # tries to assemble, fails, still answers
+    assert state.status_code == 200
+    assert "Upload-Offset" not in state.headers
+    monkeypatch.undo()
+    await assert_content(client, url, b"12345")  # the HEAD in there assembles it

@@ -290,7 +290,19 @@ async def complete_final(ctx: TusContext, final_id: str) -> UploadInfo | None:
         await final_lock.release()
 
 
+async def try_complete_final(ctx: TusContext, final_id: str) -> UploadInfo | None:
+    """`complete_final`, but a failure is logged, not raised: the requests that call it (the
+    partial's PATCH, a HEAD on the final) did their own work; the next one retries."""
+    try:
+        return await complete_final(ctx, final_id)
+    except TusError as exc:
+        log.warning("final upload %s not assembled yet: %s", final_id, exc.message)
+    except Exception:
+        log.exception("final upload %s not assembled", final_id)
+    return None
+
+
 async def after_finish(ctx: TusContext, info: UploadInfo) -> None:
     """Called with no lock held once a request finished `info`: complete its final, if any."""
     if info.part_of is not None and info.finished:
-        await complete_final(ctx, info.part_of)
+        await try_complete_final(ctx, info.part_of)

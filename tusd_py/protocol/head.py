@@ -4,7 +4,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tusd_py.info import UploadInfo
-from tusd_py.protocol.concat import complete_final, concat_headers
+from tusd_py.protocol.concat import concat_headers, try_complete_final
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import http_date
 from tusd_py.protocol.responses import tus_response
@@ -37,6 +37,6 @@ async def handle_head(ctx: TusContext, upload_id: str, request: Request | None =
     finally:
         await lock.release()
     if info.concat == "final" and not info.finished:
-        info = await complete_final(ctx, upload_id) or info  # retries a failed assembly
+        info = await try_complete_final(ctx, upload_id) or info  # retries a failed assembly
     endpoint = None if request is None else endpoint_url(request, ctx.config.behind_proxy)
     return tus_response(200, upload_headers(info, endpoint))
