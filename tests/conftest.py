@@ -8,6 +8,14 @@ import pytest
 from tests.servers import S3_ENV, RedisServer, S3Server, redis_server, s3_server
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability-long",
+        action="store_true",
+        help="run the long version of tests/reliability (also TUSD_RELIABILITY_LONG=1)",
+    )
+
+
 @pytest.fixture(scope="session")
 def redis() -> Iterator[RedisServer]:
     """A real redis-server process for the whole session; tests use distinct key prefixes."""
