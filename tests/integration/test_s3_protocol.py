@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import random
 import re
 import time
@@ -174,7 +175,7 @@ async def test_creation_with_upload_and_zero_length(
 
 # -- the CLI server, one 200 MiB PATCH -------------------------------------------------------
 
-BIG = 200 * MIB
+BIG = int(os.environ.get("TUSD_TEST_BIG_MIB", "200")) * MIB  # bigger runs show RSS stays flat
 
 
 def vm_hwm_kib(pid: int) -> int:
@@ -226,12 +227,12 @@ def test_200mib_single_patch_through_the_cli_server(
         assert got.hexdigest() == expected.hexdigest()
         growth_mib = (peak_kib - idle_kib) / 1024
         print(
-            f"\n200 MiB in one PATCH through the CLI server: {seconds:.1f}s "
+            f"\n{BIG // MIB} MiB in one PATCH through the CLI server: {seconds:.1f}s "
             f"({BIG / MIB / seconds:.0f} MiB/s to moto); server VmHWM {peak_kib / 1024:.0f} MiB "
             f"(after start {idle_kib / 1024:.0f} MiB, growth {growth_mib:.0f} MiB; "
             "buffer budget 64 MiB)"
         )
-        # Bounded by the buffer budget, not by the upload: far less than the 200 MiB sent.
-        assert (peak_kib - idle_kib) * 1024 < BIG // 2
+        # Bounded by the 64 MiB buffer budget plus interpreter/HTTP overhead, whatever BIG is.
+        assert growth_mib < 64 + 64
     finally:
         server.stop()
