@@ -158,9 +158,10 @@ async def handle_patch(ctx: TusContext, request: Request, upload_id: str) -> Res
             )
         if offset != info.offset:
             raise offset_mismatch(info.offset, offset)
-        if declare_length(ctx, info, request.headers.get("upload-length")):
+        declared = declare_length(ctx, info, request.headers.get("upload-length"))
+        check_fits(ctx, info, body_length)  # before saving: a rejected PATCH declares nothing
+        if declared:
             await ctx.state.update(info, lock)
-        check_fits(ctx, info, body_length)
         if info.finished and not body_length:
             # Also retries a finish that failed after the last byte was committed.
             await ctx.store.finish(info)
