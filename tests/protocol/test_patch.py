@@ -243,12 +243,18 @@ async def test_declared_length_below_the_offset_is_400(client: httpx.AsyncClient
     assert (await head(client, url)).headers["Upload-Defer-Length"] == "1"
 
 
-async def test_declared_length_shorter_than_the_body_is_413(client: httpx.AsyncClient) -> None:
+async def test_declared_length_shorter_than_the_body_is_rejected_and_not_kept(
+    client: httpx.AsyncClient,
+) -> None:
     url = await create(client, None)
     response = await patch(client, url, 0, b"abcdef", **{"Upload-Length": "4"})
     assert response.status_code in (400, 413)
     assert_plain_error(response, response.status_code)
-    assert await offset_of(client, url) == "0"
+    state = await head(client, url)
+    assert state.headers["Upload-Offset"] == "0"
+    assert state.headers["Upload-Defer-Length"] == "1"  # a rejected PATCH declares nothing
+    # So the client can still send the right length.
+    assert (await patch(client, url, 0, b"abcdef", **{"Upload-Length": "6"})).status_code == 204
 
 
 @pytest.mark.parametrize("value", ["-1", "1.5", "", "x", "9" * 25])
