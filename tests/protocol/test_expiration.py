@@ -78,7 +78,9 @@ async def test_an_expired_upload_is_gone(tus_factory: TusFactory) -> None:
     assert (await client.get(url)).status_code in (404, 410)
 
 
-async def test_sweep_removes_expired_uploads_and_keeps_the_rest(tus_factory: TusFactory) -> None:
+async def test_sweep_removes_expired_uploads_and_keeps_finished_ones(
+    tus_factory: TusFactory,
+) -> None:
     server: TusServer = await tus_factory(expiration=SHORT)
     client = server.client
     finished = await upload(client, b"done")
@@ -86,7 +88,6 @@ async def test_sweep_removes_expired_uploads_and_keeps_the_rest(tus_factory: Tus
     await patch(client, expiring, 0, b"abc")
     deferred = await create(client, None)
     await asyncio.sleep(SHORT + 0.3)
-    fresh = await create(client, 10)
 
     assert await sweep_once(server.ctx) == 2
     for url in (expiring, deferred):
@@ -94,6 +95,16 @@ async def test_sweep_removes_expired_uploads_and_keeps_the_rest(tus_factory: Tus
     stored = " ".join(server.stored_names())
     for url in (expiring, deferred):
         assert url.rsplit("/", 1)[1] not in stored
+    assert finished.rsplit("/", 1)[1] in stored
     assert (await client.get(finished)).content == b"done"
-    assert (await head(client, fresh)).headers["Upload-Offset"] == "0"
     assert await sweep_once(server.ctx) == 0
+
+
+async def test_sweep_keeps_uploads_that_have_not_expired(server: TusServer) -> None:
+    client = server.client
+    url = await create(client, 10)
+    await patch(client, url, 0, b"abc")
+    before = server.stored_names()
+    assert await sweep_once(server.ctx) == 0
+    assert server.stored_names() == before
+    assert (await head(client, url)).headers["Upload-Offset"] == "3"
