@@ -360,6 +360,12 @@ class _PatchWriter:
         # a later part, and then the part that held the old tail was acknowledged and committed
         # by _drain() above, so the old `.part` is no longer needed. A PATCH whose body failed
         # (checksum, 413, lost lock) never gets here and leaves `.part` untouched.
+        if self.info.offset < self.part_start:
+            # "Committed" above may only be remembered, not applied: a checksummed PATCH holds
+            # its commits until the body is verified. Apply the part boundary for real first;
+            # if that fails (lost lock), the old `.part` must stay, as the offset points into it.
+            async with self.commit_lock:
+                await self._commit(self.part_start)
         number = self.part_start // self.upload.part_size + 1
         await self.store._put_tail(self.upload, number, self.buffer)
         async with self.commit_lock:
