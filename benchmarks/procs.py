@@ -1,0 +1,140 @@
+"""Child processes of a benchmark run: servers that print their endpoint, clients that print JSON.
+
+A server is started, its output drained by a thread (so a chatty one never blocks), and it is
+considered up once it prints `listening on http://...`. Its peak resident memory is read from
+/proc (VmHWM), and reset before each measurement by writing 5 to /proc/PID/clear_refs, so each
+measurement sees the peak of its own run, not of the process's life.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+class BenchmarkError(RuntimeError):
+    pass
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[str]
+    endpoint: str = ""
+    lines: list[str] = field(default_factory=list)
+
+    def _status(self, key: str) -> int:
+        try:
+            text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return 0
+        match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+        return int(match[1]) * 1024 if match else 0
+
+    def reset_peak_rss(self) -> None:
+        # Not Linux, or not allowed: the peak then covers the process's whole life.
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def peak_rss(self) -> int:
+        """Peak resident set size in bytes since the last reset (VmHWM)."""
+        return self._status("VmHWM")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines[-40:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def start_server(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60.0,
+) -> Server:
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        cwd=cwd,
+        text=True,
+        errors="replace",
+    )
+    server = Server(name, proc)
+    listening = threading.Event()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            server.lines.append(line.rstrip("\n"))
+            if len(server.lines) > 2000:
+                del server.lines[:1000]
+            if not listening.is_set() and (match := LISTENING.search(line)):
+                server.endpoint = match[1]
+                listening.set()
+        listening.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not listening.wait(timeout) or not server.endpoint:
+        server.stop()
+        raise BenchmarkError(f"{name} did not start ({' '.join(argv)}):\n{server.output}")
+    return server
+
+
+def run_json(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Run a client that prints one JSON object as its last line; return it.
+
+    A client that fails to say anything is reported as {"ok": False, "error": ...}.
+    """
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            list(argv),
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"no answer within {timeout:.0f}s: {' '.join(argv)}"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        tail = (done.stderr or done.stdout).strip()[-600:]
+        return {"ok": False, "error": f"exit {done.returncode}: {tail}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    result.setdefault("wall", time.perf_counter() - started)
+    return result

@@ -1,0 +1,369 @@
+"""What a benchmark run measures: the servers (ours, peers, limits) and the clients that feed them.
+
+Servers
+    tusd-py        this project (`python -m tusd_py`), file store or S3 store
+    sink           the file-store limit: benchmarks/sink.py, a bare uvicorn app writing bodies
+    tus-node       @tus/server with @tus/file-store or @tus/s3-store (npm), benchmarks/peers/
+    tuspyserver    tuspyserver (PyPI), a FastAPI router on uvicorn, in the peers' own venv
+The S3 limit is not a server: `s3_direct` uploads the bytes straight to the S3 endpoint.
+
+Clients
+    tus-js-client  benchmarks/peers/client.mjs: one PATCH, or fixed-size chunks
+    curl           POST, then `curl -T file -X PATCH`: a client fast enough not to be the bottleneck
+    load.mjs       many uploads at once, and streams of small requests (HEAD, 64 KiB PATCH)
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from benchmarks.procs import Server, run_json, start_server
+
+MIB = 1024**2
+PART_SIZE = 8 * MIB  # tusd-py's default S3 part size; the limit and @tus/s3-store use it too
+PART_CONCURRENCY = 4  # tusd-py's default part uploads in flight; the limit uses it too
+METADATA = ",".join(
+    f"{key} {base64.b64encode(value.encode()).decode()}"
+    for key, value in (("filename", "bench.bin"), ("filetype", "application/octet-stream"))
+)
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+Store = Literal["file", "s3"]
+Role = Literal["ours", "peer", "limit"]
+
+
+@dataclass
+class Tools:
+    """Where everything is on this machine, and the shared backends of the run."""
+
+    repo: Path
+    work: Path  # scratch space: upload directories, source files
+    peers: Path  # benchmarks/.peers: node_modules, the copied Node scripts, venv
+    python: str = sys.executable  # the project's venv
+    node: str | None = shutil.which("node")
+    curl: str | None = shutil.which("curl")
+    s3_endpoint: str | None = None
+    redis_url: str | None = None
+    _s3: Any = field(default=None, repr=False)
+
+    @property
+    def peers_python(self) -> Path:
+        return self.peers / "venv" / "bin" / "python"
+
+    def script(self, name: str) -> str:
+        """A script of benchmarks/peers, run from its copy in `peers` so that Node resolves the
+        packages installed there."""
+        return str(self.peers / name)
+
+    def install_scripts(self) -> None:
+        self.peers.mkdir(parents=True, exist_ok=True)
+        for source in (self.repo / "benchmarks" / "peers").iterdir():
+            if source.suffix in (".mjs", ".py"):
+                shutil.copyfile(source, self.peers / source.name)
+
+    def has_node_module(self, name: str) -> bool:
+        return self.node is not None and (self.peers / "node_modules" / name).is_dir()
+
+    def s3(self) -> Any:
+        """A synchronous S3 client for setting up and checking buckets (not timed)."""
+        if self._s3 is None:
+            import botocore.session
+
+            self._s3 = botocore.session.get_session().create_client(
+                "s3",
+                endpoint_url=self.s3_endpoint,
+                region_name=S3_ENV["AWS_DEFAULT_REGION"],
+                aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+            )
+        return self._s3
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    key: str  # unique in a run, used in results
+    label: str
+    store: Store
+    role: Role
+    command: Callable[[Tools, str], list[str]]  # (tools, upload dir or bucket) -> argv
+    missing: Callable[[Tools], str | None]  # why it cannot run here, or None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _tusd_py(store: Store, state: Literal["local", "redis"]) -> Callable[[Tools, str], list[str]]:
+    def command(tools: Tools, place: str) -> list[str]:
+        argv = [tools.python, "-m", "tusd_py", "--port", "0", "--log-level", "warning"]
+        if store == "s3":
+            assert tools.s3_endpoint
+            argv += ["--s3-bucket", place, "--s3-endpoint", tools.s3_endpoint]
+        else:
+            argv += ["--upload-dir", place]
+        if state == "redis":
+            assert tools.redis_url
+            argv += ["--redis-url", tools.redis_url, "--redis-prefix", f"bench-{place[-8:]}"]
+        return argv
+
+    return command
+
+
+def _needs_redis(tools: Tools) -> str | None:
+    return None if tools.redis_url else "no redis-server"
+
+
+def _ready(tools: Tools) -> str | None:
+    return None
+
+
+def _node_peer(module: str) -> Callable[[Tools], str | None]:
+    def missing(tools: Tools) -> str | None:
+        if tools.node is None:
+            return "node is not installed"
+        if not tools.has_node_module(module):
+            return f"{module} is not installed in {tools.peers} (run benchmarks/run)"
+        return None
+
+    return missing
+
+
+def _tuspyserver_missing(tools: Tools) -> str | None:
+    if not tools.peers_python.exists():
+        return f"no peers venv at {tools.peers_python.parent.parent} (run benchmarks/run)"
+    found = subprocess.run(
+        [str(tools.peers_python), "-c", "import tuspyserver"], capture_output=True, check=False
+    )
+    return None if found.returncode == 0 else "tuspyserver is not installed in the peers venv"
+
+
+SERVERS: dict[str, ServerSpec] = {
+    spec.key: spec
+    for spec in (
+        ServerSpec(
+            "tusd-py",
+            "tusd-py (file)",
+            "file",
+            "ours",
+            _tusd_py("file", "local"),
+            _ready,
+        ),
+        ServerSpec(
+            "sink",
+            "limit: minimal uvicorn sink",
+            "file",
+            "limit",
+            lambda tools, place: [tools.python, "-m", "benchmarks.sink", "--dir", place],
+            _ready,
+        ),
+        ServerSpec(
+            "tus-node",
+            "@tus/server + @tus/file-store",
+            "file",
+            "peer",
+            lambda tools, place: [
+                tools.node or "node",
+                tools.script("tus-node-server.mjs"),
+                "file",
+                place,
+            ],
+            _node_peer("@tus/file-store"),
+        ),
+        ServerSpec(
+            "tuspyserver",
+            "tuspyserver",
+            "file",
+            "peer",
+            lambda tools, place: [
+                str(tools.peers_python),
+                tools.script("tuspyserver_app.py"),
+                place,
+            ],
+            _tuspyserver_missing,
+        ),
+        ServerSpec(
+            "tusd-py-redis",
+            "tusd-py (file, Redis state)",
+            "file",
+            "ours",
+            _tusd_py("file", "redis"),
+            _needs_redis,
+        ),
+        ServerSpec(
+            "tusd-py-s3",
+            "tusd-py (S3, Redis state)",
+            "s3",
+            "ours",
+            _tusd_py("s3", "redis"),
+            _needs_redis,
+        ),
+        ServerSpec(
+            "tus-node-s3",
+            "@tus/server + @tus/s3-store",
+            "s3",
+            "peer",
+            lambda tools, place: [
+                tools.node or "node",
+                tools.script("tus-node-server.mjs"),
+                "s3",
+                place,
+                tools.s3_endpoint or "",
+                str(PART_SIZE),
+            ],
+            _node_peer("@tus/s3-store"),
+        ),
+    )
+}
+
+
+@dataclass
+class Target:
+    """A running server with its own upload directory or bucket."""
+
+    spec: ServerSpec
+    server: Server
+    place: str  # upload directory or bucket
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.endpoint
+
+    def clean(self, tools: Tools) -> None:
+        """Remove every upload, so the next measurement starts empty (not timed)."""
+        if self.spec.store == "file":
+            for path in Path(self.place).iterdir():
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        else:
+            empty_bucket(tools, self.place)
+
+    def holds_upload_of(self, tools: Tools, size: int) -> bool:
+        """Whether storage holds a whole upload of `size` bytes: a check that bytes landed."""
+        if self.spec.store == "file":
+            return any(
+                p.is_file() and p.stat().st_size == size for p in Path(self.place).rglob("*")
+            )
+        listing = tools.s3().list_objects_v2(Bucket=self.place)
+        return any(int(item["Size"]) == size for item in listing.get("Contents", []))
+
+
+def empty_bucket(tools: Tools, bucket: str) -> None:
+    s3 = tools.s3()
+    for _ in range(100):  # bounded: 1000 keys a page
+        keys = [{"Key": o["Key"]} for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        if not keys:
+            break
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    for upload in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+
+
+def launch(tools: Tools, spec: ServerSpec) -> Target:
+    if spec.store == "file":
+        place = tools.work / "uploads" / spec.key
+        place.mkdir(parents=True, exist_ok=True)
+        where = str(place)
+    else:
+        where = f"bench-{spec.key}"
+        tools.s3().create_bucket(Bucket=where)
+    env = {**S3_ENV, **spec.env}
+    server = start_server(spec.key, spec.command(tools, where), env=env, cwd=tools.repo)
+    return Target(spec, server, where)
+
+
+# -- clients ----------------------------------------------------------------------------------
+
+
+def tus_js(tools: Tools, endpoint: str, path: Path, chunk_size: int | None) -> dict[str, Any]:
+    """tus-js-client in Node: one PATCH (`chunk_size` None) or PATCHes of `chunk_size` bytes."""
+    chunk = "Infinity" if chunk_size is None else str(chunk_size)
+    node = tools.node or "node"
+    return run_json([node, tools.script("client.mjs"), endpoint, str(path), chunk])
+
+
+def curl_upload(tools: Tools, endpoint: str, path: Path) -> dict[str, Any]:
+    """POST, then curl streams the file as one PATCH; the clock covers both."""
+    size = path.stat().st_size
+    started = time.perf_counter()
+    request = urllib.request.Request(
+        endpoint,
+        method="POST",
+        headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(size), "Upload-Metadata": METADATA},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            location = urllib.request.urljoin(endpoint, response.headers["Location"])
+    except OSError as exc:
+        return {"ok": False, "error": f"POST failed: {exc}"}
+    done = subprocess.run(
+        [
+            tools.curl or "curl",
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_code}",
+            "-X",
+            "PATCH",
+            "-T",
+            str(path),
+            "-H",
+            "Tus-Resumable: 1.0.0",
+            "-H",
+            "Upload-Offset: 0",
+            "-H",
+            "Content-Type: application/offset+octet-stream",
+            "-H",
+            "Expect:",  # no 100-continue round trip, for every server alike
+            location,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0 or done.stdout.strip() != "204":
+        return {"ok": False, "error": f"curl: {done.stdout.strip()} {done.stderr.strip()[-300:]}"}
+    return {"ok": True, "seconds": seconds}
+
+
+def s3_direct(tools: Tools, bucket: str, path: Path) -> dict[str, Any]:
+    assert tools.s3_endpoint
+    return run_json(
+        [
+            tools.python,
+            "-m",
+            "benchmarks.s3_direct",
+            tools.s3_endpoint,
+            bucket,
+            "direct.bin",
+            str(path),
+            str(PART_SIZE),
+            str(PART_CONCURRENCY),
+        ],
+        env=S3_ENV,
+        cwd=tools.repo,
+    )
+
+
+def load(tools: Tools, *args: str | int) -> dict[str, Any]:
+    node = tools.node or "node"
+    return run_json([node, tools.script("load.mjs"), *map(str, args)])
