@@ -20,6 +20,8 @@ class UploadInfo:
     `storage` holds the data store's own details (file path, bucket, key, multipart id, part size).
     A final upload lists its partials' ids in `parts`; a partial that an unfinished final has
     claimed names that final in `part_of`, so finishing the partial can complete the final.
+    `completed` turns true once the store has finished a fully received upload (S3: the multipart
+    upload is completed); until then, requests retry that step (protocol/complete.py).
     """
 
     id: str
@@ -33,6 +35,7 @@ class UploadInfo:
     parts: list[str] = field(default_factory=list)
     part_of: str | None = None
     storage: dict[str, Any] = field(default_factory=dict)
+    completed: bool = False
 
     @property
     def deferred(self) -> bool:

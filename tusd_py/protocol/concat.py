@@ -34,6 +34,7 @@ from tusd_py.errors import TusError, bad_request
 from tusd_py.ids import is_valid_upload_id, new_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
+from tusd_py.protocol.complete import complete_upload
 from tusd_py.protocol.context import TusContext, is_expired
 from tusd_py.protocol.responses import tus_response
 from tusd_py.protocol.urls import endpoint_url
@@ -168,8 +169,7 @@ async def _assemble(
     assert final.length is not None
     await ctx.store.concatenate(final, partials)
     await ctx.state.commit(final, final.length, final_lock)
-    await ctx.store.finish(final)
-    await ctx.hooks.finished(final)
+    await complete_upload(ctx, final, final_lock)
     for partial in partials:
         try:
             await ctx.store.terminate(partial)

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from tusd_py.errors import TusError, bad_request
 from tusd_py.ids import new_upload_id
 from tusd_py.info import UploadInfo
+from tusd_py.protocol.complete import complete_upload
 from tusd_py.protocol.concat import create_final, parse_upload_concat
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import parse_metadata, parse_uint
@@ -119,7 +120,6 @@ async def handle_create(ctx: TusContext, request: Request) -> Response:
         finally:
             await lock.release()
     elif info.finished:
-        await ctx.store.finish(info)  # Upload-Length: 0 is complete at once
-        await ctx.hooks.finished(info)
+        await complete_upload(ctx, info, None)  # Upload-Length: 0 is complete at once
     headers.update(offset_headers(info))
     return tus_response(201, headers)

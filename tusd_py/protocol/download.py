@@ -15,6 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tusd_py.errors import TusError
 from tusd_py.info import UploadInfo
+from tusd_py.protocol.complete import completed_info
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import TUS_VERSION
 from tusd_py.stores.base import Capability
@@ -105,7 +106,7 @@ def _unsatisfiable(size: int) -> TusError:
 async def handle_download(ctx: TusContext, request: Request, upload_id: str) -> Response:
     if Capability.DOWNLOAD not in ctx.store.capabilities:
         raise TusError(405, "download-unsupported", "this server does not serve uploads back")
-    info = await ctx.existing(upload_id)
+    info = await completed_info(ctx, upload_id)
     if not info.finished:
         raise TusError(
             409,

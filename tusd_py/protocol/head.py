@@ -4,6 +4,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tusd_py.info import UploadInfo
+from tusd_py.protocol.complete import complete_upload
 from tusd_py.protocol.concat import concat_headers, try_complete_final
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import http_date
@@ -34,6 +35,8 @@ async def handle_head(ctx: TusContext, upload_id: str, request: Request | None =
     lock = await ctx.locker.acquire(upload_id, lambda: None)
     try:
         info = await ctx.existing(upload_id)
+        # A client that sees the full offset is done: storage must be complete before it does.
+        await complete_upload(ctx, info, lock)
     finally:
         await lock.release()
     if info.concat == "final" and not info.finished:

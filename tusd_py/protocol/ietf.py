@@ -37,6 +37,7 @@ from tusd_py.ids import is_valid_upload_id, new_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
 from tusd_py.protocol.body import BodyReader
+from tusd_py.protocol.complete import complete_upload
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.create import discard, parse_metadata_header
 from tusd_py.protocol.delete import handle_delete
@@ -216,8 +217,7 @@ async def transfer(
     if info.length is None:
         declare(ctx, info, info.offset)
         await ctx.state.update(info, lock)
-        await ctx.store.finish(info)
-        await ctx.hooks.finished(info)
+        await complete_upload(ctx, info, lock)
     elif info.offset != info.length:
         raise inconsistent_length(
             f"the upload was completed at offset {info.offset}, but its length is {info.length}"
@@ -284,8 +284,7 @@ async def create(ctx: TusContext, request: Request, draft: Draft) -> Response:
     lock = await ctx.locker.acquire(info.id, stopper(reader))
     try:
         if info.finished:
-            await ctx.store.finish(info)  # an empty upload is complete at once
-            await ctx.hooks.finished(info)
+            await complete_upload(ctx, info, lock)  # an empty upload is complete at once
         else:
             await transfer(ctx, info, lock, reader, complete)
     except BaseException:
@@ -310,6 +309,7 @@ async def offset_retrieval(
     lock = await ctx.locker.acquire(upload_id, lambda: None)
     try:
         info = await ctx.existing(upload_id)
+        await complete_upload(ctx, info, lock)  # retries a completion that failed
     finally:
         await lock.release()
     return response(204, {**state_headers(ctx, draft, info), "Cache-Control": "no-store"})

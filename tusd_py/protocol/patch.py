@@ -10,6 +10,7 @@ from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
 from tusd_py.protocol.body import BodyReader
 from tusd_py.protocol.checksum import Checksum, guarded, parse_checksum
+from tusd_py.protocol.complete import complete_upload
 from tusd_py.protocol.concat import after_finish
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import http_date, parse_uint
@@ -125,9 +126,7 @@ async def append(
         await ctx.store.write(info, chunks, on_commit)
         if guard is not None:
             await guard.apply()
-    if info.finished:
-        await ctx.store.finish(info)
-        await ctx.hooks.finished(info)
+    await complete_upload(ctx, info, lock)
 
 
 def offset_headers(info: UploadInfo) -> dict[str, str]:
@@ -163,8 +162,8 @@ async def handle_patch(ctx: TusContext, request: Request, upload_id: str) -> Res
         if declared:
             await ctx.state.update(info, lock)
         if info.finished and not body_length:
-            # Also retries a finish that failed after the last byte was committed.
-            await ctx.store.finish(info)
+            # Also retries a completion that failed after the last byte was committed.
+            await complete_upload(ctx, info, lock)
         else:
             await append(ctx, info, lock, reader, checksum)
     finally:
