@@ -9,6 +9,8 @@ what happens to it:
     "reset"         the client connection is reset (RST) before anything is forwarded
     "reset-after"   forwarded and executed upstream, then the client connection is reset before
                     the response: the client cannot know the request succeeded
+    "stall"         held for `stall_seconds`, then forwarded (a slow or congested S3); not in
+                    FAULTS, ask for it by name
 
 Every connection carries one request (`Connection: close` both ways), which keeps the proxy
 simple and makes resets affect exactly one request. It runs in the test's event loop.
@@ -26,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 FAULTS = ("500", "503", "reset", "reset-after")
+STALL = "stall"
 
 _ERROR_DOCS = {
     "500": (500, "Internal Server Error", "InternalError"),
@@ -85,6 +88,7 @@ class FaultProxy:
     upstream_host: str
     upstream_port: int
     decide: Decide = no_faults
+    stall_seconds: float = 3.0
     requests: Counter[str] = field(default_factory=Counter)  # forwarded or not, by method
     faults: Counter[str] = field(default_factory=Counter)
     _server: asyncio.Server | None = None
@@ -136,6 +140,9 @@ class FaultProxy:
             elif fault == "reset-after":
                 await self._forward(request, None)
                 _reset(writer)
+            elif fault == STALL:
+                await asyncio.sleep(self.stall_seconds)
+                await self._forward(request, writer)
             else:
                 await self._forward(request, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
