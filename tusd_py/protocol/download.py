@@ -8,6 +8,7 @@ else is an attachment, and `nosniff` plus a sandboxing CSP back that up.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -134,6 +135,21 @@ async def handle_download(ctx: TusContext, request: Request, upload_id: str) -> 
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD" or start == end:
         return Response(b"", status_code=status, headers=headers, media_type=media_type)
-    return StreamingResponse(
-        ctx.store.read(info, start, end), status_code=status, headers=headers, media_type=media_type
-    )
+    body = await started(ctx.store.read(info, start, end))
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)
+
+
+async def started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`chunks` with its first chunk already read: a store that fails to open the bytes (S3
+    unreachable) still gets a proper error response, not a 200 whose body breaks off at once."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+
+    async def rest() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()

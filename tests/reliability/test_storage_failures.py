@@ -1,6 +1,7 @@
-"""Completion that fails after the last byte was committed is retried, never skipped.
+"""S3 failures at the two ends of an upload's life, in process with one attempt per S3 call.
 
-Found by the S3 outage scenario: the final PATCH committed the offset, then S3 refused
+Completion that fails after the last byte was committed is retried, never skipped. Found by the
+S3 outage scenario: the final PATCH committed the offset, then S3 refused
 CompleteMultipartUpload; the PATCH answered 503, the client's HEAD reported offset = length, and
 the client, rightly, considered the upload done. The object never existed. Now every request
 that touches the upload retries the completion, and HEAD answers 503 until it succeeds.
@@ -36,6 +37,15 @@ class FailCompletion:
     def __call__(self, request: Request) -> str | None:
         completing = request.method == "POST" and "uploadId=" in request.target
         return "503" if self.on and completing else None
+
+
+class FailObjectReads:
+    def __init__(self) -> None:
+        self.on = False
+
+    def __call__(self, request: Request) -> str | None:
+        reading = request.method == "GET" and not request.target.split("?")[0].endswith(".info")
+        return "503" if self.on and reading else None
 
 
 @contextlib.asynccontextmanager
@@ -107,3 +117,33 @@ async def test_a_failed_completion_is_retried_by_head_and_get(s3: S3Server, tmp_
         head = await client.head(url, headers=TUS)
         assert head.status_code == 200
         assert len(finished) == 1
+
+
+async def test_a_download_s3_cannot_start_is_a_503(s3: S3Server, tmp_path: Path) -> None:
+    """Not a 200 whose body breaks off before its first byte."""
+    bucket = new_bucket(s3.endpoint)
+    data = payload(8, 100_000)
+    decide = FailObjectReads()
+    async with (
+        FaultProxy("127.0.0.1", s3.port, decide) as proxy,
+        app_on(proxy, bucket, []) as client,
+    ):
+        created = await client.post(
+            "/files/",
+            content=data,
+            headers={
+                **TUS,
+                "Upload-Length": str(len(data)),
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+        assert created.status_code == 201, created.text
+        url = created.headers["Location"]
+        decide.on = True
+        get = await client.get(url, headers=TUS)
+        assert get.status_code == 503, get.status_code
+        assert get.headers["Retry-After"]
+        decide.on = False
+        get = await client.get(url, headers=TUS)
+        assert get.status_code == 200
+        assert get.content == data
