@@ -10,7 +10,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from tusd_py.config import Config
 from tusd_py.expiry import running_sweep
@@ -20,7 +20,7 @@ from tusd_py.locking.memory import MemoryLocker
 from tusd_py.metrics import time_lock_waits
 from tusd_py.ops import observe_middleware, operational_routes
 from tusd_py.protocol.context import TusContext
-from tusd_py.protocol.endpoint import TusEndpoint
+from tusd_py.protocol.endpoint import BareBasePath, TusEndpoint
 from tusd_py.state.base import StateStore
 from tusd_py.state.local import LocalState
 from tusd_py.stores.base import DataStore
@@ -92,6 +92,13 @@ def build_context(config: Config) -> TusContext:
     return TusContext(config=config, store=store, state=state, locker=locker)
 
 
+def base_path_routes(mount_path: str, endpoint: TusEndpoint) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [Mount(mount_path, app=endpoint)]
+    if mount_path:
+        routes.insert(0, Route(mount_path, BareBasePath(endpoint, mount_path)))
+    return routes
+
+
 def create_app(
     config: Config | None = None,
     *,
@@ -140,7 +147,7 @@ def create_app(
         routes=[
             Route("/health", health, methods=["GET"]),
             *operational_routes(config, ctx),
-            Mount(config.base_path.rstrip("/"), app=TusEndpoint(ctx)),
+            *base_path_routes(config.base_path.rstrip("/"), TusEndpoint(ctx)),
         ],
         middleware=[observe_middleware(config), *([cors] if config.cors_origins else [])],
         lifespan=lifespan,

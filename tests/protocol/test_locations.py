@@ -166,3 +166,18 @@ async def test_a_malformed_host_header_never_ends_up_in_the_location(
     assert parts.port is None or parts.port > 0
     assert "evil" not in url and "@" not in url and " " not in url and '"' not in url
     assert re.fullmatch(rf"/files/{UPLOAD_ID}", parts.path), url
+
+
+@pytest.mark.parametrize("mount", [None, "/outer"])
+async def test_the_bare_endpoint_path_is_served_without_a_redirect(
+    tus_factory: TusFactory, mount: str | None
+) -> None:
+    """tus-js-client under Node does not follow redirects: `/files` must work like `/files/`."""
+    server = await tus_factory(mount=mount) if mount else await tus_factory()
+    prefix = mount or ""
+    url = await location(server.client, f"{prefix}/files")
+    assert re.fullmatch(rf"http://testserver{prefix}/files/{UPLOAD_ID}", url), url
+    await assert_usable(server.client, url)
+    options = await server.client.options(f"{prefix}/files")
+    assert options.status_code == 204
+    assert "creation" in options.headers["Tus-Extension"]

@@ -95,3 +95,19 @@ class TusEndpoint:
         if method == "PATCH":
             return await handle_patch(ctx, request, sub_path)
         return await handle_delete(ctx, sub_path)
+
+
+class BareBasePath:
+    """Serves the endpoint's own path without its trailing slash (`/files` as well as `/files/`).
+
+    Clients that do not follow redirects (tus-js-client under Node) POST to the bare path; this
+    gives the request the `root_path` a Mount would have given it, so `Location` comes out right.
+    """
+
+    def __init__(self, endpoint: TusEndpoint, mount_path: str) -> None:
+        self.endpoint = endpoint
+        self.mount_path = mount_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope = {**scope, "root_path": scope.get("root_path", "") + self.mount_path}
+        await self.endpoint(scope, receive, send)
