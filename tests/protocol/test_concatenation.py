@@ -365,3 +365,21 @@ async def test_failed_unfinished_assembly_is_retried_by_head(
     assert "Upload-Offset" not in state.headers
     monkeypatch.undo()
     await assert_content(client, url, b"12345")  # the HEAD in there assembles it
+
+
+async def test_partial_whose_completion_failed_is_completed_first(
+    server: TusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = server.client
+    url = await partial(client, data_of(6 * MiB, 40), finish=False)
+    data = data_of(6 * MiB, 40)
+
+    async def unavailable(info: object) -> None:
+        raise TusError(503, "storage-unavailable", "the storage is down")
+
+    monkeypatch.setattr(server.ctx.store, "finish", unavailable)
+    assert_plain_error(await patch(client, url, 0, data), 503)  # bytes committed, not completed
+    monkeypatch.undo()
+    response = await final(client, url, await partial(client, b"tail"))
+    assert response.status_code == 201, response.text
+    await assert_content(client, response.headers["Location"], data + b"tail")

@@ -163,10 +163,17 @@ async def _load_partial(ctx: TusContext, upload_id: str) -> UploadInfo:
 
 
 async def _assemble(
-    ctx: TusContext, final: UploadInfo, final_lock: Lock, partials: list[UploadInfo]
+    ctx: TusContext,
+    final: UploadInfo,
+    final_lock: Lock,
+    partials: list[UploadInfo],
+    locks: dict[str, Lock],
 ) -> None:
     """Concatenate, commit and finish the final, then delete its partials (all locks held)."""
     assert final.length is not None
+    for partial in partials:
+        # A partial whose storage completion failed (S3: no object yet) is completed first.
+        await complete_upload(ctx, partial, locks[partial.id])
     await ctx.store.concatenate(final, partials)
     await ctx.state.commit(final, final.length, final_lock)
     await complete_upload(ctx, final, final_lock)
@@ -242,7 +249,7 @@ async def create_final(
         locks[final.id] = final_lock  # released with the partials'
         try:
             if all(p.finished for p in partials):
-                await _assemble(ctx, final, final_lock, partials)
+                await _assemble(ctx, final, final_lock, partials, locks)
             else:
                 for partial in partials:
                     partial.part_of = final.id
@@ -277,14 +284,14 @@ async def complete_final(ctx: TusContext, final_id: str) -> UploadInfo | None:
         final = await ctx.state.get(final_id)
         if final is None or final.concat != "final" or final.finished:
             return final
-        async with _locked(ctx, final.parts):
+        async with _locked(ctx, final.parts) as locks:
             partials: list[UploadInfo] = []
             for upload_id in final.parts:
                 partial = await ctx.state.get(upload_id)
                 if partial is None or not partial.finished:
                     return final
                 partials.append(partial)
-            await _assemble(ctx, final, final_lock, partials)
+            await _assemble(ctx, final, final_lock, partials, locks)
         return final
     finally:
         await final_lock.release()
