@@ -94,6 +94,12 @@ def _create_files(data: Path, info: Path, text: str) -> None:
     _replace_atomically(info, text)
 
 
+def _superseded(exc: BaseException) -> bool:
+    """The commit was refused because another request owns the upload now (the lock was lost,
+    or the offset was rebuilt past ours from the stored bytes)."""
+    return isinstance(exc, TusError) and exc.code in ("lock-lost", "offset-mismatch")
+
+
 def _concatenate_files(target: Path, sources: list[tuple[Path, int]]) -> None:
     with open(target, "r+b") as out:
         out.truncate(0)  # a retry after a failed attempt starts over
@@ -222,9 +228,11 @@ class FileStore(DataStore):
                     with contextlib.suppress(Exception):
                         await pending
                 # Back to what is committed: `info.offset` follows successful commits (with a
-                # checksum, none happens before the body is verified).
-                with contextlib.suppress(OSError):
-                    await asyncio.to_thread(os.truncate, path, max(start, info.offset))
+                # checksum, none happens before the body is verified). Not once superseded: the
+                # file is then another request's, which may have committed bytes past ours.
+                if not _superseded(exc):
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(os.truncate, path, max(start, info.offset))
                 if isinstance(exc, OSError):
                     raise _disk_error(exc) from exc
                 raise
