@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 import socket
 import sys
 from types import FrameType
@@ -13,6 +14,7 @@ import uvicorn
 
 from tusd_py.app import create_app
 from tusd_py.config import Config, parse_duration, parse_size
+from tusd_py.connections import http_protocol
 from tusd_py.hooks import parse_hook_types
 from tusd_py.logs import configure_logging
 from tusd_py.protocol.context import TusContext
@@ -79,6 +81,25 @@ class _Server(uvicorn.Server):
     default="60s",
     callback=_duration,
     help="Cut off a request body that sends nothing for this long.",
+)
+@click.option(
+    "--header-timeout",
+    default="30s",
+    callback=_duration,
+    help="Close a connection whose request head does not arrive within this long (slowloris).",
+)
+@click.option(
+    "--max-header-size",
+    default="64KiB",
+    callback=_size,
+    help="Answer 431 to a request head larger than this.",
+)
+@click.option(
+    "--keep-alive-timeout",
+    default="5s",
+    callback=_duration,
+    help="Close a kept-alive connection idle for this long between requests; set it above the "
+    "idle timeout of a load balancer in front.",
 )
 @click.option(
     "--lock-acquire-timeout",
@@ -187,6 +208,22 @@ def main(**options: Any) -> None:
     run(Config(**options))
 
 
+def raise_open_file_limit() -> None:
+    """Raise the soft limit on open files to the hard limit, as Go servers do by default.
+
+    Each connection is a file descriptor; the common soft limit of 1024 would let a thousand idle
+    clients lock everyone else out of `accept()`.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        logging.getLogger("tusd_py").warning("could not raise the open file limit: %s", exc)
+
+
 def run(config: Config) -> None:
     configure_logging(config.log_format, config.log_level)
     if config.storage_kind == "s3" and config.state_kind == "local":
@@ -203,13 +240,16 @@ def run(config: Config) -> None:
     # wait in the backlog until uvicorn starts accepting.
     sock.listen(2048)
     host, port = sock.getsockname()[:2]
+    raise_open_file_limit()
     uv_config = uvicorn.Config(
         app,
+        http=http_protocol(config.header_timeout, config.max_header_size),
         log_level=config.log_level,
         log_config=None,  # uvicorn's loggers propagate to ours: one format for every line
         access_log=config.log_level == "debug",
         timeout_graceful_shutdown=30,
-        h11_max_incomplete_event_size=64 * 1024,
+        timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
+        h11_max_incomplete_event_size=config.max_header_size,
     )
     server = _Server(uv_config)
     server.tus = app.state.tus

@@ -1,0 +1,135 @@
+"""Limits on request heads, enforced below ASGI: how long and how large a head may be.
+
+uvicorn closes idle keep-alive connections (`timeout_keep_alive`), but it waits forever for a
+request head that never completes: a slowloris trickling header bytes, or thousands of
+connections that send nothing, each hold a socket for as long as the client likes. Its httptools
+parser also accepts request heads of any size. Both happen before the ASGI app sees a request, so
+the limits live in a subclass of uvicorn's HTTP protocol class:
+
+- a connection must complete each request head within `head_timeout` seconds of its first byte
+  (for the first request: of the connection opening); otherwise it is answered 408 (or, if it
+  sent nothing, just closed);
+- a request head larger than `max_head_size` bytes is answered 431 and the connection closed.
+
+What happens once a head is complete (bodies, idle keep-alive) is the app's and uvicorn's
+business: `--read-timeout` and `--body-min-rate` for bodies, `--keep-alive-timeout` between
+requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+_base: type[asyncio.Protocol]
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    _base = HttpToolsProtocol
+except ImportError:  # pragma: no cover - uvicorn without httptools
+    _base = H11Protocol
+
+
+def _response(status: bytes, message: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"connection: close\r\ncontent-length: "
+        + str(len(message)).encode()
+        + b"\r\n\r\n"
+        + message
+    )
+
+
+class _HeadLimits(asyncio.Protocol):
+    """Mixed in before a uvicorn HTTP protocol class (which provides `transport` and `cycle`)."""
+
+    head_timeout: float = 30.0
+    max_head_size: int = 64 * 1024
+
+    _head_bytes = 0  # of the head being received, before the current read
+    _head_tail = b""  # its last bytes, in case the blank line spans two reads
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiting_for_head():
+            if self._head_timer is None:
+                self._start_head_timer()
+            # Measured up to the blank line that ends the head: body bytes often arrive in the
+            # same read, and do not count.
+            window = self._head_tail + data
+            end = window.find(b"\r\n\r\n")
+            if end < 0:
+                size = self._head_bytes + len(data)
+                self._head_bytes, self._head_tail = size, window[-3:]
+            else:
+                size = self._head_bytes + end + 4 - len(self._head_tail)
+            if size > self.max_head_size:
+                self._refuse(
+                    b"431 Request Header Fields Too Large",
+                    f"the request head is larger than {self.max_head_size} bytes\n".encode(),
+                )
+                return
+        super().data_received(data)
+        if not self._waiting_for_head():
+            self._head_done()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_done()
+        super().connection_lost(exc)
+
+    def _waiting_for_head(self) -> bool:
+        """No request is in progress: the next bytes belong to a request head."""
+        cycle = getattr(self, "cycle", None)
+        return cycle is None or bool(cycle.response_complete)
+
+    def _start_head_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._head_timer = loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _head_done(self) -> None:
+        self._head_bytes = 0
+        self._head_tail = b""
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._waiting_for_head():
+            return
+        if self._head_bytes:
+            self._refuse(
+                b"408 Request Timeout",
+                f"the request head did not arrive within {self.head_timeout:g} s\n".encode(),
+            )
+        else:
+            self._close()
+
+    def _refuse(self, status: bytes, message: bytes) -> None:
+        transport = cast(asyncio.Transport, getattr(self, "transport", None))
+        if transport is not None and not transport.is_closing():
+            transport.write(_response(status, message))
+        self._close()
+
+    def _close(self) -> None:
+        self._head_done()
+        transport = cast(asyncio.Transport, getattr(self, "transport", None))
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+
+def http_protocol(head_timeout: float, max_head_size: int) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class (httptools when installed, else h11) with head limits;
+    pass it as `uvicorn.Config(http=...)`."""
+    if head_timeout <= 0 or max_head_size <= 0:
+        raise ValueError("head_timeout and max_head_size must be > 0")
+    namespace = {"head_timeout": head_timeout, "max_head_size": max_head_size}
+    return cast(
+        type[asyncio.Protocol], type(f"Limited{_base.__name__}", (_HeadLimits, _base), namespace)
+    )
