@@ -83,6 +83,13 @@ class _Server(uvicorn.Server):
     help="Cut off a request body that sends nothing for this long.",
 )
 @click.option(
+    "--body-min-rate",
+    default="1KiB",
+    callback=_size,
+    help="Cut off a request body slower than this many bytes per second, averaged over "
+    "--read-timeout of waiting for it (0 = no minimum); the bytes received are kept.",
+)
+@click.option(
     "--header-timeout",
     default="30s",
     callback=_duration,

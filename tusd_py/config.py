@@ -49,6 +49,7 @@ class Config:
     expiration: float = 24 * 3600.0  # 0 = uploads never expire
     expiration_sweep_interval: float = 300.0
     read_timeout: float = 60.0  # a PATCH body that sends nothing this long is cut off
+    body_min_rate: int = 1024  # bytes/s a body must average over read_timeout (0 = no minimum)
     header_timeout: float = 30.0  # a request head must arrive within this long
     max_header_size: int = 64 * 1024  # larger request heads are answered 431
     keep_alive_timeout: float = 5.0  # idle connections between requests are closed after this

@@ -3,8 +3,11 @@
 A PATCH body can be gigabytes, its client can vanish or go silent, and another request may need
 the upload's lock. The reader therefore ends its stream — normally, so everything received so far
 is stored and committed — when the client disconnects, when `stop()` is called (lock handover,
-lost lease, server shutdown) or when nothing arrives for `idle_timeout` seconds. Bytes beyond
-`limit` are never yielded: they raise a 413 instead.
+lost lease, server shutdown), when nothing arrives for `idle_timeout` seconds, or when the body
+arrives slower than `min_rate` bytes per second, averaged over `idle_timeout` seconds of waiting
+for it (a slowloris trickling a byte now and then never goes idle). Only time spent waiting in
+`receive()` counts, so a server busy writing elsewhere (a slow S3) does not make its client look
+slow. Bytes beyond `limit` are never yielded: they raise a 413 instead.
 """
 
 from __future__ import annotations
@@ -18,10 +21,15 @@ from tusd_py.errors import TusError
 
 
 class BodyReader:
-    def __init__(self, receive: Receive, limit: int | None, idle_timeout: float) -> None:
+    def __init__(
+        self, receive: Receive, limit: int | None, idle_timeout: float, min_rate: int = 0
+    ) -> None:
         self._receive = receive
         self.limit = limit
         self._idle_timeout = idle_timeout
+        self._min_rate = min_rate
+        self._window_wait = 0.0  # seconds spent in receive() since the rate window began
+        self._window_bytes = 0
         self._task: asyncio.Task[object] | None = None
         self._waiting = False
         self._stopping = False
@@ -50,6 +58,17 @@ class BodyReader:
         else:
             self._watchdog = loop.call_later(self._idle_timeout - idle, self._check_idle)
 
+    def _too_slow(self, waited: float, received: int) -> bool:
+        if not self._min_rate or self._idle_timeout <= 0:
+            return False
+        self._window_wait += waited
+        self._window_bytes += received
+        if self._window_wait < self._idle_timeout:
+            return False
+        slow = self._window_bytes < self._min_rate * self._window_wait
+        self._window_wait, self._window_bytes = 0.0, 0
+        return slow
+
     async def chunks(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
@@ -59,6 +78,7 @@ class BodyReader:
         try:
             while not self._stopping:
                 self._waiting = True
+                asked = loop.time()
                 try:
                     message = await self._receive()
                 except asyncio.CancelledError:
@@ -74,6 +94,9 @@ class BodyReader:
                     self.disconnected = True
                     return
                 chunk: bytes = message.get("body", b"")
+                more = bool(message.get("more_body", False))
+                if more and self._too_slow(loop.time() - asked, len(chunk)):
+                    self.stop("too slow")
                 if chunk:
                     self._last_activity = loop.time()
                     self.received += len(chunk)
@@ -85,7 +108,7 @@ class BodyReader:
                             "past the upload's length",
                         )
                     yield chunk
-                if not message.get("more_body", False):
+                if not more:
                     self.complete = True
                     return
         finally:

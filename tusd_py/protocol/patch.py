@@ -34,7 +34,8 @@ def has_body(request: Request) -> bool:
 def open_body(ctx: TusContext, request: Request) -> BodyReader:
     """The request's body reader, registered so shutdown can end it and the endpoint can see
     whether the body was read to its end."""
-    reader = BodyReader(request.receive, None, ctx.config.read_timeout)
+    config = ctx.config
+    reader = BodyReader(request.receive, None, config.read_timeout, config.body_min_rate)
     ctx.active_readers.add(reader)
     request.state.body_reader = reader
     return reader
