@@ -159,10 +159,12 @@ class Run:
             target.clean(self.tools)
             target.server.reset_peak_rss()
         load_before = os.getloadavg()[0]
+        cpu_before = target.server.cpu_seconds() if target is not None else 0.0
         result = run()
         record: Record = {**labels, **result, "load": load_before}
         if target is not None:
             record["peak_rss"] = target.server.peak_rss()
+            record["server_cpu"] = target.server.cpu_seconds() - cpu_before
             if not target.server.alive():
                 record["ok"] = False
                 record["error"] = f"server died: {target.server.output[-500:]}"

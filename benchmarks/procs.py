@@ -52,6 +52,14 @@ class Server:
         """Peak resident set size in bytes since the last reset (VmHWM)."""
         return self._status("VmHWM")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process (all its threads) has used so far."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 

@@ -46,6 +46,8 @@ def describe(record: Record) -> str:
         text += f" {record['bytes'] / MIB / seconds:.1f} MiB/s"
     if record.get("peak_rss"):
         text += f" rss {record['peak_rss'] / MIB:.0f} MiB"
+    if record.get("server_cpu"):
+        text += f" cpu {record['server_cpu']:.2f}s"
     return text
 
 
