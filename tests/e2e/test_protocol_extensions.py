@@ -22,6 +22,7 @@ from tests.e2e.helpers import (
     patch_headers,
     raw_create,
     stable_offset,
+    wait_until,
 )
 from tests.e2e.test_tus_js_client import assert_stored, requests_of, upload_with_js
 from tests.e2e.tusd_process import StartTusd, TusdProcess
@@ -99,8 +100,13 @@ def test_tuspy_with_upload_checksum(tusd: TusdProcess, make_file: MakeFile) -> N
         )
         uploader.upload()
     assert uploader.url is not None
-    patches = [line for line in tusd.lines if "PATCH /files/" in line]
-    assert len(patches) == 4 and all(" 204 " in line for line in patches), patches
+
+    # The access log line of a request is written after its response went out.
+    def patches() -> list[str]:
+        return [line for line in tusd.lines if "PATCH /files/" in line]
+
+    assert wait_until(lambda: len(patches()) == 4, timeout=5), patches()
+    assert all(" 204 " in line for line in patches()), patches()
     assert head(uploader.url).headers["Upload-Offset"] == str(source.size)
     assert download_sha256(uploader.url) == (source.size, source.sha256)
 
