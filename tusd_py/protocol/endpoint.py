@@ -17,6 +17,7 @@ from tusd_py.protocol.download import handle_download
 from tusd_py.protocol.head import handle_head
 from tusd_py.protocol.headers import check_tus_resumable
 from tusd_py.protocol.ietf import INTEROP_HEADER, handle_ietf
+from tusd_py.protocol.linger import respond_and_drain
 from tusd_py.protocol.options import handle_options
 from tusd_py.protocol.patch import body_left_unread, handle_patch
 from tusd_py.protocol.responses import error_response
@@ -41,6 +42,14 @@ def effective_method(request: Request) -> str:
             )
         return override
     return method
+
+
+def expects_continue(request: Request) -> bool:
+    """The client waits for `100 Continue` before sending its body; none was sent if the body
+    was never read, so there is nothing to drain."""
+    reader = getattr(request.state, "body_reader", None)
+    waiting = "100-continue" in request.headers.get("expect", "").lower()
+    return waiting and (reader is None or reader.received == 0)
 
 
 def method_not_allowed(method: str, allowed: str) -> TusError:
@@ -68,6 +77,9 @@ class TusEndpoint:
             # Otherwise uvicorn keeps the connection and the client goes on sending a body nobody
             # reads (after a handover, or an error answered before the body).
             response.headers["Connection"] = "close"
+            if not expects_continue(request) and type(response) is Response:
+                await respond_and_drain(response, receive, send)
+                return
         await response(scope, receive, send)
 
     async def dispatch(self, request: Request) -> Response:
