@@ -108,10 +108,11 @@ async def test_upload_in_1mib_patches_head_download_delete(
 
     costs = await patch_in_chunks(tus, url, data, MIB)
     print("S3 calls per 1 MiB PATCH (local state: +1 PUT .info per commit):", costs)
-    # Inside a part: PUT `.part` + PUT `.info`; the tail comes from this instance's cache.
+    # Inside a part: PUT of a segment + PUT `.info`; the head comes from this instance's cache.
     assert costs[1] == {"put_object": 2}
-    # The PATCH that fills part 1 exactly: UploadPart + PUT `.info`.
-    assert costs[4] == {"upload_part": 1, "put_object": 1}
+    # The PATCH that fills part 1 exactly: its segment + PUT `.info`; part 1's UploadPart runs in
+    # the background.
+    assert costs[4] == {"upload_part": 1, "put_object": 2}
 
     head = await tus.head(url, headers=TUS)
     assert head.status_code in (200, 204)
@@ -133,7 +134,7 @@ async def test_upload_in_1mib_patches_head_download_delete(
 async def test_deferred_length_declared_by_an_empty_last_patch(
     tus: httpx.AsyncClient, s3: S3Server, bucket: str
 ) -> None:
-    """The last data PATCH leaves a tail in `.part`; the length comes afterwards without a body."""
+    """The last data PATCH leaves a tail in segments; the length comes afterwards without a body."""
     data = payload(7 * MIB + 99, seed=9)
     url = await create(tus, {"Upload-Defer-Length": "1"})
     await patch_in_chunks(tus, url, data, 3 * MIB)

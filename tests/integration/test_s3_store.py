@@ -239,26 +239,29 @@ async def test_1mib_patches_go_through_the_incomplete_part(s3: S3Server, bucket:
         info = await new_upload(a, len(data))
         costs = []
         for i, pos in enumerate(range(0, len(data), MIB)):
-            # Alternate two "instances": b never saw a's tails, so it reads `.part` back.
+            # Alternate two "instances": b never saw a's tails, so it reads the segments back.
             store = a if i % 4 < 2 else b
             before = Counter(store.request_counts)
             await patch(store, info, data[pos : pos + MIB], 64 * 1024)
             costs.append(delta(store, before))
         print("S3 requests per 1 MiB PATCH:", costs)
     assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
-    # PATCH 2 (a, cached tail): only the new `.part`. PATCH 3 (b, no cache): read it back first.
+    # PATCH 2 (a, cached head): only its own bytes as a new segment. PATCH 3 (b, no cache): list
+    # part 1's segments and read them back first.
     assert costs[1] == {"put_object": 1}
-    assert costs[2] == {"get_object": 1, "put_object": 1}
-    # PATCH 5 fills part 1 exactly: one UploadPart, no `.part` at all.
-    assert costs[4] == {"upload_part": 1, "get_object": 1}
-    # The last PATCH (a, after b): read the tail back, upload it with the new bytes as the final
-    # short part, then ListParts + Complete + DELETE `.part`.
+    assert costs[2] == {"list_objects_v2": 1, "get_object": 2, "put_object": 1}
+    # PATCH 5 fills part 1 exactly (a, whose cache b made stale): the head is read back, the
+    # PATCH's own bytes become a segment, and part 1's upload goes on in the background.
+    assert costs[4] == {"list_objects_v2": 1, "get_object": 4, "put_object": 1, "upload_part": 1}
+    # The last PATCH (a, after b): read the head back, upload it with the new bytes as the final
+    # short part, then ListParts + Complete, and delete every segment (one list, one delete).
     assert costs[-1] == {
-        "get_object": 1,
+        "list_objects_v2": 2,
+        "get_object": 2,
         "upload_part": 1,
         "list_parts": 1,
         "complete_multipart_upload": 1,
-        "delete_object": 1,
+        "delete_objects": 1,
     }
     assert bucket_keys(s3, bucket) == [info.id, f"{info.id}.info"]
 
@@ -395,7 +398,7 @@ async def test_stored_offset_is_rebuilt_from_s3(s3: S3Server, bucket: str) -> No
     async with opened(s3, bucket) as store:
         info = await new_upload(store, len(data))
         await patch(store, info, data[:MIB], 65536)  # tail in part 1
-        await patch(store, info, data[MIB : 2 * PART], 65536)  # ends on a boundary: `.part` stale
+        await patch(store, info, data[MIB : 2 * PART], 65536)  # ends on a part boundary
         await patch(store, info, data[2 * PART : 2 * PART + 3], 1)  # a 3-byte tail in part 3
     async with opened(s3, bucket) as fresh:  # another instance; state (Redis) was lost
         loaded = await fresh.load_info(info.id)
@@ -407,13 +410,17 @@ async def test_stored_offset_is_rebuilt_from_s3(s3: S3Server, bucket: str) -> No
     assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
 
 
-async def test_stored_offset_ignores_a_stale_tail(s3: S3Server, bucket: str) -> None:
+async def test_stored_offset_counts_parts_and_segments_once(s3: S3Server, bucket: str) -> None:
     data = payload(2 * PART)
     async with opened(s3, bucket) as store:
         info = await new_upload(store, len(data) + 1)
         await patch(store, info, data[:MIB], 65536)
         await patch(store, info, data[MIB:], 65536)
-        assert f"{info.id}.part" in bucket_keys(s3, bucket)  # part 1's old tail, now stale
+        # Part 1's segments stay until the upload finishes; part 1 may still be uploading in
+        # the background, and then its segments are what holds it.
+        assert f"{info.id}.part.1.0" in bucket_keys(s3, bucket)
+        assert await store.stored_offset(info) == 2 * PART
+        await store._settle(info.id)
         assert await store.stored_offset(info) == 2 * PART
 
 

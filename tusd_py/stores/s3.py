@@ -3,25 +3,38 @@
 Layout under the configured prefix, per upload:
     <id>        the object: an open multipart upload until finish() completes it
     <id>.info   the upload's info as JSON (the copy state is rebuilt from)
-    <id>.part   the incomplete part: committed bytes at the end of an unfinished upload that do
-                not fill a whole part yet. Its metadata names the part number it belongs to and
-                the multipart upload id, so a leftover from an earlier part is recognised as stale.
+    <id>.part.<n>.<pos>
+                a segment of the incomplete part n: bytes [pos, pos + its size) of part n that a
+                PATCH brought but that do not fill the part yet. Each PATCH that ends inside a
+                part writes only its own bytes as a new segment; the segments of a part, chained
+                from position 0, hold its committed head. Their metadata names the multipart
+                upload id. They are deleted when the upload finishes or is terminated.
 
 Every non-trailing part has exactly the upload's part size (fixed at creation, recorded in
 `info.storage`), so part N always holds bytes [(N-1)*size, N*size) and a retry re-uploads the same
-part numbers. The committed offset only ever covers bytes S3 acknowledged: whole parts, plus the
-`.part` object once it is written.
+part numbers. The committed offset only ever covers bytes S3 acknowledged: whole parts and
+segments.
+
+Small PATCHes (a client with chunkSize 1 MiB and 8 MiB parts) therefore cost each byte twice in
+S3, once in a segment and once in its part, instead of re-sending the whole growing tail on every
+PATCH. The PATCH that fills a part whose head came from earlier PATCHes writes its own bytes as a
+segment, commits, answers, and leaves the part's upload (from memory: this process still holds
+the head) running in the background; finish() waits for it, and rebuilds from the segments any
+part that a background upload (or another instance, or a crash) did not deliver.
 
 S3 requests per PATCH (not counting the state store's own writes):
     - one UploadPart per whole part the body fills, up to `max_concurrency` in flight;
-    - when the PATCH starts inside a part: one ranged GET of `.part`, unless this process wrote
-      that tail itself and still has it cached in idle buffer memory;
-    - when the PATCH ends inside a part of an unfinished upload: one PUT of `.part`;
+    - when the PATCH starts inside a part: a ListObjectsV2 and a GET per segment of that part,
+      unless this process wrote that head itself and still has it cached in idle buffer memory;
+    - when the PATCH ends inside a part of an unfinished upload: one PUT of a segment;
+    - when it fills a part started by earlier PATCHes: one PUT of a segment, and the UploadPart
+      of that part in the background;
     - when the PATCH completes the upload: the last (short) part is an UploadPart; finish() then
-      sends ListParts (one per 1000 parts), CompleteMultipartUpload and a DELETE of `.part`.
+      sends ListParts (one per 1000 parts), CompleteMultipartUpload, and a ListObjectsV2 (plus a
+      DeleteObjects per 1000 segments, if there are any).
 
 Known limit: S3 has no conditional part writes, so a writer that lost its lock without noticing
-(lease expired while S3 was slow) can still overwrite a part or `.part` before its commit fails.
+(lease expired while S3 was slow) can still overwrite a part or a segment before its commit fails.
 The bytes it writes are the same client's bytes at the same offsets, so a well-behaved client is
 unaffected; the offset it could not commit stays where the current lock holder put it.
 """
@@ -34,6 +47,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
 import tempfile
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator
@@ -65,9 +79,11 @@ DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_BUFFER_SIZE = 64 * MIB
 READ_SIZE = 256 * 1024
 
-# Object metadata of `.part` (S3 lower-cases metadata keys).
-META_PART = "tus-part-number"
+# Object metadata of segments (S3 lower-cases metadata keys).
 META_UPLOAD = "tus-multipart-upload-id"
+# How long close() lets background part uploads run before cancelling them (their bytes are safe
+# in segments either way).
+BACKGROUND_DRAIN_TIMEOUT = 30.0
 
 _MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
 _NO_UPLOAD = frozenset({"NoSuchUpload"})
@@ -117,9 +133,12 @@ class _Upload:
     multipart_id: str | None  # None: zero-length upload, its empty object was written at once
     part_size: int
 
-    @property
-    def tail_key(self) -> str:
-        return self.key + ".part"
+    def segment_prefix(self, number: int | None = None) -> str:
+        """Prefix of the segments of part `number`, or of every part."""
+        return f"{self.key}.part." if number is None else f"{self.key}.part.{number}."
+
+    def segment_key(self, number: int, position: int) -> str:
+        return f"{self.key}.part.{number}.{position}"
 
 
 @dataclass
@@ -221,6 +240,20 @@ class _PartBuffer:
     def content_md5(self) -> str:
         return base64.b64encode(self._md5.digest()).decode()
 
+    @property
+    def in_memory(self) -> bool:
+        return self._memory is not None
+
+    async def read_from(self, position: int) -> bytes:
+        """A copy of the bytes from `position` to the end (a segment's worth)."""
+        if self._memory is not None:
+            with self._memory.getbuffer() as view:
+                return bytes(view[position : self.size])
+        assert self._file is not None
+        return await asyncio.to_thread(
+            os.pread, self._file.fileno(), self.size - position, position
+        )
+
     def detach(self, multipart_id: str | None, part_number: int) -> _CachedTail | None:
         """Hand the in-memory bytes (still counted in the budget) to the tail cache; a spilled
         buffer is released instead (not worth keeping)."""
@@ -252,11 +285,15 @@ class _PatchWriter:
         self.upload = upload
         self._commit = commit
         self.start = self.end = info.offset
-        # First byte of the part being filled; its committed head (if any) is still in `.part`.
+        # First byte of the part being filled; its committed head (if any) is in segments.
         self.part_start = info.offset - info.offset % upload.part_size
         self.tail_pending = info.offset - self.part_start
         self.buffer: _PartBuffer | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        # The upload of the part this PATCH started in, when earlier PATCHes began it: at the end
+        # of the body it may go on in the background (see _end_of_stream).
+        self.first_part: tuple[asyncio.Task[None], _PartBuffer] | None = None
+        self.detached: set[int] = set()  # part starts whose upload no longer commits
         self.error: BaseException | None = None
         self.failed = False  # once set, nothing more is committed
         self.acked: dict[int, int] = {}  # part start -> part end, acknowledged but not contiguous
@@ -313,6 +350,8 @@ class _PatchWriter:
         task = asyncio.create_task(self._upload_part(start, buffer))
         self.tasks.add(task)
         task.add_done_callback(self._part_done)
+        if start < self.start:
+            self.first_part = (task, buffer)
 
     async def _upload_part(self, start: int, buffer: _PartBuffer) -> None:
         number = start // self.upload.part_size + 1
@@ -321,6 +360,8 @@ class _PatchWriter:
         finally:
             buffer.release()
         async with self.commit_lock:
+            if start in self.detached:
+                return  # its bytes were committed through a segment
             self.acked[start] = start + buffer.size
             while self.acked_upto in self.acked:
                 self.acked_upto = self.acked.pop(self.acked_upto)
@@ -351,34 +392,63 @@ class _PatchWriter:
         complete = self.info.length is not None and self.end == self.info.length
         if complete and self.buffer is not None:
             await self._submit()  # the last part may be short
+        deferred = await self._detach_first_part(complete)
         await self._drain()
-        if self.buffer is None:
+        if deferred is None and self.buffer is None:
             return  # ended on a part boundary: the last part's commit covered everything
-        # A tail of an unfinished upload becomes `.part`. Overwriting the committed `.part` is
-        # safe here: either this tail belongs to the same part, and then it starts with the same
-        # committed bytes (the next PATCH reads only the committed length of it), or it belongs to
-        # a later part, and then the part that held the old tail was acknowledged and committed
-        # by _drain() above, so the old `.part` is no longer needed. A PATCH whose body failed
-        # (checksum, 413, lost lock) never gets here and leaves `.part` untouched.
-        if self.info.offset < self.part_start:
-            # "Committed" above may only be remembered, not applied: a checksummed PATCH holds
-            # its commits until the body is verified. Apply the part boundary for real first;
-            # if that fails (lost lock), the old `.part` must stay, as the offset points into it.
-            async with self.commit_lock:
-                await self._commit(self.part_start)
-        number = self.part_start // self.upload.part_size + 1
-        await self.store._put_tail(self.upload, number, self.buffer)
+        # What is not in acknowledged parts goes into segments: new objects, so no committed byte
+        # is ever overwritten, and a PATCH whose body failed (checksum, 413, lost lock) never
+        # gets here and writes none.
+        if deferred is not None:
+            task, start, data = deferred
+            number = start // self.upload.part_size + 1
+            await self.store._put_segment(self.upload, number, self.start - start, data)
+        if self.buffer is not None:
+            number = self.part_start // self.upload.part_size + 1
+            position = max(self.start, self.part_start) - self.part_start
+            await self.store._put_segment(self.upload, number, position, self.buffer)
         async with self.commit_lock:
             await self._commit_upto(self.end)
-        self.store._cache_tail(self.upload, number, self.buffer)
-        self.buffer = None
+        if self.buffer is not None:
+            self.store._cache_tail(self.upload, number, self.buffer)
+            self.buffer = None
+        if deferred is not None:
+            self.store._upload_in_background(self.upload, start // self.upload.part_size + 1, task)
+            self.first_part = None
+
+    async def _detach_first_part(
+        self, complete: bool
+    ) -> tuple[asyncio.Task[None], int, bytes] | None:
+        """Let the upload of the part this PATCH started in finish in the background.
+
+        That part's head came from earlier PATCHes; waiting for its whole upload would make a
+        small PATCH as slow as a part. Instead its bytes from this PATCH are copied out, to be
+        written as a segment. Returns (task, part start, those bytes), or None to wait as usual.
+        """
+        if self.first_part is None or complete:
+            return None
+        task, buffer = self.first_part
+        if task.done() or not buffer.in_memory:
+            return None
+        # At most one background part per upload: a client faster than S3 waits here.
+        await self.store._settle(self.upload.id)
+        start = self.start - self.start % self.upload.part_size
+        data = await buffer.read_from(self.start - start)
+        if task.done():
+            return None  # finished meanwhile and committed as usual
+        self.detached.add(start)
+        self.tasks.discard(task)
+        return task, start, data
 
     async def _abandon(self) -> None:
         self.failed = True
-        for task in self.tasks:
+        tasks = set(self.tasks)
+        if self.first_part is not None:
+            tasks.add(self.first_part[0])  # detached but not handed to the store yet
+        for task in tasks:
             task.cancel()
-        if self.tasks:
-            await asyncio.wait(self.tasks)
+        if tasks:
+            await asyncio.wait(tasks)
         if self.buffer is not None:
             self.buffer.release()
             self.buffer = None
@@ -443,6 +513,8 @@ class S3Store(DataStore):
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._s3: Any = None
+        # Part uploads that outlive their PATCH (at most one per upload), by upload id.
+        self._background: dict[str, asyncio.Task[None]] = {}
         # Logical S3 calls by operation (botocore's retries not included): what a PATCH costs.
         self.request_counts: Counter[str] = Counter()
 
@@ -481,6 +553,15 @@ class S3Store(DataStore):
         await self._call("head_bucket", None)
 
     async def close(self) -> None:
+        if self._background:
+            # Their bytes are safe in segments: waiting only saves finish() the rebuild.
+            _, late = await asyncio.wait(
+                self._background.values(), timeout=BACKGROUND_DRAIN_TIMEOUT
+            )
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
         if self._stack is not None:
             await self._stack.aclose()
         self._stack = None
@@ -549,16 +630,104 @@ class S3Store(DataStore):
         )
         return str(response["ETag"])
 
-    async def _put_tail(self, upload: _Upload, number: int, buffer: _PartBuffer) -> None:
+    async def _put_segment(
+        self, upload: _Upload, number: int, position: int, data: _PartBuffer | bytes
+    ) -> None:
+        """Write bytes [position, ...) of part `number`: a whole buffer's from `position` on, or
+        `data` itself."""
+        if isinstance(data, _PartBuffer):
+            if position == 0:
+                body: IO[bytes] = data.body()
+                size, md5 = data.size, data.content_md5()
+                return await self._put_segment_body(upload, number, position, body, size, md5)
+            data = await data.read_from(position)
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        await self._put_segment_body(upload, number, position, io.BytesIO(data), len(data), md5)
+
+    async def _put_segment_body(
+        self, upload: _Upload, number: int, position: int, body: IO[bytes], size: int, md5: str
+    ) -> None:
         await self._call(
             "put_object",
             upload.id,
-            Key=upload.tail_key,
-            Body=buffer.body(),
-            ContentLength=buffer.size,
-            ContentMD5=buffer.content_md5(),
-            Metadata={META_PART: str(number), META_UPLOAD: upload.multipart_id or ""},
+            Key=upload.segment_key(number, position),
+            Body=body,
+            ContentLength=size,
+            ContentMD5=md5,
+            Metadata={META_UPLOAD: upload.multipart_id or ""},
         )
+
+    async def _segments(self, upload: _Upload, number: int | None = None) -> dict[str, int]:
+        """Segment keys of part `number` (or of every part) with their sizes."""
+        found: dict[str, int] = {}
+        token: str | None = None
+        for _ in range(1_000_000):  # bounded: 1000 keys a page
+            params: dict[str, Any] = {"Prefix": upload.segment_prefix(number)}
+            if token:
+                params["ContinuationToken"] = token
+            response = await self._call("list_objects_v2", upload.id, **params)
+            for item in response.get("Contents", []):
+                found[str(item["Key"])] = int(item["Size"])
+            token = response.get("NextContinuationToken")
+            if not response.get("IsTruncated") or not token:
+                break
+        return found
+
+    async def _segment_chain(self, upload: _Upload, number: int) -> list[tuple[str, int]]:
+        """The segments of part `number` that continue each other from position 0, as (key,
+        size); a PATCH's segment starts where the committed bytes before it ended."""
+        by_position: dict[int, tuple[str, int]] = {}
+        prefix = upload.segment_prefix(number)
+        for key, size in (await self._segments(upload, number)).items():
+            name = key[len(prefix) :]
+            if name.isdigit() and size > 0:
+                by_position[int(name)] = (key, size)
+        chain, position = [], 0
+        while position in by_position:
+            chain.append(by_position[position])
+            position += by_position[position][1]
+        return chain
+
+    async def _delete_segments(self, upload: _Upload, number: int | None = None) -> None:
+        keys = list(await self._segments(upload, number))
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[i : i + 1000]]
+            await self._call("delete_objects", upload.id, Delete={"Objects": batch, "Quiet": True})
+
+    def _upload_in_background(self, upload: _Upload, number: int, task: asyncio.Task[None]) -> None:
+        """Own a part upload that outlives its PATCH; its bytes are committed through segments.
+
+        The part's segments stay until the upload finishes: whether the offset past them was
+        really committed (a checksummed PATCH commits only once verified) is not the store's to
+        know, and a PATCH resuming inside the part needs them.
+        """
+
+        async def settle() -> None:
+            try:
+                await task
+            except Exception as exc:
+                # Nothing is lost: finish() rebuilds the part from its segments.
+                log.warning(
+                    "upload %s: background upload of part %d failed: %s",
+                    upload.id,
+                    number,
+                    _error_detail(exc),
+                )
+
+        background = asyncio.create_task(settle())
+        self._background[upload.id] = background
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._background.get(upload.id) is done:
+                del self._background[upload.id]
+
+        background.add_done_callback(forget)
+
+    async def _settle(self, upload_id: str) -> None:
+        """Wait for the upload's background part upload, if any (its failure is not ours)."""
+        task = self._background.get(upload_id)
+        if task is not None:
+            await asyncio.wait([task])
 
     def _cache_tail(self, upload: _Upload, number: int, buffer: _PartBuffer) -> None:
         tail = buffer.detach(upload.multipart_id, number)
@@ -566,7 +735,7 @@ class S3Store(DataStore):
             self._budget.keep_tail(upload.id, tail)
 
     async def _tail_buffer(self, upload: _Upload, number: int, size: int) -> _PartBuffer:
-        """A buffer holding the first `size` bytes of part `number`, from `.part` or the cache."""
+        """A buffer holding the first `size` bytes of part `number`, from segments or the cache."""
         cached = self._budget.pop_tail(upload.id)
         if cached is not None:
             same_part = (cached.multipart_id, cached.part_number) == (upload.multipart_id, number)
@@ -576,42 +745,44 @@ class S3Store(DataStore):
         buffer = _PartBuffer(self._budget, self.spool_dir)
         if size:
             try:
-                await self._load_tail(upload, number, size, buffer)
+                await self._load_segments(upload, number, size, buffer)
             except BaseException:
                 buffer.release()
                 raise
         return buffer
 
-    async def _load_tail(self, upload: _Upload, number: int, size: int, buf: _PartBuffer) -> None:
-        # Only the committed length: a longer `.part` may hold bytes of a PATCH whose commit
-        # failed, written over the same committed head (see _PatchWriter._end_of_stream).
+    async def _load_segments(
+        self, upload: _Upload, number: int, size: int, buf: _PartBuffer
+    ) -> None:
+        for key, length in await self._segment_chain(upload, number):
+            if buf.size >= size:
+                break
+            # Only the committed length: a longer segment may hold bytes of a PATCH whose commit
+            # failed (the next PATCH from the same offset replaces it).
+            await self._read_segment(upload, key, min(length, size - buf.size), buf)
+        if buf.size != size:
+            raise _inconsistent(
+                upload.id,
+                f"the {size} committed bytes of part {number} are missing from S3 (its segments "
+                f"under {upload.segment_prefix(number)} hold {buf.size})",
+            )
+
+    async def _read_segment(self, upload: _Upload, key: str, size: int, buf: _PartBuffer) -> None:
         response = await self._call(
-            "get_object",
-            upload.id,
-            missing=_MISSING_KEY,
-            Key=upload.tail_key,
-            Range=f"bytes=0-{size - 1}",
+            "get_object", upload.id, missing=_MISSING_KEY, Key=key, Range=f"bytes=0-{size - 1}"
         )
-        metadata = {} if response is None else response.get("Metadata", {})
-        if (metadata.get(META_PART), metadata.get(META_UPLOAD)) != (
-            str(number),
-            upload.multipart_id,
+        if response is None or response.get("Metadata", {}).get(META_UPLOAD) != (
+            upload.multipart_id or ""
         ):
             if response is not None:
                 response["Body"].close()
-            raise _inconsistent(
-                upload.id,
-                f"the {size} committed bytes of part {number} are missing from S3 "
-                f"({upload.tail_key} is absent or belongs to another part)",
-            )
+            raise _inconsistent(upload.id, f"{key} vanished or belongs to another upload")
         try:
             async with response["Body"] as body:
                 async for chunk in body.iter_chunks(MIB):
                     await buf.append(chunk)
         except _STREAM_ERRORS as exc:
             raise _unavailable("GetObject", upload.id, exc) from exc
-        if buf.size != size:
-            raise _inconsistent(upload.id, f"{upload.tail_key} has fewer than {size} bytes")
 
     async def _list_parts(self, upload: _Upload) -> list[dict[str, Any]] | None:
         """Every part of the multipart upload in order, or None when it no longer exists."""
@@ -634,18 +805,6 @@ class S3Store(DataStore):
             marker = int(response["NextPartNumberMarker"])
         parts.sort(key=lambda part: int(part["PartNumber"]))
         return parts
-
-    @staticmethod
-    def _contiguous(parts: list[dict[str, Any]], part_size: int) -> list[dict[str, Any]]:
-        """Parts 1..n without a gap, stopping after the first short (necessarily last) part."""
-        run: list[dict[str, Any]] = []
-        for part in parts:
-            if int(part["PartNumber"]) != len(run) + 1:
-                break
-            run.append(part)
-            if int(part["Size"]) != part_size:
-                break
-        return run
 
     async def _object_size(self, key: str, upload_id: str) -> int | None:
         response = await self._call("head_object", upload_id, missing=_MISSING_KEY, Key=key)
@@ -701,25 +860,17 @@ class S3Store(DataStore):
         parts = None if upload.multipart_id is None else await self._list_parts(upload)
         if parts is None:  # completed (or zero-length): the object is the truth
             return await self._object_size(upload.key, upload.id) or 0
-        run = self._contiguous(parts, upload.part_size)
-        offset = sum(int(part["Size"]) for part in run)
-        if offset % upload.part_size == 0:
-            offset += await self._stored_tail_size(upload, len(run) + 1)
+        sizes = {int(part["PartNumber"]): int(part["Size"]) for part in parts}
+        offset = 0
+        for number in range(1, MAX_PARTS + 1):
+            size = sizes.get(number)
+            if size is None:  # not uploaded (yet): its committed bytes are in segments
+                chain = await self._segment_chain(upload, number)
+                size = sum(length for _, length in chain)
+            offset += min(size, upload.part_size)
+            if size < upload.part_size:
+                break  # a short part or an incomplete one ends what is stored
         return offset if info.length is None else min(offset, info.length)
-
-    async def _stored_tail_size(self, upload: _Upload, number: int) -> int:
-        response = await self._call(
-            "head_object", upload.id, missing=_MISSING_KEY, Key=upload.tail_key
-        )
-        if response is None:
-            return 0
-        metadata = response.get("Metadata", {})
-        if (metadata.get(META_PART), metadata.get(META_UPLOAD)) != (
-            str(number),
-            upload.multipart_id,
-        ):
-            return 0  # a stale tail of an earlier part
-        return int(response["ContentLength"])
 
     async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
         return await _PatchWriter(self, info, self._upload(info), commit).run(chunks)
@@ -731,6 +882,7 @@ class S3Store(DataStore):
         length = info.length
         if length is None:
             raise _inconsistent(info.id, "cannot finish an upload whose length is unknown")
+        await self._settle(upload.id)
         parts = await self._list_parts(upload)
         if parts is None:
             # Completed already: a retried CompleteMultipartUpload whose response was lost, or a
@@ -738,24 +890,21 @@ class S3Store(DataStore):
             if await self._object_size(upload.key, upload.id) == length:
                 return
             raise _inconsistent(info.id, "its multipart upload is gone but the object is not whole")
-        run = self._contiguous(parts, upload.part_size)
-        stored = sum(int(part["Size"]) for part in run)
-        if stored < length and stored % upload.part_size == 0:
-            # The last bytes are still the incomplete part: the length was declared after they
-            # arrived (deferred length), or a crash hit between commit and finish.
-            run.append(await self._tail_as_last_part(upload, len(run) + 1, length - stored))
-            stored = length
-        if stored != length:
-            raise _inconsistent(info.id, f"S3 holds {stored} contiguous bytes, expected {length}")
-        await asyncio.gather(
-            self._complete(upload, run),
-            self._call("delete_object", upload.id, Key=upload.tail_key),
-        )
+        by_number = {int(part["PartNumber"]): part for part in parts}
+        run: list[dict[str, Any]] = []
+        for number, start in enumerate(range(0, length, upload.part_size), start=1):
+            expected = min(upload.part_size, length - start)
+            part = by_number.get(number)
+            if part is None or int(part["Size"]) != expected:
+                # Still in segments: the last bytes when the length was declared after they
+                # arrived (deferred length), a part whose background upload failed or ran on
+                # another instance, or a crash between commit and finish.
+                part = await self._part_from_segments(upload, number, expected)
+            run.append(part)
+        await asyncio.gather(self._complete(upload, run), self._delete_segments(upload))
         self._budget.drop_tail(upload.id)
 
-    async def _tail_as_last_part(self, upload: _Upload, number: int, size: int) -> dict[str, Any]:
-        if size > upload.part_size:
-            raise _inconsistent(upload.id, f"{size} bytes are missing from S3")
+    async def _part_from_segments(self, upload: _Upload, number: int, size: int) -> dict[str, Any]:
         buffer = await self._tail_buffer(upload, number, size)
         try:
             etag = await self._upload_part(upload, number, buffer)
@@ -792,11 +941,17 @@ class S3Store(DataStore):
 
     async def terminate(self, info: UploadInfo) -> None:
         self._budget.drop_tail(info.id)
+        background = self._background.get(info.id)
+        if background is not None:
+            background.cancel()
+            await asyncio.wait([background])
         key = str(info.storage.get("key") or self._key(info.id))
+        upload = _Upload(info.id, key, None, 1)
         calls = [
             self._call("delete_object", info.id, Key=name)
-            for name in (key, key + ".part", self._info_key(info.id))
+            for name in (key, self._info_key(info.id))
         ]
+        calls.append(self._delete_segments(upload))
         multipart_id = info.storage.get("multipart_upload_id")
         if multipart_id:
             calls.append(
