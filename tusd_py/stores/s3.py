@@ -147,7 +147,7 @@ class _CachedTail:
     part_number: int
     data: io.BytesIO
     size: int
-    md5: Any  # hashlib state after `data`, so adopting the tail does not hash it again
+    md5: Any  # hashlib state after `data` (or None), so adopting it does not hash it again
 
 
 class _Budget:
@@ -196,22 +196,34 @@ class _PartBuffer:
 
     Memory is a BytesIO rather than bytes: aiohttp sends it in slices as the socket drains,
     where one big bytes body would be copied into the transport's buffer (twice the memory).
-    The MD5 is computed as bytes arrive; sending it as Content-MD5 gives S3 an integrity check and
-    lets botocore skip hashing the whole body in one go on HTTPS (unsigned payload).
+    With `md5`, the MD5 is computed as bytes arrive; sending it as Content-MD5 gives S3 an
+    integrity check and lets botocore skip hashing the whole body in one go on HTTPS (unsigned
+    payload).
     """
 
-    def __init__(self, budget: _Budget, spool_dir: str | None, adopt: _CachedTail | None = None):
+    def __init__(
+        self,
+        budget: _Budget,
+        spool_dir: str | None,
+        adopt: _CachedTail | None = None,
+        *,
+        md5: bool = True,
+    ) -> None:
         self._budget = budget
         self._spool_dir = spool_dir
         self._memory: io.BytesIO | None = io.BytesIO() if adopt is None else adopt.data
         self.size = self._held = 0 if adopt is None else adopt.size  # adopted: already counted
         self._memory.seek(self.size)
         self._file: IO[bytes] | None = None
-        self._md5 = hashlib.md5(usedforsecurity=False) if adopt is None else adopt.md5
+        if adopt is not None:
+            self._md5 = adopt.md5
+        else:
+            self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
 
     async def append(self, data: bytes | memoryview) -> None:
         n = len(data)
-        self._md5.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
         if self._memory is not None:
             if self._budget.take(n):
                 self._memory.write(data)
@@ -237,8 +249,11 @@ class _PartBuffer:
         body.seek(0)  # botocore rewinds it to 0 on each retry
         return body
 
-    def content_md5(self) -> str:
-        return base64.b64encode(self._md5.digest()).decode()
+    def content_md5(self) -> dict[str, Any]:
+        """The Content-MD5 parameter of the upload of this buffer, or none."""
+        if self._md5 is None:
+            return {}
+        return {"ContentMD5": base64.b64encode(self._md5.digest()).decode()}
 
     @property
     def in_memory(self) -> bool:
@@ -499,6 +514,10 @@ class S3Store(DataStore):
         self.max_object_size = max_object_size
         self.spool_dir = spool_dir
         self._budget = _Budget(buffer_size)
+        # Content-MD5 lets S3 check each body and, on HTTPS, spares botocore hashing it for the
+        # signature. Over plain HTTP botocore signs the body's SHA-256 anyway, which S3 checks the
+        # same way: an MD5 on top would only cost CPU (about a third of the store's work per byte).
+        self._content_md5 = not (endpoint or "").lower().startswith("http://")
         self._client_config = AioConfig(
             region_name=region,
             retries={"mode": "standard", "total_max_attempts": max_attempts},
@@ -626,7 +645,7 @@ class S3Store(DataStore):
             PartNumber=number,
             Body=buffer.body(),
             ContentLength=buffer.size,
-            ContentMD5=buffer.content_md5(),
+            **buffer.content_md5(),
         )
         return str(response["ETag"])
 
@@ -635,17 +654,26 @@ class S3Store(DataStore):
     ) -> None:
         """Write bytes [position, ...) of part `number`: a whole buffer's from `position` on, or
         `data` itself."""
+        md5: dict[str, Any] = {}
         if isinstance(data, _PartBuffer):
             if position == 0:
                 body: IO[bytes] = data.body()
                 size, md5 = data.size, data.content_md5()
                 return await self._put_segment_body(upload, number, position, body, size, md5)
             data = await data.read_from(position)
-        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        if self._content_md5:
+            digest = hashlib.md5(data, usedforsecurity=False).digest()
+            md5["ContentMD5"] = base64.b64encode(digest).decode()
         await self._put_segment_body(upload, number, position, io.BytesIO(data), len(data), md5)
 
     async def _put_segment_body(
-        self, upload: _Upload, number: int, position: int, body: IO[bytes], size: int, md5: str
+        self,
+        upload: _Upload,
+        number: int,
+        position: int,
+        body: IO[bytes],
+        size: int,
+        md5: dict[str, Any],
     ) -> None:
         await self._call(
             "put_object",
@@ -653,8 +681,8 @@ class S3Store(DataStore):
             Key=upload.segment_key(number, position),
             Body=body,
             ContentLength=size,
-            ContentMD5=md5,
             Metadata={META_UPLOAD: upload.multipart_id or ""},
+            **md5,
         )
 
     async def _segments(self, upload: _Upload, number: int | None = None) -> dict[str, int]:
@@ -740,9 +768,11 @@ class S3Store(DataStore):
         if cached is not None:
             same_part = (cached.multipart_id, cached.part_number) == (upload.multipart_id, number)
             if same_part and cached.size == size:
-                return _PartBuffer(self._budget, self.spool_dir, adopt=cached)
+                return _PartBuffer(
+                    self._budget, self.spool_dir, adopt=cached, md5=self._content_md5
+                )
             self._budget.give(cached.size)
-        buffer = _PartBuffer(self._budget, self.spool_dir)
+        buffer = _PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
         if size:
             try:
                 await self._load_segments(upload, number, size, buffer)
@@ -1022,7 +1052,7 @@ class S3Store(DataStore):
                 final.id, "its multipart upload is gone but the object is not whole"
             )
         parts: list[dict[str, Any]] = []
-        pending = _PartBuffer(self._budget, self.spool_dir)
+        pending = _PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
         try:
             for partial in partials:
                 size = partial.length or 0
@@ -1033,7 +1063,7 @@ class S3Store(DataStore):
                     await self._read_into(partial, 0, position, pending)
                 if pending.size >= MIN_PART_SIZE:
                     parts.append(await self._upload_gathered(upload, len(parts) + 1, pending))
-                    pending = _PartBuffer(self._budget, self.spool_dir)
+                    pending = _PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
                 if size - position >= MIN_PART_SIZE:
                     for start, end in _copy_ranges(position, size):
                         parts.append(
