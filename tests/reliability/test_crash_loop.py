@@ -32,11 +32,14 @@ from tests.reliability.figures import rate, record
 from tests.servers import RedisServer, S3Server
 
 
-async def chaos(cluster: Cluster, rng: random.Random, stop: asyncio.Event) -> None:
-    """Kill a random running instance every 0.5-2.5 s; bring it back 0.1-1.5 s later."""
+async def chaos(
+    cluster: Cluster, rng: random.Random, stop: asyncio.Event, every: tuple[float, float]
+) -> None:
+    """Kill a random running instance every `every` seconds (a random pick in that range);
+    bring it back 0.1-1.5 s later."""
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), rng.uniform(0.5, 2.5))
+            await asyncio.wait_for(stop.wait(), rng.uniform(*every))
             return
         except TimeoutError:
             pass
@@ -59,7 +62,7 @@ async def test_crash_loop(
 ) -> None:
     rng = random.Random(seed)
     if store == "file":
-        count, largest = scale.pick((24, 16 * MiB), (60, 64 * MiB))
+        count, largest = scale.pick((20, 12 * MiB), (60, 64 * MiB))
         storage: tuple[str, ...] = ()
     else:
         s3: S3Server = request.getfixturevalue("s3")
@@ -97,7 +100,8 @@ async def test_crash_loop(
                     upload.data = b""
                     return upload
 
-            chaos_task = asyncio.create_task(chaos(cluster, random.Random(seed + 1), stop))
+            every = scale.pick((0.3, 1.5), (0.5, 2.5))
+            chaos_task = asyncio.create_task(chaos(cluster, random.Random(seed + 1), stop, every))
             try:
                 uploads = await asyncio.gather(*(one(i, s) for i, s in enumerate(sizes)))
             finally:
@@ -117,8 +121,10 @@ async def test_crash_loop(
             "parallel_clients": parallel,
             "client_speed_bytes_per_s": speed,
             "kills": cluster.kills,
+            "kill_every_s": list(every),
             "duration_s": round(duration, 1),
             **figures,
+            "bytes_resent_per_kill": figures["bytes_resent"] // max(1, cluster.kills),
             "completion_rate": rate(figures["uploads_verified_sha256"], len(outcomes)),
         },
     )

@@ -66,7 +66,7 @@ async def test_s3_faults(
     tmp_path: Path,
 ) -> None:
     rng = random.Random(seed)
-    count, largest = scale.pick((16, 12 * MiB), (50, 64 * MiB))
+    count, largest = scale.pick((10, 12 * MiB), (50, 64 * MiB))
     parallel = scale.pick(4, 6)
     speed = 3 * MiB  # per client
     sizes = [random_size(rng, largest) for _ in range(count)]
