@@ -1,6 +1,7 @@
 """Redis faults while uploads run through two instances on one Redis and one upload directory:
-Redis restarted (empty: no persistence), Redis paused (SIGSTOP) for longer than the lock lease,
-every Redis connection killed (CLIENT KILL), and an instance paused while it holds locks.
+Redis restarted (empty: no persistence), Redis paused (SIGSTOP) for longer than the lock lease
+and for less (but longer than the server's Redis timeout), every Redis connection killed
+(CLIENT KILL), and an instance paused while it holds locks.
 
 Figures: offsets that ever moved backwards or past the bytes stored (a watcher reads the offset
 straight from Redis and the file size from disk, 20 times a second; must be 0), and uploads that
@@ -32,6 +33,10 @@ from tests.servers import RedisServer
 
 LEASE = 2.0  # FAST_LOCKS
 PAUSE = 2.5 * LEASE
+# Longer than the server's Redis timeouts with their retries (3 x 2 s), shorter than the lease: a
+# commit fails at the server, and Redis runs it anyway once it wakes up, under a lock still valid.
+LONG_LEASE = 15.0  # the default
+SHORT_PAUSE = 7.0
 
 
 @dataclass
@@ -89,6 +94,14 @@ async def pause_redis(redis: RedisServer, cluster: Cluster) -> None:
         redis.proc.send_signal(signal.SIGCONT)
 
 
+async def pause_redis_within_lease(redis: RedisServer, cluster: Cluster) -> None:
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(SHORT_PAUSE)
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+
+
 async def drop_connections(redis: RedisServer, cluster: Cluster) -> None:
     client = Redis(host="127.0.0.1", port=redis.port)
     try:
@@ -112,6 +125,7 @@ async def pause_instance(redis: RedisServer, cluster: Cluster) -> None:
 FAULTS = {
     "restart": restart_redis,
     "pause": pause_redis,
+    "pause-within-lease": pause_redis_within_lease,
     "drop-connections": drop_connections,
     "pause-instance": pause_instance,
 }
@@ -139,7 +153,14 @@ async def test_redis_faults(
     sizes = [rng.randint(MiB, largest) for _ in range(count)]
     prefix = unique_prefix()
     upload_dir = tmp_path / "uploads"
-    args = ("--redis-url", redis.url, "--redis-prefix", prefix, *FAST_LOCKS, "--read-timeout", "5s")
+    lease = LONG_LEASE if fault == "pause-within-lease" else LEASE
+    args = (
+        "--redis-url", redis.url,
+        "--redis-prefix", prefix,
+        *FAST_LOCKS,
+        "--lock-lease", f"{lease}s",
+        "--read-timeout", "5s",
+    )  # fmt: skip
 
     with running_cluster(["a", "b"], upload_dir, args) as cluster:
         watcher = Watcher(Redis.from_url(redis.url, socket_timeout=0.5), prefix, upload_dir)
@@ -188,8 +209,12 @@ async def test_redis_faults(
             "fault": fault,
             "seed": seed,
             "injections": injected,
-            "pause_s": PAUSE if "pause" in fault else None,
-            "lock_lease_s": LEASE,
+            "pause_s": {
+                "pause": PAUSE,
+                "pause-instance": PAUSE,
+                "pause-within-lease": SHORT_PAUSE,
+            }.get(fault),
+            "lock_lease_s": lease,
             "duration_s": round(duration, 1),
             "watcher_samples": watcher.samples,
             "watcher_offsets_backwards": len(watcher.backwards),

@@ -94,12 +94,6 @@ def _create_files(data: Path, info: Path, text: str) -> None:
     _replace_atomically(info, text)
 
 
-def _superseded(exc: BaseException) -> bool:
-    """The commit was refused because another request owns the upload now (the lock was lost,
-    or the offset was rebuilt past ours from the stored bytes)."""
-    return isinstance(exc, TusError) and exc.code in ("lock-lost", "offset-mismatch")
-
-
 def _concatenate_files(target: Path, sources: list[tuple[Path, int]]) -> None:
     with open(target, "r+b") as out:
         out.truncate(0)  # a retry after a failed attempt starts over
@@ -195,10 +189,15 @@ class FileStore(DataStore):
             pending: asyncio.Future[None] | None = None
             pending_size = 0
             buffer = bytearray()
+            commit_failed = False
 
             async def commit_written() -> None:
-                nonlocal committed, last_commit
-                await commit(start + written)
+                nonlocal committed, last_commit, commit_failed
+                try:
+                    await commit(start + written)
+                except BaseException:
+                    commit_failed = True
+                    raise
                 committed, last_commit = written, loop.time()
 
             try:
@@ -228,9 +227,11 @@ class FileStore(DataStore):
                     with contextlib.suppress(Exception):
                         await pending
                 # Back to what is committed: `info.offset` follows successful commits (with a
-                # checksum, none happens before the body is verified). Not once superseded: the
-                # file is then another request's, which may have committed bytes past ours.
-                if not _superseded(exc):
+                # checksum, none happens before the body is verified). Not when a commit failed:
+                # Redis may have applied it after all (a timeout), or another request owns the
+                # upload now (lost lock) and may have committed more; bytes past the committed
+                # offset are harmless, a committed offset past the bytes is a hole.
+                if not commit_failed:
                     with contextlib.suppress(OSError):
                         await asyncio.to_thread(os.truncate, path, max(start, info.offset))
                 if isinstance(exc, OSError):
