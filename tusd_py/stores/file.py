@@ -51,10 +51,19 @@ def _disk_error(exc: OSError) -> TusError:
 # close, `.info`) rather than one per call.
 
 
+class _Shorter(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
 def _open_at(path: Path, offset: int) -> io.FileIO:
     """The data file, unbuffered, cut back to `offset` and positioned there."""
     f = io.FileIO(path, "r+")
     try:
+        size = os.fstat(f.fileno()).st_size
+        if size < offset:
+            # Truncating up would fill the missing bytes with zeros: a silent hole.
+            raise _Shorter(size)
         # Bytes past the committed offset are leftovers of a crash or failed PATCH: drop them.
         f.truncate(offset)
         f.seek(offset)
@@ -178,6 +187,13 @@ class FileStore(DataStore):
             f = await asyncio.to_thread(_open_at, path, start)
         except FileNotFoundError:
             raise TusError(404, "upload-not-found", f"the data of {info.id!r} is gone") from None
+        except _Shorter as short:
+            raise TusError(
+                500,
+                "storage-inconsistent",
+                f"upload {info.id!r} is committed up to byte {start} but only {short.size} bytes "
+                "are stored; refusing to fill the gap",
+            ) from None
         except OSError as exc:
             raise _disk_error(exc) from exc
         loop = asyncio.get_running_loop()
