@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import resource
 import socket
@@ -251,6 +252,9 @@ def run(config: Config) -> None:
     uv_config = uvicorn.Config(
         app,
         http=http_protocol(config.header_timeout, config.max_header_size),
+        # uvloop when installed (uvicorn[standard] brings it): the event loop is most of the CPU
+        # a request costs; "auto" would pick it too, this says so.
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         log_level=config.log_level,
         log_config=None,  # uvicorn's loggers propagate to ours: one format for every line
         access_log=config.log_level == "debug",
