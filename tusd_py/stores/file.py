@@ -37,6 +37,9 @@ WRITE_SIZE = 1024 * 1024
 # write (a Redis round trip, or an `.info` rewrite) per interval.
 COMMIT_SIZE = 4 * 1024 * 1024
 COMMIT_INTERVAL = 1.0
+# The coalescing buffers of all PATCHes together stay near this: past it, a PATCH writes what it
+# has at once instead of gathering a whole WRITE_SIZE (200 uploads at once held 200 MiB before).
+COALESCE_BUDGET = 32 * 1024 * 1024
 READ_SIZE = 256 * 1024
 
 
@@ -129,6 +132,7 @@ class FileStore(DataStore):
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
+        self._buffered = 0  # bytes in the coalescing buffers of all PATCHes
 
     async def open(self) -> None:
         await aiofiles.os.makedirs(self.directory, exist_ok=True)
@@ -198,13 +202,13 @@ class FileStore(DataStore):
             raise _disk_error(exc) from exc
         loop = asyncio.get_running_loop()
         closed = False
+        buffer = bytearray()
         try:
             written = 0  # bytes whose write has completed (unbuffered: they are in the OS)
             committed = 0
             last_commit = loop.time()
             pending: asyncio.Future[None] | None = None
             pending_size = 0
-            buffer = bytearray()
             commit_failed = False
 
             async def commit_written() -> None:
@@ -219,8 +223,10 @@ class FileStore(DataStore):
             try:
                 async for chunk in chunks:
                     buffer += chunk
+                    self._buffered += len(chunk)
                     due = loop.time() - last_commit >= COMMIT_INTERVAL
-                    if len(buffer) >= WRITE_SIZE or due:
+                    crowded = self._buffered > COALESCE_BUDGET
+                    if len(buffer) >= WRITE_SIZE or due or crowded:
                         # Overlap the disk write with receiving the next megabyte.
                         if pending is not None:
                             await pending
@@ -229,6 +235,7 @@ class FileStore(DataStore):
                         if written - committed >= COMMIT_SIZE or (due and written > committed):
                             await commit_written()
                         data, buffer = buffer, bytearray()
+                        self._buffered -= len(data)
                         pending = loop.run_in_executor(None, _write_all, f, data)
                         pending_size = len(data)
                 if pending is not None:
@@ -236,8 +243,10 @@ class FileStore(DataStore):
                     written += pending_size
                     pending = None
                 closed = True  # by the call below, whatever it raises
-                await asyncio.to_thread(_write_and_close, f, buffer)
-                written += len(buffer)
+                data, buffer = buffer, bytearray()
+                self._buffered -= len(data)
+                await asyncio.to_thread(_write_and_close, f, data)
+                written += len(data)
             except BaseException as exc:
                 if pending is not None:
                     with contextlib.suppress(Exception):
@@ -254,6 +263,7 @@ class FileStore(DataStore):
                     raise _disk_error(exc) from exc
                 raise
         finally:
+            self._buffered -= len(buffer)
             if not closed:
                 await asyncio.to_thread(f.close)
         if written > committed:
