@@ -501,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work_dir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="tusd-bench-"))
         )
+        work.mkdir(parents=True, exist_ok=True)
         tools = Tools(repo=REPO, work=work, peers=args.peers_dir)
         tools.install_scripts()
         env = environment(tools)

@@ -34,6 +34,7 @@ class Server:
     proc: subprocess.Popen[str]
     endpoint: str = ""
     lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None  # drains the output until the process ends
 
     def _status(self, key: str) -> int:
         try:
@@ -75,6 +76,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.reader is not None:
+            self.reader.join(5)
 
 
 def start_server(
@@ -100,16 +103,18 @@ def start_server(
 
     def drain() -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            server.lines.append(line.rstrip("\n"))
-            if len(server.lines) > 2000:
-                del server.lines[:1000]
-            if not listening.is_set() and (match := LISTENING.search(line)):
-                server.endpoint = match[1]
-                listening.set()
+        with proc.stdout:
+            for line in proc.stdout:
+                server.lines.append(line.rstrip("\n"))
+                if len(server.lines) > 2000:
+                    del server.lines[:1000]
+                if not listening.is_set() and (match := LISTENING.search(line)):
+                    server.endpoint = match[1]
+                    listening.set()
         listening.set()
 
-    threading.Thread(target=drain, daemon=True).start()
+    server.reader = threading.Thread(target=drain, daemon=True)
+    server.reader.start()
     if not listening.wait(timeout) or not server.endpoint:
         server.stop()
         raise BenchmarkError(f"{name} did not start ({' '.join(argv)}):\n{server.output}")

@@ -1,0 +1,56 @@
+"""A smoke run of benchmarks/run's driver: tiny sizes, one round, tusd-py and the limits only.
+
+It checks that the command still produces its tables and that tusd-py passes through every part
+without an error, not how fast anything is (the real run is `benchmarks/run`, docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks import driver
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or shutil.which("curl") is None, reason="needs node and curl"
+)
+def test_the_benchmark_driver_produces_its_tables(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    status = driver.main(
+        [
+            "--parts", "file,s3,concurrency,small",
+            "--servers", "tusd-py,sink,tusd-py-s3,tusd-py-redis",
+            "--size", "2MiB",
+            "--s3-size", "6MiB",
+            "--rounds", "1",
+            "--s3-rounds", "1",
+            "--concurrency", "4x256KiB",
+            "--concurrency-rounds", "1",
+            "--small-seconds", "0.3",
+            "--small-rounds", "1",
+            "--work-dir", str(tmp_path / "work"),
+            "--out", str(out),
+            "--no-docs",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    results = json.loads((out / "results.json").read_text())
+    failed = [r for r in results["records"] if not r.get("ok", True)]
+    assert not failed, failed
+    parts = {r["part"] for r in results["records"]}
+    assert parts == {"file", "s3", "concurrency", "small"}
+    table = (out / "results.md").read_text()
+    for heading in (
+        "### The bar",
+        "### File store",
+        "### S3 (moto)",
+        "### Many uploads at once",
+        "### Small requests",
+        "### Peak RSS",
+    ):
+        assert heading in table
+    assert "| curl, one PATCH |" in table
