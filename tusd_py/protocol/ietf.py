@@ -43,7 +43,13 @@ from tusd_py.protocol.create import discard, parse_metadata_header
 from tusd_py.protocol.delete import handle_delete
 from tusd_py.protocol.download import handle_download
 from tusd_py.protocol.headers import encode_metadata, parse_uint
-from tusd_py.protocol.patch import OFFSET_OCTET_STREAM, content_length, has_body, open_body
+from tusd_py.protocol.patch import (
+    OFFSET_OCTET_STREAM,
+    check_content_type,
+    content_length,
+    has_body,
+    open_body,
+)
 from tusd_py.protocol.patch import append as tus_append
 from tusd_py.protocol.urls import endpoint_url
 from tusd_py.stores.base import Capability
@@ -319,13 +325,7 @@ async def upload_append(
     ctx: TusContext, request: Request, draft: Draft, upload_id: str
 ) -> Response:
     if draft.version >= 6:
-        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type != PARTIAL_UPLOAD:
-            raise TusError(
-                415,
-                "invalid-content-type",
-                f"Content-Type must be {PARTIAL_UPLOAD}, got {media_type or 'nothing'!r}",
-            )
+        check_content_type(request, PARTIAL_UPLOAD)
     offset_header = request.headers.get("upload-offset")
     if offset_header is None:
         raise bad_request("Upload-Offset is missing", "missing-upload-offset")

@@ -52,13 +52,13 @@ def body_left_unread(request: Request) -> bool:
         return True
 
 
-def check_content_type(request: Request) -> None:
+def check_content_type(request: Request, expected: str = OFFSET_OCTET_STREAM) -> None:
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != OFFSET_OCTET_STREAM:
+    if media_type != expected:
         raise TusError(
             415,
             "invalid-content-type",
-            f"Content-Type must be {OFFSET_OCTET_STREAM}, got {media_type or 'nothing'!r}",
+            f"Content-Type must be {expected}, got {media_type or 'nothing'!r}",
         )
 
 
