@@ -22,7 +22,6 @@ class Capability(StrEnum):
     TERMINATION = "termination"
     CONCATENATION = "concatenation"
     DEFER_LENGTH = "creation-defer-length"
-    CHECKSUM = "checksum"
     DOWNLOAD = "download"
 
 
