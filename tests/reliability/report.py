@@ -1,12 +1,14 @@
 """Render the figures of the last run (test-artifacts/reliability/*.json) as Markdown tables,
 the form docs/reliability.md quotes them in.
 
-    python -m tests.reliability.report
+    python -m tests.reliability.report [directory]    (default: test-artifacts/reliability)
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from tests.reliability.figures import ARTIFACTS
@@ -14,8 +16,8 @@ from tests.reliability.figures import ARTIFACTS
 MiB = 1024 * 1024
 
 
-def load() -> dict[str, dict[str, Any]]:
-    return {path.stem: json.loads(path.read_text()) for path in sorted(ARTIFACTS.glob("*.json"))}
+def load(directory: Path = ARTIFACTS) -> dict[str, dict[str, Any]]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))}
 
 
 def mib(n: int) -> str:
@@ -69,4 +71,4 @@ def render(figures: dict[str, dict[str, Any]]) -> str:
 
 
 if __name__ == "__main__":
-    print(render(load()))
+    print(render(load(Path(sys.argv[1]) if len(sys.argv) > 1 else ARTIFACTS)))
