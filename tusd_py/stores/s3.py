@@ -308,6 +308,9 @@ class _PatchWriter:
         # The upload of the part this PATCH started in, when earlier PATCHes began it: at the end
         # of the body it may go on in the background (see _end_of_stream).
         self.first_part: tuple[asyncio.Task[None], _PartBuffer] | None = None
+        # That upload starts once more bytes arrive after the part filled; when the body ends
+        # there instead, only after the PATCH's segment is written, so the two do not compete.
+        self.first_part_gate = asyncio.Event()
         self.detached: set[int] = set()  # part starts whose upload no longer commits
         self.error: BaseException | None = None
         self.failed = False  # once set, nothing more is committed
@@ -335,6 +338,8 @@ class _PatchWriter:
     async def _feed(self, data: memoryview) -> None:
         size = self.upload.part_size
         while data:
+            if self.first_part is not None:
+                self.first_part_gate.set()
             buffer = await self._current_buffer()
             piece = data[: size - buffer.size]
             await buffer.append(piece)
@@ -362,15 +367,17 @@ class _PatchWriter:
         assert buffer is not None
         start = self.part_start
         self.part_start += buffer.size
-        task = asyncio.create_task(self._upload_part(start, buffer))
+        task = asyncio.create_task(self._upload_part(start, buffer, gated=start < self.start))
         self.tasks.add(task)
         task.add_done_callback(self._part_done)
         if start < self.start:
             self.first_part = (task, buffer)
 
-    async def _upload_part(self, start: int, buffer: _PartBuffer) -> None:
+    async def _upload_part(self, start: int, buffer: _PartBuffer, gated: bool = False) -> None:
         number = start // self.upload.part_size + 1
         try:
+            if gated:
+                await self.first_part_gate.wait()
             await self.store._upload_part(self.upload, number, buffer)
         finally:
             buffer.release()
@@ -408,6 +415,8 @@ class _PatchWriter:
         if complete and self.buffer is not None:
             await self._submit()  # the last part may be short
         deferred = await self._detach_first_part(complete)
+        if deferred is None:
+            self.first_part_gate.set()
         await self._drain()
         if deferred is None and self.buffer is None:
             return  # ended on a part boundary: the last part's commit covered everything
@@ -424,6 +433,7 @@ class _PatchWriter:
             await self.store._put_segment(self.upload, number, position, self.buffer)
         async with self.commit_lock:
             await self._commit_upto(self.end)
+        self.first_part_gate.set()
         if self.buffer is not None:
             self.store._cache_tail(self.upload, number, self.buffer)
             self.buffer = None
