@@ -124,12 +124,15 @@ class _HeadLimits(asyncio.Protocol):
             transport.close()
 
 
-def http_protocol(head_timeout: float, max_head_size: int) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol class (httptools when installed, else h11) with head limits;
-    pass it as `uvicorn.Config(http=...)`."""
+def http_protocol(
+    head_timeout: float, max_head_size: int, base: type[asyncio.Protocol] | None = None
+) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class (`base`; by default httptools when installed, else h11) with
+    head limits; pass it as `uvicorn.Config(http=...)`."""
     if head_timeout <= 0 or max_head_size <= 0:
         raise ValueError("head_timeout and max_head_size must be > 0")
+    base = base or _base
     namespace = {"head_timeout": head_timeout, "max_head_size": max_head_size}
     return cast(
-        type[asyncio.Protocol], type(f"Limited{_base.__name__}", (_HeadLimits, _base), namespace)
+        type[asyncio.Protocol], type(f"Limited{base.__name__}", (_HeadLimits, base), namespace)
     )
