@@ -98,7 +98,7 @@ def test_slowloris(tmp_path: Path) -> None:
                     assert read_answer(sock, 5).status == 204
                 sock.sendall(head_start)
                 answer, held = trickle(sock, b"a", 0.2, HEAD_TIMEOUT + 5)
-            assert held < HEAD_TIMEOUT + 1.0, f"{case}: a trickled head held on for {held:.1f} s"
+            assert held < HEAD_TIMEOUT + 1.5, f"{case}: a trickled head held on for {held:.1f} s"
             assert answer.status in (0, 408), answer
             figures[f"trickled_head_cut_after_s ({case})"] = round(held, 2)
 
@@ -134,7 +134,7 @@ def test_slowloris(tmp_path: Path) -> None:
             waited = time.monotonic() - started
             assert head.status_code == 200
             answer = read_answer(sock, 5)
-        assert waited < 1.0, f"HEAD waited {waited:.2f} s for a trickling PATCH's lock"
+        assert waited < 2.0, f"HEAD waited {waited:.2f} s for a trickling PATCH's lock"
         assert answer.status == 204, answer
         figures["lock_taken_from_trickling_patch_after_s"] = round(waited, 3)
         record("abusive-slowloris", figures)

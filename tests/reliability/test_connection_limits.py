@@ -73,12 +73,12 @@ def test_head_limits(base: type[asyncio.Protocol]) -> None:
             # A trickled second head on the kept-alive connection.
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             answer, held = trickle(sock, b"a", 0.05, 5)
-            assert answer.status in (0, 408) and held < HEAD_TIMEOUT + 0.5, (answer, held)
+            assert answer.status in (0, 408) and held < HEAD_TIMEOUT + 1.5, (answer, held)
 
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             started = time.monotonic()
             assert sock.recv(10) == b""  # silent: closed
-            assert time.monotonic() - started < HEAD_TIMEOUT + 0.5
+            assert time.monotonic() - started < HEAD_TIMEOUT + 1.5
 
         big = request(port, "GET", "/", [("X-Big", "a" * (MAX_HEAD + 1))])
         assert big.status == 431, big
