@@ -168,6 +168,8 @@ class Run:
             if not target.server.alive():
                 record["ok"] = False
                 record["error"] = f"server died: {target.server.output[-500:]}"
+            if not record.get("ok", True):
+                record["server_log"] = target.server.output[-3000:]
         self.records.append(record)
         status = "ok" if record.get("ok", True) else f"FAILED {record.get('error')}"
         summary = report.describe(record)
@@ -432,8 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--size", default="256MiB", help="file part: upload size")
     add("--s3-size", default="256MiB", help="s3 part: upload size")
     add("--rss-size", default="1GiB", help="s3-rss part: upload size")
-    add("--rounds", type=int, default=5, help="file part: rounds")
-    add("--s3-rounds", type=int, default=3, help="s3 part: rounds")
+    add("--rounds", type=int, default=7, help="file part: rounds")
+    add("--s3-rounds", type=int, default=5, help="s3 part: rounds")
     add("--concurrency", default="200x1MiB,20x64MiB", help="uploads at once x size, ...")
     add("--concurrency-rounds", type=int, default=3)
     add("--small-seconds", type=float, default=5.0, help="small part: seconds per measurement")

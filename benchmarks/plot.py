@@ -38,7 +38,12 @@ def grouped(
         xs = [g + i * width for g in range(len(groups))]
         heights = [v or 0 for v in values]
         bars = ax.bar(
-            xs, heights, width, label=LABELS.get(server, server), color=COLOURS.get(server)
+            xs,
+            heights,
+            width,
+            label=LABELS.get(server, server),
+            color=COLOURS.get(server),
+            hatch="//" if server.endswith("-s3") else None,  # S3 beside file in one panel
         )
         for bar, value in zip(bars, values, strict=True):
             if value:

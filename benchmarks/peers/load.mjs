@@ -19,7 +19,11 @@ const METADATA = `filename ${btoa('bench.bin')},filetype ${btoa('application/oct
 function request(agent, method, url, headers, body) {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method, agent, headers }, (res) => {
-      res.on('data', () => {})
+      // Keep the start of an error answer: it says what went wrong.
+      res.text = ''
+      res.on('data', (data) => {
+        if (res.statusCode >= 400 && res.text.length < 300) res.text += data
+      })
       res.on('end', () => resolve(res))
       res.on('error', reject)
     })
@@ -34,7 +38,7 @@ async function create(agent, endpoint, length) {
     'Upload-Length': String(length),
     'Upload-Metadata': METADATA,
   })
-  if (res.statusCode !== 201) throw new Error(`POST answered ${res.statusCode}`)
+  if (res.statusCode !== 201) throw new Error(`POST answered ${res.statusCode}: ${res.text}`)
   return new URL(res.headers.location, endpoint).href
 }
 
@@ -45,7 +49,7 @@ async function patch(agent, url, offset, body) {
     'Content-Type': 'application/offset+octet-stream',
     'Content-Length': String(body.length),
   }, body)
-  if (res.statusCode !== 204) throw new Error(`PATCH answered ${res.statusCode}`)
+  if (res.statusCode !== 204) throw new Error(`PATCH answered ${res.statusCode}: ${res.text}`)
   return Number(res.headers['upload-offset'])
 }
 
