@@ -10,15 +10,12 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from benchmarks import driver
 
 
-@pytest.mark.skipif(
-    shutil.which("node") is None or shutil.which("curl") is None, reason="needs node and curl"
-)
 def test_the_benchmark_driver_produces_its_tables(tmp_path: Path) -> None:
+    for tool in ("node", "curl"):
+        assert shutil.which(tool), f"{tool} is not on PATH; `bash scripts/test` installs it"
     out = tmp_path / "results"
     status = driver.main(
         [
