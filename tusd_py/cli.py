@@ -158,6 +158,12 @@ class _Server(uvicorn.Server):
     "--s3-max-concurrency", default=4, type=int, help="S3 part uploads in flight per upload."
 )
 @click.option(
+    "--s3-tails",
+    default="auto",
+    type=click.Choice(["auto", "redis", "s3"]),
+    help="Where the bytes of a part not yet full wait: Redis (auto, with --redis-url) or S3.",
+)
+@click.option(
     "--log-level",
     default="info",
     type=click.Choice(["debug", "info", "warning", "error"]),

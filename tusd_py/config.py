@@ -8,6 +8,7 @@ from typing import Literal
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
+S3Tails = Literal["auto", "redis", "s3"]
 
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -65,6 +66,7 @@ class Config:
     s3_part_size: int = 8 * 1024**2
     s3_max_concurrency: int = 4
     s3_buffer_size: int = 64 * 1024**2  # part bytes in memory, all uploads together
+    s3_tails: S3Tails = "auto"  # where incomplete parts wait: Redis when there is one, else S3
 
     # Shared state: Redis when redis_url is set, else local state beside the data
     redis_url: str | None = None
@@ -100,6 +102,8 @@ class Config:
             self.base_path += "/"
         if self.max_size < 0:
             raise ValueError("max_size must be >= 0")
+        if self.s3_tails == "redis" and not self.redis_url:
+            raise ValueError("s3_tails 'redis' needs redis_url")
 
     @property
     def storage_kind(self) -> Literal["file", "s3"]:

@@ -1,5 +1,5 @@
-"""Redis-backed state and locks for many instances: what `create_app` uses when
-`config.redis_url` is set."""
+"""Redis-backed state and locks for many instances (and an S3 store's incomplete parts): what
+`create_app` uses when `config.redis_url` is set."""
 
 from __future__ import annotations
 
@@ -27,4 +27,15 @@ def build_redis_backends(config: Config, store: DataStore) -> tuple[RedisState, 
         acquire_timeout=config.lock_acquire_timeout,
         on_close=shared.release,
     )
+    use_redis_tails(config, store)
     return state, locker
+
+
+def use_redis_tails(config: Config, store: DataStore) -> None:
+    """Let an S3 store keep incomplete parts in this Redis (`--s3-tails`, stores/s3_tails.py)."""
+    from tusd_py.stores.s3 import S3Store
+    from tusd_py.stores.s3_tails import RedisTails
+
+    if isinstance(store, S3Store) and config.redis_url and config.s3_tails != "s3":
+        client = make_client(config.redis_url, decode=False)  # tails are bytes
+        store.use_redis_tails(RedisTails(client, config.redis_prefix))

@@ -27,11 +27,12 @@ RETRIES = 2
 CloseHook = Callable[[], Awaitable[None]]
 
 
-def make_client(url: str) -> Redis:
-    """A redis.asyncio client with settings suited to a request path (short timeouts)."""
+def make_client(url: str, *, decode: bool = True) -> Redis:
+    """A redis.asyncio client with settings suited to a request path (short timeouts); replies
+    are str, or bytes with `decode=False`."""
     return Redis.from_url(
         url,
-        decode_responses=True,
+        decode_responses=decode,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         health_check_interval=30,

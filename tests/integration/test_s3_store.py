@@ -47,13 +47,6 @@ def sync_client(s3: S3Server) -> Any:
     )
 
 
-@pytest.fixture
-def bucket(s3: S3Server) -> str:
-    name = f"tusd-{uuid.uuid4().hex[:20]}"
-    sync_client(s3).create_bucket(Bucket=name)
-    return name
-
-
 @contextlib.asynccontextmanager
 async def opened(s3: S3Server | str, bucket: str, **options: Any) -> AsyncIterator[S3Store]:
     endpoint = s3 if isinstance(s3, str) else s3.endpoint
@@ -281,7 +274,7 @@ async def test_content_md5_where_the_body_is_not_signed(s3: S3Server, bucket: st
             sent.append(request.headers.get("Content-MD5"))
 
     async with opened(s3, bucket) as store:
-        store._content_md5 = True
+        store._content_md5 = store._segment_tails._content_md5 = True
         store._s3.meta.events.register("request-created.s3", record)
         info = await new_upload(store, len(data))
         for pos in range(0, len(data), MIB):  # segments, a part filled in the background, the end

@@ -5,24 +5,26 @@ Layout under the configured prefix, per upload:
     <id>.info   the upload's info as JSON (the copy state is rebuilt from)
     <id>.part.<n>.<pos>
                 a segment of the incomplete part n: bytes [pos, pos + its size) of part n that a
-                PATCH brought but that do not fill the part yet. Each PATCH that ends inside a
-                part writes only its own bytes as a new segment; the segments of a part, chained
-                from position 0, hold its committed head. Their metadata names the multipart
-                upload id. They are deleted when the upload finishes or is terminated.
+                PATCH brought but that do not fill the part yet, when the upload keeps its tails
+                in S3; with Redis they are Redis strings instead (stores/s3_tails.py). Each PATCH
+                that ends inside a part writes only its own bytes as a new segment; the segments
+                of a part, chained from position 0, hold its committed head.
 
 Every non-trailing part has exactly the upload's part size (fixed at creation, recorded in
 `info.storage`), so part N always holds bytes [(N-1)*size, N*size) and a retry re-uploads the same
 part numbers. The committed offset only ever covers bytes S3 acknowledged: whole parts and
 segments.
 
-Small PATCHes (a client with chunkSize 1 MiB and 8 MiB parts) therefore cost each byte twice in
-S3, once in a segment and once in its part, instead of re-sending the whole growing tail on every
-PATCH. The PATCH that fills a part whose head came from earlier PATCHes writes its own bytes as a
-segment, commits, answers, and leaves the part's upload (from memory: this process still holds
-the head) running in the background; finish() waits for it, and rebuilds from the segments any
+Small PATCHes (a client with chunkSize 1 MiB and 8 MiB parts) therefore cost each byte one
+segment write and one part upload, instead of re-sending the whole growing tail on every PATCH;
+with tails in Redis the segment write is a Redis SET, not an S3 PUT. The PATCH that fills a part
+whose head came from earlier PATCHes writes its own bytes as a segment, commits, answers, and
+leaves the part's upload (from memory: this process still holds the head) running in the
+background; finish() waits for it, and rebuilds from the segments any
 part that a background upload (or another instance, or a crash) did not deliver.
 
-S3 requests per PATCH (not counting the state store's own writes):
+S3 requests per PATCH with tails in S3 (not counting the state store's own writes; with tails in
+Redis, the segment requests below are Redis round trips instead):
     - one UploadPart per whole part the body fills, up to `max_concurrency` in flight;
     - when the PATCH starts inside a part: a ListObjectsV2 and a GET per segment of that part,
       unless this process wrote that head itself and still has it cached in idle buffer memory;
@@ -42,28 +44,32 @@ unaffected; the offset it could not commit stays where the current lock holder p
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import io
 import logging
-import os
-import tempfile
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tusd_py.errors import TusError, gone, storage_unavailable
+from tusd_py.errors import TusError, gone
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.metrics import s3_request
 from tusd_py.stores.base import Capability, Commit, DataStore
+from tusd_py.stores.s3_parts import (
+    MISSING_KEY,
+    STREAM_ERRORS,
+    Budget,
+    PartBuffer,
+    S3Upload,
+    error_detail,
+    inconsistent,
+    s3_unavailable,
+)
+from tusd_py.stores.s3_tails import REDIS_TAIL_MAX_PART, RedisTails, SegmentTails, TailStore
 
 if TYPE_CHECKING:
     from tusd_py.config import Config
@@ -79,16 +85,13 @@ DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_BUFFER_SIZE = 64 * MIB
 READ_SIZE = 256 * 1024
 
-# Object metadata of segments (S3 lower-cases metadata keys).
-META_UPLOAD = "tus-multipart-upload-id"
 # How long close() lets background part uploads run before cancelling them (their bytes are safe
 # in segments either way).
 BACKGROUND_DRAIN_TIMEOUT = 30.0
+# Uploads whose released-on-next-PATCH tails this process remembers (see _tail_uploaded).
+MAX_UPLOADED_TAILS = 10_000
 
-_MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
 _NO_UPLOAD = frozenset({"NoSuchUpload"})
-# Failures while streaming a response body (after botocore's request-level retries).
-_STREAM_ERRORS = (aiohttp.ClientError, BotoCoreError, asyncio.TimeoutError)
 
 
 def choose_part_size(length: int | None, configured: int, max_size: int | None = None) -> int:
@@ -105,209 +108,25 @@ def choose_part_size(length: int | None, configured: int, max_size: int | None =
     return min(size, MAX_PART_SIZE)
 
 
-def _error_detail(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-    return str(exc) or type(exc).__name__
-
-
-def _unavailable(operation: str, upload_id: str | None, exc: BaseException) -> TusError:
-    subject = f" for upload {upload_id!r}" if upload_id else ""
-    return storage_unavailable(
-        f"S3 {operation}{subject} failed even after retries ({_error_detail(exc)}); "
-        "the upload is intact up to its current offset, resume it shortly"
-    )
-
-
-def _inconsistent(upload_id: str, what: str) -> TusError:
-    return TusError(500, "storage-inconsistent", f"upload {upload_id!r}: {what}")
-
-
-@dataclass(frozen=True)
-class _Upload:
-    """The S3 side of one upload, as recorded in `info.storage` at creation."""
-
-    id: str
-    key: str
-    multipart_id: str | None  # None: zero-length upload, its empty object was written at once
-    part_size: int
-
-    def segment_prefix(self, number: int | None = None) -> str:
-        """Prefix of the segments of part `number`, or of every part."""
-        return f"{self.key}.part." if number is None else f"{self.key}.part.{number}."
-
-    def segment_key(self, number: int, position: int) -> str:
-        return f"{self.key}.part.{number}.{position}"
-
-
-@dataclass
-class _CachedTail:
-    multipart_id: str | None
-    part_number: int
-    data: io.BytesIO
-    size: int
-    md5: Any  # hashlib state after `data` (or None), so adopting it does not hash it again
-
-
-class _Budget:
-    """The process-wide cap on part bytes held in memory, shared by every upload.
-
-    Taking never waits: a buffer that gets no memory spills to a temp file instead, so uploads
-    cannot deadlock on each other's reservations and memory stays bounded however many run. Idle
-    budget keeps the committed tails of recent PATCHes (LRU), so that the next PATCH of the same
-    upload on this instance does not read `.part` back from S3; they are evicted first.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._tails: OrderedDict[str, _CachedTail] = OrderedDict()
-
-    def take(self, n: int) -> bool:
-        while self.used + n > self.limit and self._tails:
-            _, old = self._tails.popitem(last=False)
-            self.used -= old.size
-        if self.used + n > self.limit:
-            return False
-        self.used += n
-        return True
-
-    def give(self, n: int) -> None:
-        self.used -= n
-
-    def keep_tail(self, upload_id: str, tail: _CachedTail) -> None:
-        """Adopt `tail.data`, whose bytes are already counted in `used`."""
-        self.drop_tail(upload_id)
-        self._tails[upload_id] = tail
-
-    def pop_tail(self, upload_id: str) -> _CachedTail | None:
-        """Hand a cached tail over; its bytes stay counted until the new owner gives them back."""
-        return self._tails.pop(upload_id, None)
-
-    def drop_tail(self, upload_id: str) -> None:
-        tail = self._tails.pop(upload_id, None)
-        if tail is not None:
-            self.used -= tail.size
-
-
-class _PartBuffer:
-    """The bytes of one part: in memory while the budget allows, else in an unlinked temp file.
-
-    Memory is a BytesIO rather than bytes: aiohttp sends it in slices as the socket drains,
-    where one big bytes body would be copied into the transport's buffer (twice the memory).
-    With `md5`, the MD5 is computed as bytes arrive; sending it as Content-MD5 gives S3 an
-    integrity check and lets botocore skip hashing the whole body in one go on HTTPS (unsigned
-    payload).
-    """
-
-    def __init__(
-        self,
-        budget: _Budget,
-        spool_dir: str | None,
-        adopt: _CachedTail | None = None,
-        *,
-        md5: bool = True,
-    ) -> None:
-        self._budget = budget
-        self._spool_dir = spool_dir
-        self._memory: io.BytesIO | None = io.BytesIO() if adopt is None else adopt.data
-        self.size = self._held = 0 if adopt is None else adopt.size  # adopted: already counted
-        self._memory.seek(self.size)
-        self._file: IO[bytes] | None = None
-        if adopt is not None:
-            self._md5 = adopt.md5
-        else:
-            self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
-
-    async def append(self, data: bytes | memoryview) -> None:
-        n = len(data)
-        if self._md5 is not None:
-            self._md5.update(data)
-        if self._memory is not None:
-            if self._budget.take(n):
-                self._memory.write(data)
-                self._held += n
-                self.size += n
-                return
-            await self._spill()
-        assert self._file is not None
-        await asyncio.to_thread(self._file.write, data)
-        self.size += n
-
-    async def _spill(self) -> None:
-        assert self._memory is not None
-        self._file = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115 - see release()
-        memory, self._memory = self._memory, None
-        await asyncio.to_thread(self._file.write, memory.getbuffer())
-        self._budget.give(self._held)
-        self._held = 0
-
-    def body(self) -> IO[bytes]:
-        body = self._memory if self._memory is not None else self._file
-        assert body is not None
-        body.seek(0)  # botocore rewinds it to 0 on each retry
-        return body
-
-    def content_md5(self) -> dict[str, Any]:
-        """The Content-MD5 parameter of the upload of this buffer, or none."""
-        if self._md5 is None:
-            return {}
-        return {"ContentMD5": base64.b64encode(self._md5.digest()).decode()}
-
-    @property
-    def in_memory(self) -> bool:
-        return self._memory is not None
-
-    async def read_from(self, position: int) -> bytes:
-        """A copy of the bytes from `position` to the end (a segment's worth)."""
-        if self._memory is not None:
-            with self._memory.getbuffer() as view:
-                return bytes(view[position : self.size])
-        assert self._file is not None
-        return await asyncio.to_thread(
-            os.pread, self._file.fileno(), self.size - position, position
-        )
-
-    def detach(self, multipart_id: str | None, part_number: int) -> _CachedTail | None:
-        """Hand the in-memory bytes (still counted in the budget) to the tail cache; a spilled
-        buffer is released instead (not worth keeping)."""
-        if self._memory is None:
-            self.release()
-            return None
-        tail = _CachedTail(multipart_id, part_number, self._memory, self.size, self._md5)
-        self._memory, self._held = None, 0
-        self.release()
-        return tail
-
-    def release(self) -> None:
-        if self._held:
-            self._budget.give(self._held)
-            self._held = 0
-        self._memory = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 class _PatchWriter:
     """One PATCH: cuts the body into parts at absolute part boundaries, uploads them while the
     body is still arriving, and commits the prefix S3 has acknowledged contiguously."""
 
-    def __init__(self, store: S3Store, info: UploadInfo, upload: _Upload, commit: Commit) -> None:
+    def __init__(self, store: S3Store, info: UploadInfo, upload: S3Upload, commit: Commit) -> None:
         self.store = store
         self.info = info
         self.upload = upload
         self._commit = commit
+        self.tails = store._tails(upload)
         self.start = self.end = info.offset
         # First byte of the part being filled; its committed head (if any) is in segments.
         self.part_start = info.offset - info.offset % upload.part_size
         self.tail_pending = info.offset - self.part_start
-        self.buffer: _PartBuffer | None = None
+        self.buffer: PartBuffer | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         # The upload of the part this PATCH started in, when earlier PATCHes began it: at the end
         # of the body it may go on in the background (see _end_of_stream).
-        self.first_part: tuple[asyncio.Task[None], _PartBuffer] | None = None
+        self.first_part: tuple[asyncio.Task[None], PartBuffer] | None = None
         # That upload starts once more bytes arrive after the part filled; when the body ends
         # there instead, only after the PATCH's segment is written, so the two do not compete.
         self.first_part_gate = asyncio.Event()
@@ -348,10 +167,10 @@ class _PatchWriter:
             if buffer.size == size:
                 await self._submit()
 
-    async def _current_buffer(self) -> _PartBuffer:
+    async def _current_buffer(self) -> PartBuffer:
         if self.buffer is None:
             if self.upload.multipart_id is None:
-                raise _inconsistent(self.upload.id, "a zero-length upload cannot take bytes")
+                raise inconsistent(self.upload.id, "a zero-length upload cannot take bytes")
             number = self.part_start // self.upload.part_size + 1
             # Loaded lazily: a PATCH that brings no bytes never reads `.part`.
             self.buffer = await self.store._tail_buffer(self.upload, number, self.tail_pending)
@@ -373,7 +192,7 @@ class _PatchWriter:
         if start < self.start:
             self.first_part = (task, buffer)
 
-    async def _upload_part(self, start: int, buffer: _PartBuffer, gated: bool = False) -> None:
+    async def _upload_part(self, start: int, buffer: PartBuffer, gated: bool = False) -> None:
         number = start // self.upload.part_size + 1
         try:
             if gated:
@@ -381,6 +200,8 @@ class _PatchWriter:
             await self.store._upload_part(self.upload, number, buffer)
         finally:
             buffer.release()
+        if start < self.start:  # its head came from earlier PATCHes' tail
+            self.store._tail_uploaded(self.upload, number)
         async with self.commit_lock:
             if start in self.detached:
                 return  # its bytes were committed through a segment
@@ -426,11 +247,12 @@ class _PatchWriter:
         if deferred is not None:
             task, start, data = deferred
             number = start // self.upload.part_size + 1
-            await self.store._put_segment(self.upload, number, self.start - start, data)
+            position = self.start - start
+            await self.tails.put(self.upload, number, position, data, self.info.expires_at)
         if self.buffer is not None:
             number = self.part_start // self.upload.part_size + 1
             position = max(self.start, self.part_start) - self.part_start
-            await self.store._put_segment(self.upload, number, position, self.buffer)
+            await self.tails.put(self.upload, number, position, self.buffer, self.info.expires_at)
         async with self.commit_lock:
             await self._commit_upto(self.end)
         self.first_part_gate.set()
@@ -438,7 +260,8 @@ class _PatchWriter:
             self.store._cache_tail(self.upload, number, self.buffer)
             self.buffer = None
         if deferred is not None:
-            self.store._upload_in_background(self.upload, start // self.upload.part_size + 1, task)
+            number = start // self.upload.part_size + 1
+            self.store._upload_in_background(self.upload, number, task)
             self.first_part = None
 
     async def _detach_first_part(
@@ -457,6 +280,8 @@ class _PatchWriter:
             return None
         # At most one background part per upload: a client faster than S3 waits here.
         await self.store._settle(self.upload.id)
+        if task.done() or not buffer.in_memory:
+            return None  # finished (and released its buffer) while we waited
         start = self.start - self.start % self.upload.part_size
         data = await buffer.read_from(self.start - start)
         if task.done():
@@ -523,7 +348,7 @@ class S3Store(DataStore):
         self.max_concurrency = max_concurrency
         self.max_object_size = max_object_size
         self.spool_dir = spool_dir
-        self._budget = _Budget(buffer_size)
+        self._budget = Budget(buffer_size)
         # Content-MD5 lets S3 check each body and, on HTTPS, spares botocore hashing it for the
         # signature. Over plain HTTP botocore signs the body's SHA-256 anyway, which S3 checks the
         # same way: an MD5 on top would only cost CPU (about a third of the store's work per byte).
@@ -544,6 +369,10 @@ class S3Store(DataStore):
         self._s3: Any = None
         # Part uploads that outlive their PATCH (at most one per upload), by upload id.
         self._background: dict[str, asyncio.Task[None]] = {}
+        self._segment_tails = SegmentTails(self._call, content_md5=self._content_md5)
+        self._redis_tails: RedisTails | None = None
+        # Parts in S3 whose tails wait for the committed offset to cover them, by upload id.
+        self._uploaded_tails: OrderedDict[str, set[int]] = OrderedDict()
         # Logical S3 calls by operation (botocore's retries not included): what a PATCH costs.
         self.request_counts: Counter[str] = Counter()
 
@@ -591,6 +420,8 @@ class S3Store(DataStore):
                 task.cancel()
             if late:
                 await asyncio.wait(late)
+        if self._redis_tails is not None:
+            await self._redis_tails.close()
         if self._stack is not None:
             await self._stack.aclose()
         self._stack = None
@@ -622,9 +453,9 @@ class S3Store(DataStore):
                 return None
             if code in _NO_UPLOAD and upload_id is not None:
                 raise gone(upload_id) from exc
-            raise _unavailable(operation, upload_id, exc) from exc
+            raise s3_unavailable(operation, upload_id, exc) from exc
         except BotoCoreError as exc:
-            raise _unavailable(operation, upload_id, exc) from exc
+            raise s3_unavailable(operation, upload_id, exc) from exc
 
     def _key(self, upload_id: str) -> str:
         # The protocol layer validates ids; this is the last line of defence for key names.
@@ -635,18 +466,19 @@ class S3Store(DataStore):
     def _info_key(self, upload_id: str) -> str:
         return self._key(upload_id) + ".info"
 
-    def _upload(self, info: UploadInfo) -> _Upload:
+    def _upload(self, info: UploadInfo) -> S3Upload:
         storage = info.storage
         if "part_size" not in storage or "key" not in storage:
-            raise _inconsistent(info.id, "its info has no S3 storage details")
-        return _Upload(
+            raise inconsistent(info.id, "its info has no S3 storage details")
+        return S3Upload(
             id=info.id,
             key=str(storage["key"]),
             multipart_id=storage.get("multipart_upload_id"),
             part_size=int(storage["part_size"]),
+            tails=str(storage.get("tails", SegmentTails.kind)),
         )
 
-    async def _upload_part(self, upload: _Upload, number: int, buffer: _PartBuffer) -> str:
+    async def _upload_part(self, upload: S3Upload, number: int, buffer: PartBuffer) -> str:
         response = await self._call(
             "upload_part",
             upload.id,
@@ -659,98 +491,26 @@ class S3Store(DataStore):
         )
         return str(response["ETag"])
 
-    async def _put_segment(
-        self, upload: _Upload, number: int, position: int, data: _PartBuffer | bytes
+    def _upload_in_background(
+        self, upload: S3Upload, number: int, task: asyncio.Task[None]
     ) -> None:
-        """Write bytes [position, ...) of part `number`: a whole buffer's from `position` on, or
-        `data` itself."""
-        md5: dict[str, Any] = {}
-        if isinstance(data, _PartBuffer):
-            if position == 0:
-                body: IO[bytes] = data.body()
-                size, md5 = data.size, data.content_md5()
-                return await self._put_segment_body(upload, number, position, body, size, md5)
-            data = await data.read_from(position)
-        if self._content_md5:
-            digest = hashlib.md5(data, usedforsecurity=False).digest()
-            md5["ContentMD5"] = base64.b64encode(digest).decode()
-        await self._put_segment_body(upload, number, position, io.BytesIO(data), len(data), md5)
-
-    async def _put_segment_body(
-        self,
-        upload: _Upload,
-        number: int,
-        position: int,
-        body: IO[bytes],
-        size: int,
-        md5: dict[str, Any],
-    ) -> None:
-        await self._call(
-            "put_object",
-            upload.id,
-            Key=upload.segment_key(number, position),
-            Body=body,
-            ContentLength=size,
-            Metadata={META_UPLOAD: upload.multipart_id or ""},
-            **md5,
-        )
-
-    async def _segments(self, upload: _Upload, number: int | None = None) -> dict[str, int]:
-        """Segment keys of part `number` (or of every part) with their sizes."""
-        found: dict[str, int] = {}
-        token: str | None = None
-        for _ in range(1_000_000):  # bounded: 1000 keys a page
-            params: dict[str, Any] = {"Prefix": upload.segment_prefix(number)}
-            if token:
-                params["ContinuationToken"] = token
-            response = await self._call("list_objects_v2", upload.id, **params)
-            for item in response.get("Contents", []):
-                found[str(item["Key"])] = int(item["Size"])
-            token = response.get("NextContinuationToken")
-            if not response.get("IsTruncated") or not token:
-                break
-        return found
-
-    async def _segment_chain(self, upload: _Upload, number: int) -> list[tuple[str, int]]:
-        """The segments of part `number` that continue each other from position 0, as (key,
-        size); a PATCH's segment starts where the committed bytes before it ended."""
-        by_position: dict[int, tuple[str, int]] = {}
-        prefix = upload.segment_prefix(number)
-        for key, size in (await self._segments(upload, number)).items():
-            name = key[len(prefix) :]
-            if name.isdigit() and size > 0:
-                by_position[int(name)] = (key, size)
-        chain, position = [], 0
-        while position in by_position:
-            chain.append(by_position[position])
-            position += by_position[position][1]
-        return chain
-
-    async def _delete_segments(self, upload: _Upload, number: int | None = None) -> None:
-        keys = list(await self._segments(upload, number))
-        for i in range(0, len(keys), 1000):
-            batch = [{"Key": key} for key in keys[i : i + 1000]]
-            await self._call("delete_objects", upload.id, Delete={"Objects": batch, "Quiet": True})
-
-    def _upload_in_background(self, upload: _Upload, number: int, task: asyncio.Task[None]) -> None:
-        """Own a part upload that outlives its PATCH; its bytes are committed through segments.
-
-        The part's segments stay until the upload finishes: whether the offset past them was
-        really committed (a checksummed PATCH commits only once verified) is not the store's to
-        know, and a PATCH resuming inside the part needs them.
-        """
+        """Own a part upload that outlives its PATCH, whose bytes are committed through its tail
+        (the PATCH committed before handing it over): once the part is in S3, the tail may go."""
 
         async def settle() -> None:
             try:
                 await task
             except Exception as exc:
-                # Nothing is lost: finish() rebuilds the part from its segments.
+                # Nothing is lost: finish() rebuilds the part from its tail.
                 log.warning(
                     "upload %s: background upload of part %d failed: %s",
                     upload.id,
                     number,
-                    _error_detail(exc),
+                    error_detail(exc),
                 )
+                return
+            with contextlib.suppress(TusError):  # not released now: at the next PATCH or finish
+                await self._release_tails(upload, number * upload.part_size)
 
         background = asyncio.create_task(settle())
         self._background[upload.id] = background
@@ -767,64 +527,67 @@ class S3Store(DataStore):
         if task is not None:
             await asyncio.wait([task])
 
-    def _cache_tail(self, upload: _Upload, number: int, buffer: _PartBuffer) -> None:
+    def _tails(self, upload: S3Upload) -> TailStore:
+        if upload.tails == RedisTails.kind:
+            if self._redis_tails is None:
+                raise inconsistent(
+                    upload.id,
+                    "its incomplete part is kept in Redis, but this instance has no Redis tails "
+                    "(start it with the same --redis-url as the others)",
+                )
+            return self._redis_tails
+        return self._segment_tails
+
+    def use_redis_tails(self, tails: RedisTails) -> None:
+        """Keep the incomplete parts of new uploads (with parts up to REDIS_TAIL_MAX_PART) in
+        Redis instead of S3 segments; closed with the store."""
+        self._redis_tails = tails
+
+    def _tail_uploaded(self, upload: S3Upload, number: int) -> None:
+        """Part `number`, which had a tail, is in S3: the tail may go once the committed offset
+        covers the part (see _release_tails)."""
+        if upload.tails == SegmentTails.kind:
+            return  # segments stay until the upload ends
+        self._uploaded_tails.setdefault(upload.id, set()).add(number)
+        self._uploaded_tails.move_to_end(upload.id)
+        while len(self._uploaded_tails) > MAX_UPLOADED_TAILS:  # the rest go at finish or expiry
+            self._uploaded_tails.popitem(last=False)
+
+    async def _release_tails(self, upload: S3Upload, committed: int) -> None:
+        """Drop the tails of parts that are in S3 and end at or before `committed`."""
+        numbers = self._uploaded_tails.get(upload.id)
+        if not numbers:
+            return
+        done = {n for n in numbers if n * upload.part_size <= committed}
+        for number in sorted(done):
+            await self._tails(upload).release(upload, number)
+            numbers.discard(number)
+        if not numbers:
+            self._uploaded_tails.pop(upload.id, None)
+
+    def _cache_tail(self, upload: S3Upload, number: int, buffer: PartBuffer) -> None:
         tail = buffer.detach(upload.multipart_id, number)
         if tail is not None:
             self._budget.keep_tail(upload.id, tail)
 
-    async def _tail_buffer(self, upload: _Upload, number: int, size: int) -> _PartBuffer:
-        """A buffer holding the first `size` bytes of part `number`, from segments or the cache."""
+    async def _tail_buffer(self, upload: S3Upload, number: int, size: int) -> PartBuffer:
+        """A buffer holding the first `size` bytes of part `number`, from its tail or the cache."""
         cached = self._budget.pop_tail(upload.id)
         if cached is not None:
             same_part = (cached.multipart_id, cached.part_number) == (upload.multipart_id, number)
             if same_part and cached.size == size:
-                return _PartBuffer(
-                    self._budget, self.spool_dir, adopt=cached, md5=self._content_md5
-                )
+                return PartBuffer(self._budget, self.spool_dir, adopt=cached, md5=self._content_md5)
             self._budget.give(cached.size)
-        buffer = _PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
+        buffer = PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
         if size:
             try:
-                await self._load_segments(upload, number, size, buffer)
+                await self._tails(upload).load(upload, number, size, buffer)
             except BaseException:
                 buffer.release()
                 raise
         return buffer
 
-    async def _load_segments(
-        self, upload: _Upload, number: int, size: int, buf: _PartBuffer
-    ) -> None:
-        for key, length in await self._segment_chain(upload, number):
-            if buf.size >= size:
-                break
-            # Only the committed length: a longer segment may hold bytes of a PATCH whose commit
-            # failed (the next PATCH from the same offset replaces it).
-            await self._read_segment(upload, key, min(length, size - buf.size), buf)
-        if buf.size != size:
-            raise _inconsistent(
-                upload.id,
-                f"the {size} committed bytes of part {number} are missing from S3 (its segments "
-                f"under {upload.segment_prefix(number)} hold {buf.size})",
-            )
-
-    async def _read_segment(self, upload: _Upload, key: str, size: int, buf: _PartBuffer) -> None:
-        response = await self._call(
-            "get_object", upload.id, missing=_MISSING_KEY, Key=key, Range=f"bytes=0-{size - 1}"
-        )
-        if response is None or response.get("Metadata", {}).get(META_UPLOAD) != (
-            upload.multipart_id or ""
-        ):
-            if response is not None:
-                response["Body"].close()
-            raise _inconsistent(upload.id, f"{key} vanished or belongs to another upload")
-        try:
-            async with response["Body"] as body:
-                async for chunk in body.iter_chunks(MIB):
-                    await buf.append(chunk)
-        except _STREAM_ERRORS as exc:
-            raise _unavailable("GetObject", upload.id, exc) from exc
-
-    async def _list_parts(self, upload: _Upload) -> list[dict[str, Any]] | None:
+    async def _list_parts(self, upload: S3Upload) -> list[dict[str, Any]] | None:
         """Every part of the multipart upload in order, or None when it no longer exists."""
         parts: list[dict[str, Any]] = []
         marker = 0
@@ -847,7 +610,7 @@ class S3Store(DataStore):
         return parts
 
     async def _object_size(self, key: str, upload_id: str) -> int | None:
-        response = await self._call("head_object", upload_id, missing=_MISSING_KEY, Key=key)
+        response = await self._call("head_object", upload_id, missing=MISSING_KEY, Key=key)
         return None if response is None else int(response["ContentLength"])
 
     # -- DataStore ------------------------------------------------------------------------------
@@ -858,12 +621,15 @@ class S3Store(DataStore):
             raise TusError(
                 413, "upload-too-large", "S3 objects cannot be larger than 5 TiB (5497558138880)"
             )
+        part_size = choose_part_size(info.length, self.part_size, self.max_object_size)
+        in_redis = self._redis_tails is not None and part_size <= REDIS_TAIL_MAX_PART
         storage: dict[str, Any] = {
             "type": "s3",
             "bucket": self.bucket,
             "key": key,
-            "part_size": choose_part_size(info.length, self.part_size, self.max_object_size),
+            "part_size": part_size,
             "multipart_upload_id": None,
+            "tails": RedisTails.kind if in_redis else SegmentTails.kind,
         }
         if info.length == 0:
             # Complete at once: S3 cannot complete a multipart upload without parts.
@@ -885,14 +651,14 @@ class S3Store(DataStore):
 
     async def load_info(self, upload_id: str) -> UploadInfo | None:
         key = self._info_key(upload_id)
-        response = await self._call("get_object", upload_id, missing=_MISSING_KEY, Key=key)
+        response = await self._call("get_object", upload_id, missing=MISSING_KEY, Key=key)
         if response is None:
             return None
         try:
             async with response["Body"] as body:
                 data = await body.read()
-        except _STREAM_ERRORS as exc:
-            raise _unavailable("GetObject", upload_id, exc) from exc
+        except STREAM_ERRORS as exc:
+            raise s3_unavailable("GetObject", upload_id, exc) from exc
         return UploadInfo.from_json(data)
 
     async def stored_offset(self, info: UploadInfo) -> int:
@@ -904,16 +670,17 @@ class S3Store(DataStore):
         offset = 0
         for number in range(1, MAX_PARTS + 1):
             size = sizes.get(number)
-            if size is None:  # not uploaded (yet): its committed bytes are in segments
-                chain = await self._segment_chain(upload, number)
-                size = sum(length for _, length in chain)
+            if size is None:  # not uploaded (yet): its committed bytes are in its tail
+                size = await self._tails(upload).length(upload, number)
             offset += min(size, upload.part_size)
             if size < upload.part_size:
                 break  # a short part or an incomplete one ends what is stored
         return offset if info.length is None else min(offset, info.length)
 
     async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
-        return await _PatchWriter(self, info, self._upload(info), commit).run(chunks)
+        upload = self._upload(info)
+        await self._release_tails(upload, info.offset)
+        return await _PatchWriter(self, info, upload, commit).run(chunks)
 
     async def finish(self, info: UploadInfo) -> None:
         upload = self._upload(info)
@@ -921,7 +688,7 @@ class S3Store(DataStore):
             return  # zero-length: the empty object was written by create()
         length = info.length
         if length is None:
-            raise _inconsistent(info.id, "cannot finish an upload whose length is unknown")
+            raise inconsistent(info.id, "cannot finish an upload whose length is unknown")
         await self._settle(upload.id)
         parts = await self._list_parts(upload)
         if parts is None:
@@ -929,7 +696,7 @@ class S3Store(DataStore):
             # finish() repeated after a crash.
             if await self._object_size(upload.key, upload.id) == length:
                 return
-            raise _inconsistent(info.id, "its multipart upload is gone but the object is not whole")
+            raise inconsistent(info.id, "its multipart upload is gone but the object is not whole")
         by_number = {int(part["PartNumber"]): part for part in parts}
         run: list[dict[str, Any]] = []
         for number, start in enumerate(range(0, length, upload.part_size), start=1):
@@ -939,12 +706,13 @@ class S3Store(DataStore):
                 # Still in segments: the last bytes when the length was declared after they
                 # arrived (deferred length), a part whose background upload failed or ran on
                 # another instance, or a crash between commit and finish.
-                part = await self._part_from_segments(upload, number, expected)
+                part = await self._part_from_tail(upload, number, expected)
             run.append(part)
-        await asyncio.gather(self._complete(upload, run), self._delete_segments(upload))
+        await asyncio.gather(self._complete(upload, run), self._tails(upload).delete(upload))
         self._budget.drop_tail(upload.id)
+        self._uploaded_tails.pop(upload.id, None)
 
-    async def _part_from_segments(self, upload: _Upload, number: int, size: int) -> dict[str, Any]:
+    async def _part_from_tail(self, upload: S3Upload, number: int, size: int) -> dict[str, Any]:
         buffer = await self._tail_buffer(upload, number, size)
         try:
             etag = await self._upload_part(upload, number, buffer)
@@ -952,7 +720,7 @@ class S3Store(DataStore):
             buffer.release()
         return {"PartNumber": number, "ETag": etag, "Size": size}
 
-    async def _complete(self, upload: _Upload, parts: list[dict[str, Any]]) -> None:
+    async def _complete(self, upload: S3Upload, parts: list[dict[str, Any]]) -> None:
         if not parts:  # a deferred-length upload that turned out empty
             await self._call("put_object", upload.id, Key=upload.key, Body=b"")
             await self._call(
@@ -986,12 +754,13 @@ class S3Store(DataStore):
             background.cancel()
             await asyncio.wait([background])
         key = str(info.storage.get("key") or self._key(info.id))
-        upload = _Upload(info.id, key, None, 1)
+        upload = S3Upload(info.id, key, None, 1, str(info.storage.get("tails", SegmentTails.kind)))
+        self._uploaded_tails.pop(info.id, None)
         calls = [
             self._call("delete_object", info.id, Key=name)
             for name in (key, self._info_key(info.id))
         ]
-        calls.append(self._delete_segments(upload))
+        calls.append(self._tails(upload).delete(upload))
         multipart_id = info.storage.get("multipart_upload_id")
         if multipart_id:
             calls.append(
@@ -1012,18 +781,18 @@ class S3Store(DataStore):
         response = await self._call(
             "get_object",
             info.id,
-            missing=_MISSING_KEY,
+            missing=MISSING_KEY,
             Key=upload.key,
             Range=f"bytes={start}-{end - 1}",
         )
         if response is None:
-            raise _inconsistent(info.id, "the finished upload's object is missing from S3")
+            raise inconsistent(info.id, "the finished upload's object is missing from S3")
         try:
             async with response["Body"] as body:
                 async for chunk in body.iter_chunks(READ_SIZE):
                     yield chunk
-        except _STREAM_ERRORS as exc:
-            raise _unavailable("GetObject", info.id, exc) from exc
+        except STREAM_ERRORS as exc:
+            raise s3_unavailable("GetObject", info.id, exc) from exc
 
     async def list_upload_ids(self) -> AsyncIterator[str]:
         token: str | None = None
@@ -1058,11 +827,9 @@ class S3Store(DataStore):
         if await self._list_parts(upload) is None:
             if await self._object_size(upload.key, upload.id) == final.length:
                 return  # completed by an earlier attempt whose response was lost
-            raise _inconsistent(
-                final.id, "its multipart upload is gone but the object is not whole"
-            )
+            raise inconsistent(final.id, "its multipart upload is gone but the object is not whole")
         parts: list[dict[str, Any]] = []
-        pending = _PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
+        pending = PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
         try:
             for partial in partials:
                 size = partial.length or 0
@@ -1073,7 +840,7 @@ class S3Store(DataStore):
                     await self._read_into(partial, 0, position, pending)
                 if pending.size >= MIN_PART_SIZE:
                     parts.append(await self._upload_gathered(upload, len(parts) + 1, pending))
-                    pending = _PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
+                    pending = PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
                 if size - position >= MIN_PART_SIZE:
                     for start, end in _copy_ranges(position, size):
                         parts.append(
@@ -1094,27 +861,27 @@ class S3Store(DataStore):
         await self._complete(upload, parts)
 
     async def _read_into(
-        self, partial: UploadInfo, start: int, end: int, buffer: _PartBuffer
+        self, partial: UploadInfo, start: int, end: int, buffer: PartBuffer
     ) -> None:
         key = self._upload(partial).key
         response = await self._call(
             "get_object",
             partial.id,
-            missing=_MISSING_KEY,
+            missing=MISSING_KEY,
             Key=key,
             Range=f"bytes={start}-{end - 1}",
         )
         if response is None:
-            raise _inconsistent(partial.id, "the finished partial upload's object is missing")
+            raise inconsistent(partial.id, "the finished partial upload's object is missing")
         try:
             async with response["Body"] as body:
                 async for chunk in body.iter_chunks(MIB):
                     await buffer.append(chunk)
-        except _STREAM_ERRORS as exc:
-            raise _unavailable("GetObject", partial.id, exc) from exc
+        except STREAM_ERRORS as exc:
+            raise s3_unavailable("GetObject", partial.id, exc) from exc
 
     async def _upload_gathered(
-        self, upload: _Upload, number: int, buffer: _PartBuffer
+        self, upload: S3Upload, number: int, buffer: PartBuffer
     ) -> dict[str, Any]:
         try:
             etag = await self._upload_part(upload, number, buffer)
@@ -1123,7 +890,7 @@ class S3Store(DataStore):
             buffer.release()
 
     async def _copy_part(
-        self, upload: _Upload, number: int, partial: UploadInfo, start: int, end: int
+        self, upload: S3Upload, number: int, partial: UploadInfo, start: int, end: int
     ) -> dict[str, Any]:
         response = await self._call(
             "upload_part_copy",

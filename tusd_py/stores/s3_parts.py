@@ -1,0 +1,211 @@
+"""The pieces of one S3 multipart upload as this process holds them: which upload it is, the
+bytes of the part being filled (in memory within a process-wide budget, or spilled to a temp
+file), and the errors S3 calls become."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import os
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import IO, Any
+
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tusd_py.errors import TusError, storage_unavailable
+
+MIB = 1024**2
+MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
+# Failures while streaming a response body (after botocore's request-level retries).
+STREAM_ERRORS = (aiohttp.ClientError, BotoCoreError, asyncio.TimeoutError)
+
+
+def error_detail(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+    return str(exc) or type(exc).__name__
+
+
+def s3_unavailable(operation: str, upload_id: str | None, exc: BaseException) -> TusError:
+    subject = f" for upload {upload_id!r}" if upload_id else ""
+    return storage_unavailable(
+        f"S3 {operation}{subject} failed even after retries ({error_detail(exc)}); "
+        "the upload is intact up to its current offset, resume it shortly"
+    )
+
+
+def inconsistent(upload_id: str, what: str) -> TusError:
+    return TusError(500, "storage-inconsistent", f"upload {upload_id!r}: {what}")
+
+
+@dataclass(frozen=True)
+class S3Upload:
+    """The S3 side of one upload, as recorded in `info.storage` at creation."""
+
+    id: str
+    key: str
+    multipart_id: str | None  # None: zero-length upload, its empty object was written at once
+    part_size: int
+    tails: str = "s3"  # where the incomplete part's committed bytes are kept (stores/s3_tails.py)
+
+    def segment_prefix(self, number: int | None = None) -> str:
+        """Prefix of the segments of part `number`, or of every part."""
+        return f"{self.key}.part." if number is None else f"{self.key}.part.{number}."
+
+    def segment_key(self, number: int, position: int) -> str:
+        return f"{self.key}.part.{number}.{position}"
+
+
+@dataclass
+class CachedTail:
+    multipart_id: str | None
+    part_number: int
+    data: io.BytesIO
+    size: int
+    md5: Any  # hashlib state after `data` (or None), so adopting it does not hash it again
+
+
+class Budget:
+    """The process-wide cap on part bytes held in memory, shared by every upload.
+
+    Taking never waits: a buffer that gets no memory spills to a temp file instead, so uploads
+    cannot deadlock on each other's reservations and memory stays bounded however many run. Idle
+    budget keeps the committed tails of recent PATCHes (LRU), so that the next PATCH of the same
+    upload on this instance does not read `.part` back from S3; they are evicted first.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._tails: OrderedDict[str, CachedTail] = OrderedDict()
+
+    def take(self, n: int) -> bool:
+        while self.used + n > self.limit and self._tails:
+            _, old = self._tails.popitem(last=False)
+            self.used -= old.size
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+    def keep_tail(self, upload_id: str, tail: CachedTail) -> None:
+        """Adopt `tail.data`, whose bytes are already counted in `used`."""
+        self.drop_tail(upload_id)
+        self._tails[upload_id] = tail
+
+    def pop_tail(self, upload_id: str) -> CachedTail | None:
+        """Hand a cached tail over; its bytes stay counted until the new owner gives them back."""
+        return self._tails.pop(upload_id, None)
+
+    def drop_tail(self, upload_id: str) -> None:
+        tail = self._tails.pop(upload_id, None)
+        if tail is not None:
+            self.used -= tail.size
+
+
+class PartBuffer:
+    """The bytes of one part: in memory while the budget allows, else in an unlinked temp file.
+
+    Memory is a BytesIO rather than bytes: aiohttp sends it in slices as the socket drains,
+    where one big bytes body would be copied into the transport's buffer (twice the memory).
+    With `md5`, the MD5 is computed as bytes arrive; sending it as Content-MD5 gives S3 an
+    integrity check and lets botocore skip hashing the whole body in one go on HTTPS (unsigned
+    payload).
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        spool_dir: str | None,
+        adopt: CachedTail | None = None,
+        *,
+        md5: bool = True,
+    ) -> None:
+        self._budget = budget
+        self._spool_dir = spool_dir
+        self._memory: io.BytesIO | None = io.BytesIO() if adopt is None else adopt.data
+        self.size = self._held = 0 if adopt is None else adopt.size  # adopted: already counted
+        self._memory.seek(self.size)
+        self._file: IO[bytes] | None = None
+        if adopt is not None:
+            self._md5 = adopt.md5
+        else:
+            self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+
+    async def append(self, data: bytes | memoryview) -> None:
+        n = len(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        if self._memory is not None:
+            if self._budget.take(n):
+                self._memory.write(data)
+                self._held += n
+                self.size += n
+                return
+            await self._spill()
+        assert self._file is not None
+        await asyncio.to_thread(self._file.write, data)
+        self.size += n
+
+    async def _spill(self) -> None:
+        assert self._memory is not None
+        self._file = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115 - see release()
+        memory, self._memory = self._memory, None
+        await asyncio.to_thread(self._file.write, memory.getbuffer())
+        self._budget.give(self._held)
+        self._held = 0
+
+    def body(self) -> IO[bytes]:
+        body = self._memory if self._memory is not None else self._file
+        assert body is not None
+        body.seek(0)  # botocore rewinds it to 0 on each retry
+        return body
+
+    def content_md5(self) -> dict[str, Any]:
+        """The Content-MD5 parameter of the upload of this buffer, or none."""
+        if self._md5 is None:
+            return {}
+        return {"ContentMD5": base64.b64encode(self._md5.digest()).decode()}
+
+    @property
+    def in_memory(self) -> bool:
+        return self._memory is not None
+
+    async def read_from(self, position: int) -> bytes:
+        """A copy of the bytes from `position` to the end (a segment's worth)."""
+        if self._memory is not None:
+            with self._memory.getbuffer() as view:
+                return bytes(view[position : self.size])
+        assert self._file is not None
+        return await asyncio.to_thread(
+            os.pread, self._file.fileno(), self.size - position, position
+        )
+
+    def detach(self, multipart_id: str | None, part_number: int) -> CachedTail | None:
+        """Hand the in-memory bytes (still counted in the budget) to the tail cache; a spilled
+        buffer is released instead (not worth keeping)."""
+        if self._memory is None:
+            self.release()
+            return None
+        tail = CachedTail(multipart_id, part_number, self._memory, self.size, self._md5)
+        self._memory, self._held = None, 0
+        self.release()
+        return tail
+
+    def release(self) -> None:
+        if self._held:
+            self._budget.give(self._held)
+            self._held = 0
+        self._memory = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
