@@ -65,6 +65,7 @@ from tusd_py.stores.s3_parts import (
     Budget,
     PartBuffer,
     S3Upload,
+    append_object,
     error_detail,
     inconsistent,
     s3_unavailable,
@@ -873,12 +874,7 @@ class S3Store(DataStore):
         )
         if response is None:
             raise inconsistent(partial.id, "the finished partial upload's object is missing")
-        try:
-            async with response["Body"] as body:
-                async for chunk in body.iter_chunks(MIB):
-                    await buffer.append(chunk)
-        except STREAM_ERRORS as exc:
-            raise s3_unavailable("GetObject", partial.id, exc) from exc
+        await append_object(response, buffer, partial.id)
 
     async def _upload_gathered(
         self, upload: S3Upload, number: int, buffer: PartBuffer

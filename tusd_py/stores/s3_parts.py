@@ -40,6 +40,16 @@ def s3_unavailable(operation: str, upload_id: str | None, exc: BaseException) ->
     )
 
 
+async def append_object(response: Any, buffer: PartBuffer, upload_id: str) -> None:
+    """Stream the body of a GetObject response into `buffer`."""
+    try:
+        async with response["Body"] as body:
+            async for chunk in body.iter_chunks(MIB):
+                await buffer.append(chunk)
+    except STREAM_ERRORS as exc:
+        raise s3_unavailable("GetObject", upload_id, exc) from exc
+
+
 def inconsistent(upload_id: str, what: str) -> TusError:
     return TusError(500, "storage-inconsistent", f"upload {upload_id!r}: {what}")
 

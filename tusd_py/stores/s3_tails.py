@@ -30,14 +30,7 @@ from typing import IO, Any, ClassVar, Protocol
 from redis.asyncio import Redis
 
 from tusd_py.redis_client import redis_errors, text, upload_key
-from tusd_py.stores.s3_parts import (
-    MISSING_KEY,
-    STREAM_ERRORS,
-    PartBuffer,
-    S3Upload,
-    inconsistent,
-    s3_unavailable,
-)
+from tusd_py.stores.s3_parts import MISSING_KEY, PartBuffer, S3Upload, append_object, inconsistent
 
 MIB = 1024**2
 REDIS_TAIL_MAX_PART = 64 * MIB
@@ -207,12 +200,7 @@ class SegmentTails(TailStore):
             if response is not None:
                 response["Body"].close()
             raise inconsistent(upload.id, f"{key} vanished or belongs to another upload")
-        try:
-            async with response["Body"] as body:
-                async for chunk in body.iter_chunks(MIB):
-                    await buf.append(chunk)
-        except STREAM_ERRORS as exc:
-            raise s3_unavailable("GetObject", upload.id, exc) from exc
+        await append_object(response, buf, upload.id)
 
 
 class RedisTails(TailStore):
