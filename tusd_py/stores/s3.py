@@ -370,6 +370,9 @@ class S3Store(DataStore):
         self._s3: Any = None
         # Part uploads that outlive their PATCH (at most one per upload), by upload id.
         self._background: dict[str, asyncio.Task[None]] = {}
+        # The part uploads those tasks wait for: cancelling a waiter that has not started yet
+        # would leave its part upload running, owned by nobody.
+        self._background_parts: dict[str, asyncio.Task[None]] = {}
         self._segment_tails = SegmentTails(self._call, content_md5=self._content_md5)
         self._redis_tails: RedisTails | None = None
         # Parts in S3 whose tails wait for the committed offset to cover them, by upload id.
@@ -417,10 +420,15 @@ class S3Store(DataStore):
             _, late = await asyncio.wait(
                 self._background.values(), timeout=BACKGROUND_DRAIN_TIMEOUT
             )
-            for task in late:
+            late_parts = [
+                self._background_parts[upload_id]
+                for upload_id, task in self._background.items()
+                if task in late
+            ]
+            for task in [*late, *late_parts]:
                 task.cancel()
             if late:
-                await asyncio.wait(late)
+                await asyncio.wait([*late, *late_parts])
         if self._redis_tails is not None:
             await self._redis_tails.close()
         if self._stack is not None:
@@ -515,10 +523,12 @@ class S3Store(DataStore):
 
         background = asyncio.create_task(settle())
         self._background[upload.id] = background
+        self._background_parts[upload.id] = task
 
         def forget(done: asyncio.Task[None]) -> None:
             if self._background.get(upload.id) is done:
                 del self._background[upload.id]
+                del self._background_parts[upload.id]
 
         background.add_done_callback(forget)
 
@@ -752,8 +762,10 @@ class S3Store(DataStore):
         self._budget.drop_tail(info.id)
         background = self._background.get(info.id)
         if background is not None:
+            part = self._background_parts[info.id]
+            part.cancel()
             background.cancel()
-            await asyncio.wait([background])
+            await asyncio.wait([background, part])
         key = str(info.storage.get("key") or self._key(info.id))
         upload = S3Upload(info.id, key, None, 1, str(info.storage.get("tails", SegmentTails.kind)))
         self._uploaded_tails.pop(info.id, None)
