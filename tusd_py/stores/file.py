@@ -48,10 +48,12 @@ COMMIT_INTERVAL = 1.0
 COALESCE_BUDGET = 32 * 1024 * 1024
 READ_SIZE = 256 * 1024
 # A write into the page cache takes a fraction of a millisecond, less than a hop to a worker thread
-# and back: writing on the event loop took ~10% more throughput with tus-js-client. A disk that
-# blocks (dirty-page throttling, a failing or network disk) must not stall every request of the
-# process, though: a data-file operation that takes longer than SLOW_DISK sends the store's
-# data-file operations to worker threads for THREADED_FOR seconds, after which the loop tries again.
+# and back: writing on the event loop took ~10% more throughput with tus-js-client, and worker
+# threads' malloc arenas page-faulted ~6x as often. A disk that blocks (dirty-page throttling, a
+# failing or network disk) must not stall every request of the process, though: a write, open or
+# `.info` replacement that takes longer than SLOW_DISK sends the store's file operations to worker
+# threads for THREADED_FOR seconds, after which the loop tries again. Reads (downloads, which may
+# come from a cold disk) always use threads.
 SLOW_DISK = 0.02
 THREADED_FOR = 30.0
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -182,11 +184,11 @@ class FileStore(DataStore):
         return self._data_path(upload_id).with_name(upload_id + ".info")
 
     def _on_loop(self) -> bool:
-        """Whether data-file operations run on the event loop now (see SLOW_DISK)."""
+        """Whether file operations run on the event loop now (see SLOW_DISK)."""
         return time.monotonic() >= self._threaded_until
 
     def _timed(self, operation: Callable[..., T], *args: object) -> T:
-        """Run a data-file operation on the loop; a slow one moves the next ones to threads."""
+        """Run a file operation on the loop; a slow one moves the next ones to threads."""
         started = time.monotonic()
         try:
             return operation(*args)
@@ -203,7 +205,7 @@ class FileStore(DataStore):
                 )
 
     async def _blocking(self, operation: Callable[..., T], *args: object) -> T:
-        """Run a data-file operation on the loop while the disk is fast, else in a thread."""
+        """Run a file operation on the loop while the disk is fast, else in a thread."""
         if self._on_loop():
             return self._timed(operation, *args)
         return await asyncio.to_thread(operation, *args)
@@ -211,7 +213,7 @@ class FileStore(DataStore):
     async def create(self, info: UploadInfo) -> None:
         data, text = self._data_path(info.id), info.to_json()
         try:
-            await asyncio.to_thread(_create_files, data, self._info_path(info.id), text)
+            await self._blocking(_create_files, data, self._info_path(info.id), text)
         except FileExistsError:
             raise TusError(409, "upload-exists", f"upload {info.id!r} already exists") from None
         except OSError as exc:
@@ -219,7 +221,7 @@ class FileStore(DataStore):
 
     async def save_info(self, info: UploadInfo) -> None:
         try:
-            await asyncio.to_thread(_replace_atomically, self._info_path(info.id), info.to_json())
+            await self._blocking(_replace_atomically, self._info_path(info.id), info.to_json())
         except OSError as exc:
             raise _disk_error(exc) from exc
 
