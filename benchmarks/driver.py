@@ -392,6 +392,17 @@ def backends(tools: Tools, parts: list[str]) -> Iterator[None]:
         yield
 
 
+def mem_free_mib() -> int | None:
+    """Free memory (not counting the page cache) in MiB: little of it means reclaim costs."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemFree:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
 def environment(tools: Tools) -> dict[str, Any]:
     def version(argv: list[str]) -> str:
         try:
@@ -420,6 +431,7 @@ def environment(tools: Tools) -> dict[str, Any]:
             [peers_python, "-c", "import importlib.metadata as m; print(m.version('tuspyserver'))"]
         ),
         "load_start": os.getloadavg()[0],
+        "mem_free_start": mem_free_mib(),
     }
 
 

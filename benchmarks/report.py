@@ -329,7 +329,12 @@ def render(results: dict[str, Any]) -> str:
     out = [
         f"Run of {env['date']} on commit `{env['commit']}`: {env['cpus']} CPUs ({env['machine']}), "
         f"Python {env['python']}, Node {env['node']}; load average {env['load_start']:.1f} at the "
-        f"start and {env.get('load_end', 0):.1f} at the end.",
+        f"start and {env.get('load_end', 0):.1f} at the end"
+        + (
+            f"; {env['mem_free_start']} MiB of memory free at the start."
+            if env.get("mem_free_start") is not None
+            else "."
+        ),
         "",
         f"Peers: {', '.join(f'{k} {v}' for k, v in env['peers'].items()) or 'none installed'}; "
         f"tuspyserver {env['tuspyserver']}.",
@@ -338,6 +343,14 @@ def render(results: dict[str, Any]) -> str:
         out += [
             "",
             "Not measured: " + "; ".join(f"{k}: {v}" for k, v in results["skipped"].items()) + ".",
+        ]
+    free = env.get("mem_free_start")
+    if free is not None and free < 1024:
+        out += [
+            "",
+            f"**Only {free} MiB of memory was free at the start (a full page cache, e.g. right "
+            "after the test suite): the kernel reclaims as uploads write, which slows the file "
+            "store's `.info` renames (docs/performance.md, where the bar is not met).**",
         ]
     busy = max(env["load_start"], env.get("load_end", 0))
     if busy > 2.5:
