@@ -7,6 +7,7 @@ unfinished upload, never more, and nothing once the upload has finished or been 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections import Counter
@@ -200,6 +201,29 @@ async def test_terminate_deletes_the_tails(
         await patch(store, info, data[3 * MIB :], MIB)
         assert count_tails(redis, prefix) >= 1
         await store.terminate(info)
+    assert tail_keys(redis, prefix) == {}
+    assert bucket_keys(s3, bucket) == []
+    assert open_multipart_uploads(s3, bucket) == []
+
+
+async def test_terminate_right_after_a_patch_cancels_its_background_part_upload(
+    s3: S3Server, bucket: str, redis: RedisServer, prefix: str
+) -> None:
+    """The PATCH that fills a part begun by earlier PATCHes leaves its UploadPart running after it
+    answers; a DELETE that comes before that upload's waiter ever ran must still stop it."""
+    async with opened(s3, bucket, redis, prefix) as store:
+        info = await new_upload(store, 3 * PART)
+        await patch(store, info, payload(3 * MIB), MIB)
+        never_done = asyncio.get_running_loop().create_future()
+
+        async def part_upload() -> None:
+            await never_done  # an UploadPart stuck on a slow S3
+
+        part = asyncio.create_task(part_upload())
+        store._upload_in_background(store._upload(info), 1, part)
+        await store.terminate(info)  # no await between: the waiter has not started
+        assert part.cancelled()
+        assert store._background == {}
     assert tail_keys(redis, prefix) == {}
     assert bucket_keys(s3, bucket) == []
     assert open_multipart_uploads(s3, bucket) == []

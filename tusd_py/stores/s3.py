@@ -368,11 +368,11 @@ class S3Store(DataStore):
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._s3: Any = None
-        # Part uploads that outlive their PATCH (at most one per upload), by upload id.
-        self._background: dict[str, asyncio.Task[None]] = {}
-        # The part uploads those tasks wait for: cancelling a waiter that has not started yet
-        # would leave its part upload running, owned by nobody.
-        self._background_parts: dict[str, asyncio.Task[None]] = {}
+        # Part uploads that outlive their PATCH (at most one per upload), by upload id: the task
+        # that waits for it and releases the tails, and the part upload itself. Cancel the part
+        # upload, not the waiter: a waiter cancelled before it started would leave its part
+        # upload running, owned by nobody; a cancelled part ends its waiter too.
+        self._background: dict[str, tuple[asyncio.Task[None], asyncio.Task[None]]] = {}
         self._segment_tails = SegmentTails(self._call, content_md5=self._content_md5)
         self._redis_tails: RedisTails | None = None
         # Parts in S3 whose tails wait for the committed offset to cover them, by upload id.
@@ -417,16 +417,11 @@ class S3Store(DataStore):
     async def close(self) -> None:
         if self._background:
             # Their bytes are safe in segments: waiting only saves finish() the rebuild.
-            _, late = await asyncio.wait(
-                self._background.values(), timeout=BACKGROUND_DRAIN_TIMEOUT
-            )
-            late_parts = [
-                self._background_parts[upload_id]
-                for upload_id, task in self._background.items()
-                if task in late
-            ]
-            for task in [*late, *late_parts]:
-                task.cancel()
+            waiters = [waiter for waiter, _ in self._background.values()]
+            _, late = await asyncio.wait(waiters, timeout=BACKGROUND_DRAIN_TIMEOUT)
+            late_parts = [part for waiter, part in self._background.values() if waiter in late]
+            for part in late_parts:
+                part.cancel()
             if late:
                 await asyncio.wait([*late, *late_parts])
         if self._redis_tails is not None:
@@ -522,21 +517,19 @@ class S3Store(DataStore):
                 await self._release_tails(upload, number * upload.part_size)
 
         background = asyncio.create_task(settle())
-        self._background[upload.id] = background
-        self._background_parts[upload.id] = task
+        self._background[upload.id] = (background, task)
 
         def forget(done: asyncio.Task[None]) -> None:
-            if self._background.get(upload.id) is done:
+            if self._background.get(upload.id, (None,))[0] is done:
                 del self._background[upload.id]
-                del self._background_parts[upload.id]
 
         background.add_done_callback(forget)
 
     async def _settle(self, upload_id: str) -> None:
         """Wait for the upload's background part upload, if any (its failure is not ours)."""
-        task = self._background.get(upload_id)
-        if task is not None:
-            await asyncio.wait([task])
+        background = self._background.get(upload_id)
+        if background is not None:
+            await asyncio.wait([background[0]])
 
     def _tails(self, upload: S3Upload) -> TailStore:
         if upload.tails == RedisTails.kind:
@@ -762,10 +755,9 @@ class S3Store(DataStore):
         self._budget.drop_tail(info.id)
         background = self._background.get(info.id)
         if background is not None:
-            part = self._background_parts[info.id]
+            waiter, part = background
             part.cancel()
-            background.cancel()
-            await asyncio.wait([background, part])
+            await asyncio.wait([waiter, part])
         key = str(info.storage.get("key") or self._key(info.id))
         upload = S3Upload(info.id, key, None, 1, str(info.storage.get("tails", SegmentTails.kind)))
         self._uploaded_tails.pop(info.id, None)
