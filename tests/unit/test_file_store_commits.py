@@ -85,7 +85,7 @@ async def test_a_failed_commit_ends_the_write_and_keeps_the_bytes(tmp_path: Path
 
 async def test_bytes_past_the_committed_offset_are_replaced(tmp_path: Path) -> None:
     store, info = await new_upload(tmp_path, length=8)
-    (tmp_path / info.id).write_bytes(b"abcdXXXXXX")  # a crashed PATCH's uncommitted leftovers
+    (tmp_path / info.id).write_bytes(b"abcdzzzzzz")  # a crashed PATCH's uncommitted leftovers
     info.offset = 4
 
     async def chunks() -> AsyncIterator[bytes]:

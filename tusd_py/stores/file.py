@@ -35,8 +35,8 @@ from tusd_py.stores.base import Capability, Commit, DataStore
 log = logging.getLogger("tusd_py.stores.file")
 T = TypeVar("T")
 
-# Receive-side chunks (often 64 KiB) are gathered into writes of this size: one thread hop and
-# one writev per MiB instead of a write per chunk, and no copy.
+# Receive-side chunks (often 64 KiB) are gathered into writes of this size: one writev per MiB
+# (and, when writes run in threads, one thread hop) instead of one per chunk, and no copy.
 WRITE_SIZE = 1024 * 1024
 # While a body streams, the offset is committed every this many bytes or seconds, whichever comes
 # first: a crash mid-PATCH then costs the client at most that much to re-send, for one state
@@ -292,7 +292,7 @@ class FileStore(DataStore):
                 except BaseException:
                     commit_failed = True
                     raise
-                committed = max(committed, offset)
+                committed = offset  # commits run one at a time, in order
 
             async def settle_commit() -> None:
                 nonlocal committing
@@ -342,9 +342,8 @@ class FileStore(DataStore):
                 if pending is not None:
                     with contextlib.suppress(Exception):
                         await pending
-                if committing is not None:
-                    with contextlib.suppress(Exception):
-                        await settle_commit()
+                with contextlib.suppress(Exception):
+                    await settle_commit()
                 # Back to what is committed: `info.offset` follows successful commits (with a
                 # checksum, none happens before the body is verified). Not when a commit failed:
                 # Redis may have applied it after all (a timeout), or another request owns the
