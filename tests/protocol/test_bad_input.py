@@ -104,7 +104,7 @@ async def test_malicious_ids_are_404_and_never_reach_storage(
 
 async def test_the_info_file_is_never_served(client: httpx.AsyncClient) -> None:
     url = await upload(client, b"abc", metadata=f"secret {b64('do not leak')}")
-    for suffix in (".info", ".info/", "%2Einfo", ".part"):
+    for suffix in (".info", ".info/", "%2Einfo", ".part", ".progress"):
         response = await client.get(url + suffix)
         assert response.status_code == 404, suffix
         assert b"leak" not in response.content

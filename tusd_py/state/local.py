@@ -39,7 +39,10 @@ class LocalState(StateStore):
         if offset < info.offset:
             raise ValueError(f"offset may only move forward ({info.offset} -> {offset})")
         info.offset = offset
-        await self._store.save_info(info)
+        if info.finished:
+            await self._store.save_info(info)  # once per upload: the `.info` whole again
+        else:
+            await self._store.save_progress(info)
         self._cache[info.id] = copy.deepcopy(info)
 
     async def update(self, info: UploadInfo, lock: Lock | None) -> None:

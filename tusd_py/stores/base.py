@@ -47,6 +47,14 @@ class DataStore(ABC):
     async def save_info(self, info: UploadInfo) -> None:
         """Write the durable `.info` copy of the upload's info."""
 
+    async def save_progress(self, info: UploadInfo) -> None:
+        """Persist a commit: `info.offset` and `info.expires_at` moved, nothing else did.
+
+        A store may keep these apart from the `.info` copy when that is cheaper (the file store
+        does); `load_info` must then return the newer of the two.
+        """
+        await self.save_info(info)
+
     @abstractmethod
     async def load_info(self, upload_id: str) -> UploadInfo | None:
         """Read the `.info` copy, or None when the upload is unknown to storage."""
