@@ -19,6 +19,7 @@ from typing import Any
 
 import botocore.session
 import pytest
+from botocore.auth import S3SigV4Auth
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -281,6 +282,45 @@ async def test_content_md5_where_the_body_is_not_signed(s3: S3Server, bucket: st
             await patch(store, info, data[pos : pos + MIB], 65536)
     assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
     assert len(sent) >= 10 and all(sent), sent
+
+
+async def test_signed_payloads_are_hashed_by_the_buffer_not_by_botocore(
+    s3: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over plain HTTP each part (and each segment sent from a whole buffer) is signed with the
+    SHA-256 its buffer computed in a thread: the header S3 checks matches the bytes sent, and
+    botocore's own hashing of the body, on the event loop, never runs for them."""
+    botocore_hashed: list[str] = []
+    original = S3SigV4Auth.payload
+
+    def hashed_by_botocore(self: Any, request: Any) -> str:
+        botocore_hashed.append(request.url)
+        return str(original(self, request))
+
+    monkeypatch.setattr(S3SigV4Auth, "payload", hashed_by_botocore)
+    data = payload(2 * PART + 7)
+    sent: list[tuple[str, str, str]] = []  # (url, signed SHA-256, SHA-256 of the body)
+
+    def record(request: Any, **_: Any) -> None:
+        body = request.body
+        position = body.tell()
+        body.seek(0)
+        actual = hashlib.sha256(body.read()).hexdigest()
+        body.seek(position)
+        signed = request.headers["X-Amz-Content-SHA256"]
+        sent.append((request.url, signed.decode() if isinstance(signed, bytes) else signed, actual))
+
+    async with opened(s3, bucket) as store:
+        store._s3.meta.events.register("before-send.s3.UploadPart", record)
+        store._s3.meta.events.register("before-send.s3.PutObject", record)
+        info = await new_upload(store, len(data))
+        for pos in range(0, len(data), MIB):  # segments, a part filled in the background, the end
+            await patch(store, info, data[pos : pos + MIB], 65536)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+    assert len([url for url, _, _ in sent if "partNumber=" in url]) == 3, sent
+    assert len([url for url, _, _ in sent if ".part." in url]) >= 5, sent
+    assert all(signed == actual for _, signed, actual in sent), sent
+    assert not [url for url in botocore_hashed if "partNumber=" in url], botocore_hashed
 
 
 async def test_5mib_plus_one_byte_patches(s3: S3Server, bucket: str) -> None:

@@ -58,12 +58,15 @@ from tusd_py.errors import TusError, gone
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.metrics import s3_request
+from tusd_py.stores import s3_signing
 from tusd_py.stores.base import Capability, Commit, DataStore
 from tusd_py.stores.s3_parts import (
     MISSING_KEY,
     STREAM_ERRORS,
     Budget,
+    CachedTail,
     PartBuffer,
+    PartDigest,
     S3Upload,
     append_object,
     error_detail,
@@ -353,6 +356,7 @@ class S3Store(DataStore):
         # Content-MD5 lets S3 check each body and, on HTTPS, spares botocore hashing it for the
         # signature. Over plain HTTP botocore signs the body's SHA-256 anyway, which S3 checks the
         # same way: an MD5 on top would only cost CPU (about a third of the store's work per byte).
+        # Part buffers then hash the SHA-256 as bytes arrive, for the signature (s3_signing.py).
         self._content_md5 = not (endpoint or "").lower().startswith("http://")
         self._client_config = AioConfig(
             region_name=region,
@@ -409,7 +413,12 @@ class S3Store(DataStore):
                 config=self._client_config,
             )
         )
+        s3_signing.install(self._s3.meta.events)
         self._stack = stack
+
+    def _new_buffer(self, adopt: CachedTail | None = None) -> PartBuffer:
+        digest: PartDigest = "md5" if self._content_md5 else "sha256"
+        return PartBuffer(self._budget, self.spool_dir, adopt=adopt, digest=digest)
 
     async def ready(self) -> None:
         await self._call("head_bucket", None)
@@ -491,7 +500,7 @@ class S3Store(DataStore):
             PartNumber=number,
             Body=buffer.body(),
             ContentLength=buffer.size,
-            **buffer.content_md5(),
+            **await buffer.digest_params(),
         )
         return str(response["ETag"])
 
@@ -580,9 +589,9 @@ class S3Store(DataStore):
         if cached is not None:
             same_part = (cached.multipart_id, cached.part_number) == (upload.multipart_id, number)
             if same_part and cached.size == size:
-                return PartBuffer(self._budget, self.spool_dir, adopt=cached, md5=self._content_md5)
+                return self._new_buffer(adopt=cached)
             self._budget.give(cached.size)
-        buffer = PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
+        buffer = self._new_buffer()
         if size:
             try:
                 await self._tails(upload).load(upload, number, size, buffer)
@@ -834,7 +843,7 @@ class S3Store(DataStore):
                 return  # completed by an earlier attempt whose response was lost
             raise inconsistent(final.id, "its multipart upload is gone but the object is not whole")
         parts: list[dict[str, Any]] = []
-        pending = PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
+        pending = self._new_buffer()
         try:
             for partial in partials:
                 size = partial.length or 0
@@ -845,7 +854,7 @@ class S3Store(DataStore):
                     await self._read_into(partial, 0, position, pending)
                 if pending.size >= MIN_PART_SIZE:
                     parts.append(await self._upload_gathered(upload, len(parts) + 1, pending))
-                    pending = PartBuffer(self._budget, self.spool_dir, md5=self._content_md5)
+                    pending = self._new_buffer()
                 if size - position >= MIN_PART_SIZE:
                     for start, end in _copy_ranges(position, size):
                         parts.append(

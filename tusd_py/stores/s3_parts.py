@@ -12,17 +12,22 @@ import os
 import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tusd_py.errors import TusError, storage_unavailable
+from tusd_py.stores.s3_signing import PAYLOAD_SHA256
 
 MIB = 1024**2
 MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
 # Failures while streaming a response body (after botocore's request-level retries).
 STREAM_ERRORS = (aiohttp.ClientError, BotoCoreError, asyncio.TimeoutError)
+# What vouches for a part's body: its Content-MD5 where botocore leaves the body unsigned (HTTPS),
+# the SHA-256 of the signature where it signs it (plain HTTP). Either is computed as bytes arrive.
+PartDigest = Literal["md5", "sha256"]
+HASH_BLOCK = MIB  # reads of a spilled part while hashing it
 
 
 def error_detail(exc: BaseException) -> str:
@@ -78,7 +83,6 @@ class CachedTail:
     part_number: int
     data: io.BytesIO
     size: int
-    md5: Any  # hashlib state after `data` (or None), so adopting it does not hash it again
 
 
 class Budget:
@@ -127,9 +131,10 @@ class PartBuffer:
 
     Memory is a BytesIO rather than bytes: aiohttp sends it in slices as the socket drains,
     where one big bytes body would be copied into the transport's buffer (twice the memory).
-    With `md5`, the MD5 is computed as bytes arrive; sending it as Content-MD5 gives S3 an
-    integrity check and lets botocore skip hashing the whole body in one go on HTTPS (unsigned
-    payload).
+    Its `digest` is computed in a worker thread once the buffer is whole, while the event loop
+    receives the next bytes: as Content-MD5 it gives S3 an integrity check and lets botocore skip
+    hashing the body on HTTPS (unsigned payload); as SHA-256 it is the payload hash botocore signs
+    on plain HTTP (s3_signing.py). Either way botocore does not hash the body on the loop.
     """
 
     def __init__(
@@ -138,7 +143,7 @@ class PartBuffer:
         spool_dir: str | None,
         adopt: CachedTail | None = None,
         *,
-        md5: bool = True,
+        digest: PartDigest = "md5",
     ) -> None:
         self._budget = budget
         self._spool_dir = spool_dir
@@ -146,15 +151,10 @@ class PartBuffer:
         self.size = self._held = 0 if adopt is None else adopt.size  # adopted: already counted
         self._memory.seek(self.size)
         self._file: IO[bytes] | None = None
-        if adopt is not None:
-            self._md5 = adopt.md5
-        else:
-            self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self._digest = digest
 
     async def append(self, data: bytes | memoryview) -> None:
         n = len(data)
-        if self._md5 is not None:
-            self._md5.update(data)
         if self._memory is not None:
             if self._budget.take(n):
                 self._memory.write(data)
@@ -180,11 +180,31 @@ class PartBuffer:
         body.seek(0)  # botocore rewinds it to 0 on each retry
         return body
 
-    def content_md5(self) -> dict[str, Any]:
-        """The Content-MD5 parameter of the upload of this buffer, or none."""
-        if self._md5 is None:
-            return {}
-        return {"ContentMD5": base64.b64encode(self._md5.digest()).decode()}
+    async def digest_params(self) -> dict[str, Any]:
+        """The `upload_part` (or `put_object`) parameter that carries this buffer's digest.
+
+        Hashed in a thread (hashlib lets go of the GIL): the buffer must not grow meanwhile.
+        """
+        digest = await asyncio.to_thread(self._hash)
+        if self._digest == "md5":
+            return {"ContentMD5": base64.b64encode(digest.digest()).decode()}
+        return {PAYLOAD_SHA256: digest.hexdigest()}
+
+    def _hash(self) -> Any:
+        digest = hashlib.md5(usedforsecurity=False) if self._digest == "md5" else hashlib.sha256()
+        if self._memory is not None:
+            with self._memory.getbuffer() as view:
+                digest.update(view[: self.size])
+            return digest
+        assert self._file is not None
+        position = 0
+        while position < self.size:
+            block = os.pread(self._file.fileno(), min(HASH_BLOCK, self.size - position), position)
+            if not block:
+                raise OSError(f"the spilled part is {position} bytes, not {self.size}")
+            digest.update(block)
+            position += len(block)
+        return digest
 
     @property
     def in_memory(self) -> bool:
@@ -206,7 +226,7 @@ class PartBuffer:
         if self._memory is None:
             self.release()
             return None
-        tail = CachedTail(multipart_id, part_number, self._memory, self.size, self._md5)
+        tail = CachedTail(multipart_id, part_number, self._memory, self.size)
         self._memory, self._held = None, 0
         self.release()
         return tail

@@ -103,7 +103,7 @@ class SegmentTails(TailStore):
         if isinstance(data, PartBuffer):
             if position == 0:  # the whole buffer: send it as it is, no copy
                 return await self._put(
-                    upload, number, position, data.body(), data.size, data.content_md5()
+                    upload, number, position, data.body(), data.size, await data.digest_params()
                 )
             data = await data.read_from(position)
         if self._content_md5:
