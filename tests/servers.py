@@ -111,9 +111,9 @@ S3_ENV = {
 
 
 @contextlib.contextmanager
-def s3_server() -> Iterator[S3Server]:
+def s3_server(env_extra: dict[str, str] | None = None) -> Iterator[S3Server]:
     port = free_port()
-    env = {**os.environ, **S3_ENV}
+    env = {**os.environ, **S3_ENV, **(env_extra or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
