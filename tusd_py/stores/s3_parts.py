@@ -181,20 +181,20 @@ class PartBuffer:
         return body
 
     async def digest_params(self) -> dict[str, Any]:
-        """The `upload_part` (or `put_object`) parameter that carries this buffer's digest.
-
-        Hashed in a thread (hashlib lets go of the GIL): the buffer must not grow meanwhile.
-        """
-        digest = await asyncio.to_thread(self._hash)
+        """The `upload_part` (or `put_object`) parameter that carries this buffer's digest."""
+        # The bytes themselves, not a view: a view would keep the buffer from growing while the
+        # thread runs, and a cancelled request leaves that thread running.
+        data = self._memory.getvalue() if self._memory is not None else None
+        digest = await asyncio.to_thread(self._hash, data)
         if self._digest == "md5":
             return {"ContentMD5": base64.b64encode(digest.digest()).decode()}
         return {PAYLOAD_SHA256: digest.hexdigest()}
 
-    def _hash(self) -> Any:
+    def _hash(self, data: bytes | None) -> Any:
+        """Hash `data`, or the spilled file (hashlib lets go of the GIL: this runs in a thread)."""
         digest = hashlib.md5(usedforsecurity=False) if self._digest == "md5" else hashlib.sha256()
-        if self._memory is not None:
-            with self._memory.getbuffer() as view:
-                digest.update(view[: self.size])
+        if data is not None:
+            digest.update(data)
             return digest
         assert self._file is not None
         position = 0
