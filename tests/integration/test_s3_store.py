@@ -284,6 +284,24 @@ async def test_content_md5_where_the_body_is_not_signed(s3: S3Server, bucket: st
     assert len(sent) >= 10 and all(sent), sent
 
 
+def record_signed_payloads(store: S3Store) -> list[tuple[str, str, str]]:
+    """(url, signed SHA-256, SHA-256 of the body) of every part and object upload from now on."""
+    sent: list[tuple[str, str, str]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        body = request.body
+        position = body.tell()
+        body.seek(0)
+        actual = hashlib.sha256(body.read()).hexdigest()
+        body.seek(position)
+        signed = request.headers["X-Amz-Content-SHA256"]
+        sent.append((request.url, signed.decode() if isinstance(signed, bytes) else signed, actual))
+
+    store._s3.meta.events.register("before-send.s3.UploadPart", record)
+    store._s3.meta.events.register("before-send.s3.PutObject", record)
+    return sent
+
+
 async def test_signed_payloads_are_hashed_by_the_buffer_not_by_botocore(
     s3: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -299,20 +317,8 @@ async def test_signed_payloads_are_hashed_by_the_buffer_not_by_botocore(
 
     monkeypatch.setattr(S3SigV4Auth, "payload", hashed_by_botocore)
     data = payload(2 * PART + 7)
-    sent: list[tuple[str, str, str]] = []  # (url, signed SHA-256, SHA-256 of the body)
-
-    def record(request: Any, **_: Any) -> None:
-        body = request.body
-        position = body.tell()
-        body.seek(0)
-        actual = hashlib.sha256(body.read()).hexdigest()
-        body.seek(position)
-        signed = request.headers["X-Amz-Content-SHA256"]
-        sent.append((request.url, signed.decode() if isinstance(signed, bytes) else signed, actual))
-
     async with opened(s3, bucket) as store:
-        store._s3.meta.events.register("before-send.s3.UploadPart", record)
-        store._s3.meta.events.register("before-send.s3.PutObject", record)
+        sent = record_signed_payloads(store)
         info = await new_upload(store, len(data))
         for pos in range(0, len(data), MIB):  # segments, a part filled in the background, the end
             await patch(store, info, data[pos : pos + MIB], 65536)
@@ -356,6 +362,7 @@ async def test_parts_spill_to_disk_when_the_buffer_budget_is_small(
 ) -> None:
     data = payload(3 * PART + 5)
     async with opened(s3, bucket, buffer_size=2 * MIB, spool_dir=str(tmp_path)) as store:
+        sent = record_signed_payloads(store)
         info = await new_upload(store, len(data))
         state = FakeState(info, store)
         await store.write(info, chunked(data, 300_000), state.commit)
@@ -363,6 +370,8 @@ async def test_parts_spill_to_disk_when_the_buffer_budget_is_small(
         assert state.max_buffered <= 2 * MIB
         assert store.buffered_bytes == 0
     assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+    parts = [(signed, actual) for url, signed, actual in sent if "partNumber=" in url]
+    assert len(parts) == 4 and all(signed == actual for signed, actual in parts), sent
     assert open_spill_files(tmp_path) == []
 
 
