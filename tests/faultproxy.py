@@ -23,6 +23,7 @@ import contextlib
 import random
 import socket
 import struct
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,14 @@ class Request:
     @property
     def is_upload_part(self) -> bool:
         return self.method == "PUT" and "partNumber=" in self.target
+
+    @property
+    def part_number(self) -> int | None:
+        """The part an UploadPart request carries (parts may arrive in any order)."""
+        if not self.is_upload_part:
+            return None
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.target).query)
+        return int(query["partNumber"][0])
 
 
 Decide = Callable[[Request], str | None]
