@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.procs import BenchmarkError
+from benchmarks.procs import BenchmarkError, wait_until_quiet
 from benchmarks.targets import (
     MIB,
     SERVERS,
@@ -158,6 +158,9 @@ class Run:
         if target is not None:
             target.clean(self.tools)
             target.server.reset_peak_rss()
+        busy = wait_until_quiet()
+        if busy >= 0.15:
+            self.log(f"the machine did not go quiet before this case: {busy:.2f} cores busy")
         load_before = os.getloadavg()[0]
         cpu_before = target.server.cpu_seconds() if target is not None else 0.0
         result = run()
