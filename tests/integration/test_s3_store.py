@@ -305,9 +305,9 @@ def record_signed_payloads(store: S3Store) -> list[tuple[str, str, str]]:
 async def test_signed_payloads_are_hashed_by_the_buffer_not_by_botocore(
     s3: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Over plain HTTP each part (and each segment sent from a whole buffer) is signed with the
-    SHA-256 its buffer computed in a thread: the header S3 checks matches the bytes sent, and
-    botocore's own hashing of the body, on the event loop, never runs for them."""
+    """Over plain HTTP each part and each segment is signed with the SHA-256 the store computed
+    in a thread: the header S3 checks matches the bytes sent, and botocore's own hashing of the
+    body, on the event loop, never runs for them."""
     botocore_hashed: list[str] = []
     original = S3SigV4Auth.payload
 
@@ -327,6 +327,8 @@ async def test_signed_payloads_are_hashed_by_the_buffer_not_by_botocore(
     assert len([url for url, _, _ in sent if ".part." in url]) >= 5, sent
     assert all(signed == actual for _, signed, actual in sent), sent
     assert not [url for url in botocore_hashed if "partNumber=" in url], botocore_hashed
+    segment_puts = [url for url in botocore_hashed if ".part." in url and "?" not in url]
+    assert not segment_puts, botocore_hashed
 
 
 async def test_5mib_plus_one_byte_patches(s3: S3Server, bucket: str) -> None:

@@ -66,11 +66,11 @@ from tusd_py.stores.s3_parts import (
     Budget,
     CachedTail,
     PartBuffer,
-    PartDigest,
     S3Upload,
     append_object,
     error_detail,
     inconsistent,
+    part_digest,
     s3_unavailable,
 )
 from tusd_py.stores.s3_tails import REDIS_TAIL_MAX_PART, RedisTails, SegmentTails, TailStore
@@ -356,7 +356,7 @@ class S3Store(DataStore):
         # Content-MD5 lets S3 check each body and, on HTTPS, spares botocore hashing it for the
         # signature. Over plain HTTP botocore signs the body's SHA-256 anyway, which S3 checks the
         # same way: an MD5 on top would only cost CPU (about a third of the store's work per byte).
-        # Part buffers then hash the SHA-256 as bytes arrive, for the signature (s3_signing.py).
+        # Bodies are hashed in a worker thread either way (s3_parts.PartDigest).
         self._content_md5 = not (endpoint or "").lower().startswith("http://")
         self._client_config = AioConfig(
             region_name=region,
@@ -417,7 +417,7 @@ class S3Store(DataStore):
         self._stack = stack
 
     def _new_buffer(self, adopt: CachedTail | None = None) -> PartBuffer:
-        digest: PartDigest = "md5" if self._content_md5 else "sha256"
+        digest = part_digest(self._content_md5)
         return PartBuffer(self._budget, self.spool_dir, adopt=adopt, digest=digest)
 
     async def ready(self) -> None:

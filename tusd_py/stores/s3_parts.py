@@ -24,10 +24,36 @@ MIB = 1024**2
 MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
 # Failures while streaming a response body (after botocore's request-level retries).
 STREAM_ERRORS = (aiohttp.ClientError, BotoCoreError, asyncio.TimeoutError)
-# What vouches for a part's body: its Content-MD5 where botocore leaves the body unsigned (HTTPS),
-# the SHA-256 of the signature where it signs it (plain HTTP). Either is computed as bytes arrive.
+# What vouches for a body sent to S3: its Content-MD5 where botocore leaves the body unsigned
+# (HTTPS), the SHA-256 of the signature where it signs it (plain HTTP, s3_signing.py). Either is
+# computed in a worker thread (hashlib lets go of the GIL), never by botocore on the event loop.
 PartDigest = Literal["md5", "sha256"]
 HASH_BLOCK = MIB  # reads of a spilled part while hashing it
+
+
+def part_digest(content_md5: bool) -> PartDigest:
+    return "md5" if content_md5 else "sha256"
+
+
+def _new_hash(kind: PartDigest) -> Any:
+    return hashlib.md5(usedforsecurity=False) if kind == "md5" else hashlib.sha256()
+
+
+def _hashed(kind: PartDigest, data: bytes) -> Any:
+    digest = _new_hash(kind)
+    digest.update(data)
+    return digest
+
+
+def _digest_param(kind: PartDigest, digest: Any) -> dict[str, Any]:
+    if kind == "md5":
+        return {"ContentMD5": base64.b64encode(digest.digest()).decode()}
+    return {PAYLOAD_SHA256: digest.hexdigest()}
+
+
+async def digest_params(kind: PartDigest, data: bytes) -> dict[str, Any]:
+    """The `upload_part` or `put_object` parameter that vouches for `data`, hashed in a thread."""
+    return _digest_param(kind, await asyncio.to_thread(_hashed, kind, data))
 
 
 def error_detail(exc: BaseException) -> str:
@@ -181,23 +207,17 @@ class PartBuffer:
         return body
 
     async def digest_params(self) -> dict[str, Any]:
-        """The `upload_part` (or `put_object`) parameter that carries this buffer's digest."""
-        # The bytes themselves, not a view: a view would keep the buffer from growing while the
-        # thread runs, and a cancelled request leaves that thread running.
-        data = self._memory.getvalue() if self._memory is not None else None
-        digest = await asyncio.to_thread(self._hash, data)
-        if self._digest == "md5":
-            return {"ContentMD5": base64.b64encode(digest.digest()).decode()}
-        return {PAYLOAD_SHA256: digest.hexdigest()}
+        """The `upload_part` (or `put_object`) parameter that vouches for this buffer's bytes."""
+        if self._memory is not None:
+            # The bytes themselves, not a view: a view would keep the buffer from growing while
+            # the thread runs, and a cancelled request leaves that thread running.
+            return await digest_params(self._digest, self._memory.getvalue())
+        return _digest_param(self._digest, await asyncio.to_thread(self._hash_file))
 
-    def _hash(self, data: bytes | None) -> Any:
-        """Hash `data`, or the spilled file (hashlib lets go of the GIL: this runs in a thread)."""
-        digest = hashlib.md5(usedforsecurity=False) if self._digest == "md5" else hashlib.sha256()
-        if data is not None:
-            digest.update(data)
-            return digest
+    def _hash_file(self) -> Any:
+        """Hash the spilled file (in a thread)."""
         assert self._file is not None
-        position = 0
+        digest, position = _new_hash(self._digest), 0
         while position < self.size:
             block = os.pread(self._file.fileno(), min(HASH_BLOCK, self.size - position), position)
             if not block:

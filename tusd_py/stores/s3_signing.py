@@ -1,12 +1,12 @@
-"""SigV4 for part uploads whose SHA-256 was computed while the bytes arrived.
+"""SigV4 for part and segment uploads whose SHA-256 was computed beforehand, off the loop.
 
 Over plain HTTP botocore signs the SHA-256 of every request body, which S3 checks. For an 8 MiB
 part it reads the body back in 1 MiB copies and hashes it on the event loop: ~5 ms in which no
 other request of the process moves, and against moto 14% of the throughput of one upload. The
-part buffer hashes each chunk as it is appended instead (s3_parts.PartBuffer), and passes the
-digest as the extra `PAYLOAD_SHA256` parameter of `upload_part` (or `put_object`); the handlers
-here move it into the request's context and sign with it. What goes on the wire is unchanged: a
-signed payload.
+store hashes bodies in a worker thread instead (s3_parts.digest_params) and passes the digest as
+the extra `PAYLOAD_SHA256` parameter of `upload_part` or `put_object`; the handlers here move it
+into the request's context and sign with it. What goes on the wire is unchanged: a signed
+payload.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from botocore.handlers import set_operation_specific_signer
 
 # The extra parameter of these operations (taken out before botocore validates the parameters).
 PAYLOAD_SHA256 = "TusdPyPayloadSha256"
-_OPERATIONS = ("UploadPart", "PutObject")  # parts, and segments sent from a whole part buffer
+_OPERATIONS = ("UploadPart", "PutObject")  # parts, and the segments of incomplete parts
 _CONTEXT_KEY = "tusd_py_payload_sha256"
 _SIGNATURE_VERSION = "tusd-py-s3v4"  # a name of our own: botocore's "s3v4" stays as it is
 

@@ -19,8 +19,6 @@ whose commit failed, and the next PATCH from that offset replaces them.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import time
 from abc import ABC, abstractmethod
@@ -30,7 +28,15 @@ from typing import IO, Any, ClassVar, Protocol
 from redis.asyncio import Redis
 
 from tusd_py.redis_client import redis_errors, text, upload_key
-from tusd_py.stores.s3_parts import MISSING_KEY, PartBuffer, S3Upload, append_object, inconsistent
+from tusd_py.stores.s3_parts import (
+    MISSING_KEY,
+    PartBuffer,
+    S3Upload,
+    append_object,
+    digest_params,
+    inconsistent,
+    part_digest,
+)
 
 MIB = 1024**2
 REDIS_TAIL_MAX_PART = 64 * MIB
@@ -99,17 +105,14 @@ class SegmentTails(TailStore):
         data: PartBuffer | bytes,
         expires_at: float | None,
     ) -> None:
-        md5: dict[str, Any] = {}
         if isinstance(data, PartBuffer):
             if position == 0:  # the whole buffer: send it as it is, no copy
                 return await self._put(
                     upload, number, position, data.body(), data.size, await data.digest_params()
                 )
             data = await data.read_from(position)
-        if self._content_md5:
-            digest = hashlib.md5(data, usedforsecurity=False).digest()
-            md5["ContentMD5"] = base64.b64encode(digest).decode()
-        await self._put(upload, number, position, io.BytesIO(data), len(data), md5)
+        digest = await digest_params(part_digest(self._content_md5), data)
+        await self._put(upload, number, position, io.BytesIO(data), len(data), digest)
 
     async def _put(
         self,
@@ -118,7 +121,7 @@ class SegmentTails(TailStore):
         position: int,
         body: IO[bytes],
         size: int,
-        md5: dict[str, Any],
+        digest: dict[str, Any],
     ) -> None:
         await self._call(
             "put_object",
@@ -127,7 +130,7 @@ class SegmentTails(TailStore):
             Body=body,
             ContentLength=size,
             Metadata={META_UPLOAD: upload.multipart_id or ""},
-            **md5,
+            **digest,
         )
 
     async def length(self, upload: S3Upload, number: int) -> int:
