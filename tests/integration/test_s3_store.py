@@ -23,7 +23,7 @@ from botocore.auth import S3SigV4Auth
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.faultproxy import FAULTS, FaultProxy, Request, every_nth, random_faults
+from tests.faultproxy import FAULTS, STALL, FaultProxy, Request, every_nth, random_faults
 from tests.servers import S3Server
 from tusd_py.errors import TusError, lock_lost
 from tusd_py.info import UploadInfo
@@ -575,9 +575,13 @@ async def test_failing_body_keeps_the_committed_tail(s3: S3Server, bucket: str) 
     assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
 
 
-async def test_lost_lock_stops_commits(s3: S3Server, bucket: str) -> None:
+async def test_lost_lock_stops_commits(s3: S3Server, bucket: str, proxy: FaultProxy) -> None:
+    # Parts may be acknowledged in any order; the later ones are held back so that part 1 is
+    # committed alone first (otherwise one commit could cover all four, and nothing is lost).
+    proxy.stall_seconds = 0.3
+    proxy.decide = lambda request: STALL if (request.part_number or 0) > 1 else None
     data = payload(4 * PART)
-    async with opened(s3, bucket) as store:
+    async with opened(proxy.endpoint, bucket) as store:
         info = await new_upload(store, len(data))
         state = FakeState(info, store)
         state.lose_lock_after = 1
@@ -689,10 +693,36 @@ async def test_s3_outage_is_a_503_and_the_upload_resumes(
         assert err.value.status == 503
         assert "UploadPart" in err.value.message or "upload_part" in err.value.message
         assert err.value.headers.get("Retry-After")
-        # Never beyond what S3 acknowledged (part 2's commit may lose the race to part 3's error).
+        # Never beyond what S3 acknowledged; parts 1 and 2 land before the error is answered.
         assert info.offset in (PART, 2 * PART)
+        assert info.offset == 2 * PART
         assert store.buffered_bytes == 0
         proxy.decide = lambda request: None  # S3 is back
+        await patch(store, info, data[info.offset :], MIB)
+    assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
+
+
+async def test_parts_before_a_failed_part_still_land_and_are_committed(
+    s3: S3Server, bucket: str, proxy: FaultProxy
+) -> None:
+    """Part 1 is slow, part 3 fails at once: the PATCH's error waits for parts 1 and 2, so the
+    client resumes after them instead of re-sending 10 MiB that S3 already has."""
+    data = payload(3 * PART + 7)
+    proxy.stall_seconds = 0.5
+
+    def slow_first_failing_third(request: Request) -> str | None:
+        return {1: STALL, 3: "503"}.get(request.part_number or 0)
+
+    proxy.decide = slow_first_failing_third
+    async with opened(proxy.endpoint, bucket, max_attempts=1) as store:
+        info = await new_upload(store, len(data))
+        state = FakeState(info, store)
+        with pytest.raises(TusError) as err:
+            await store.write(info, chunked(data, MIB), state.commit)
+        assert err.value.status == 503
+        assert info.offset == 2 * PART
+        assert store.buffered_bytes == 0
+        proxy.decide = lambda request: None
         await patch(store, info, data[info.offset :], MIB)
     assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
 

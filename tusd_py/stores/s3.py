@@ -136,6 +136,8 @@ class _PatchWriter:
         self.first_part_gate = asyncio.Event()
         self.detached: set[int] = set()  # part starts whose upload no longer commits
         self.error: BaseException | None = None
+        self.starts: dict[asyncio.Task[None], int] = {}  # part upload -> its part's first byte
+        self.failed_at: int | None = None  # first byte of the earliest part whose upload failed
         self.failed = False  # once set, nothing more is committed
         self.acked: dict[int, int] = {}  # part start -> part end, acknowledged but not contiguous
         self.acked_upto = self.part_start
@@ -192,6 +194,7 @@ class _PatchWriter:
         self.part_start += buffer.size
         task = asyncio.create_task(self._upload_part(start, buffer, gated=start < self.start))
         self.tasks.add(task)
+        self.starts[task] = start
         task.add_done_callback(self._part_done)
         if start < self.start:
             self.first_part = (task, buffer)
@@ -225,8 +228,12 @@ class _PatchWriter:
 
     def _part_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and self.error is None:
+        if task.cancelled() or task.exception() is None:
+            return
+        if self.error is None:
             self.error = task.exception()
+        start = self.starts[task]
+        self.failed_at = start if self.failed_at is None else min(self.failed_at, start)
 
     async def _drain(self) -> None:
         while self.tasks:
@@ -295,6 +302,15 @@ class _PatchWriter:
         return task, start, data
 
     async def _abandon(self) -> None:
+        if self.failed_at is not None and not self.failed:
+            # A part upload failed. The parts before it may still land (parts run concurrently
+            # and out of order): let them, so their bytes are committed and the client resumes
+            # after them rather than re-sending what S3 already has.
+            self.first_part_gate.set()
+            failed_at = self.failed_at
+            earlier = [task for task in self.tasks if self.starts[task] < failed_at]
+            if earlier:
+                await asyncio.wait(earlier)
         self.failed = True
         tasks = set(self.tasks)
         if self.first_part is not None:
