@@ -52,13 +52,13 @@ READ_SIZE = 256 * 1024
 # A write into the page cache takes a fraction of a millisecond, less than a hop to a worker thread
 # and back: writing on the event loop took ~10% more throughput with tus-js-client, and worker
 # threads' malloc arenas page-faulted ~6x as often. A disk that blocks (dirty-page throttling, a
-# failing or network disk) must not stall every request of the process, though: a write, open or
-# `.info` replacement that blocks longer than STALL, STALLS times within STALL_WINDOW seconds, or
-# once longer than LONG_STALL, sends the store's file operations to worker threads for
-# THREADED_FOR seconds, after which the loop tries again. A lone 20-40 ms hiccup (an `.info`
-# rename while the kernel reclaims a full page cache) is tolerated: it used to send everything to
-# threads, and cost that 8 MiB-chunk upload 15-25%. Reads (downloads, which may come from a cold
-# disk) always use threads.
+# failing or network disk) must not stall every request of the process, though: a write, open,
+# `.info` replacement or `.progress` write that blocks longer than STALL, STALLS times within
+# STALL_WINDOW seconds, or once longer than LONG_STALL, sends the store's file operations to
+# worker threads for THREADED_FOR seconds, after which the loop tries again. A lone 20-40 ms
+# hiccup (an `.info` rename while the kernel reclaims a full page cache) is tolerated: it used to
+# send everything to threads, and cost that 8 MiB-chunk upload 15-25%. Reads (downloads, which may
+# come from a cold disk) always use threads.
 STALL = 0.02
 STALLS = 3
 STALL_WINDOW = 10.0
