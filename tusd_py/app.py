@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import AsyncIterator, Mapping
 
 from starlette.applications import Starlette
@@ -24,7 +25,6 @@ from tusd_py.protocol.endpoint import BareBasePath, TusEndpoint
 from tusd_py.state.base import StateStore
 from tusd_py.state.local import LocalState
 from tusd_py.stores.base import DataStore
-from tusd_py.stores.file import FileStore
 
 # Browsers may send and read these; see PROTOCOL.md "What real clients do".
 CORS_ALLOW_HEADERS = [
@@ -70,12 +70,27 @@ CORS_EXPOSE_HEADERS = [
 CORS_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"]
 
 
-def build_store(config: Config) -> DataStore:
-    if config.storage_kind == "s3":
-        from tusd_py.stores.s3 import S3Store
+# The store table: each store, the option that selects it, and its module (imported only when
+# chosen, so its client library loads only then). With none of the options set, local files.
+STORES: tuple[tuple[str, str, str], ...] = (
+    ("s3_bucket", "tusd_py.stores.s3", "S3Store"),
+)
+DEFAULT_STORE = ("tusd_py.stores.file", "FileStore")
 
-        return S3Store.from_config(config)
-    return FileStore(config.upload_dir)
+
+def store_class(config: Config) -> type[DataStore]:
+    """The store `config` selects; a ValueError when it selects more than one."""
+    chosen = [entry for entry in STORES if getattr(config, entry[0])]
+    if len(chosen) > 1:
+        names = " and ".join("--" + option.replace("_", "-") for option, _, _ in chosen)
+        raise ValueError(f"{names} each select a store; choose one")
+    module, name = chosen[0][1:] if chosen else DEFAULT_STORE
+    cls: type[DataStore] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def build_store(config: Config) -> DataStore:
+    return store_class(config).from_config(config)
 
 
 def build_state(config: Config, store: DataStore) -> tuple[StateStore, Locker]:
@@ -114,7 +129,7 @@ def create_app(
     config = config or Config()
     ctx = context or build_context(config)
     if context is None or hooks is not None or config.hooks_http:
-        ctx.hooks = Hooks.from_config(config, hooks)
+        ctx.hooks = Hooks.from_config(config, hooks, describe_storage=ctx.store.describe)
     time_lock_waits(ctx.locker)
 
     @contextlib.asynccontextmanager

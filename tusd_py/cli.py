@@ -240,12 +240,14 @@ def raise_open_file_limit() -> None:
 
 def run(config: Config) -> None:
     configure_logging(config.log_format, config.log_level)
-    if config.storage_kind == "s3" and config.state_kind == "local":
-        logging.getLogger("tusd_py").warning(
-            "S3 storage without --redis-url keeps upload state in this process: "
-            "run a single instance, or add Redis to scale out"
-        )
     app = create_app(config)
+    store = app.state.tus.store
+    if store.shared_medium and config.state_kind == "local":
+        logging.getLogger("tusd_py").warning(
+            "%s storage without --redis-url keeps upload state in this process: "
+            "run a single instance, or add Redis to scale out",
+            store.storage_type,
+        )
     # Bind first so --port 0 can report the port it got before serving.
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

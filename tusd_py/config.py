@@ -106,9 +106,5 @@ class Config:
             raise ValueError("s3_tails 'redis' needs redis_url")
 
     @property
-    def storage_kind(self) -> Literal["file", "s3"]:
-        return "s3" if self.s3_bucket else "file"
-
-    @property
     def state_kind(self) -> Literal["local", "redis"]:
         return "redis" if self.redis_url else "local"

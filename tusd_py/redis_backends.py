@@ -1,5 +1,5 @@
-"""Redis-backed state and locks for many instances (and an S3 store's incomplete parts): what
-`create_app` uses when `config.redis_url` is set."""
+"""Redis-backed state and locks for many instances: what `create_app` uses when
+`config.redis_url` is set. A store that keeps data of its own in Redis is told the URL too."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from tusd_py.config import Config
 from tusd_py.locking.redis import RedisLocker
 from tusd_py.redis_client import SharedClient, make_client
 from tusd_py.state.redis import RedisState
-from tusd_py.stores.base import DataStore
+from tusd_py.stores.base import DataStore, RedisUser
 
 
 def build_redis_backends(config: Config, store: DataStore) -> tuple[RedisState, RedisLocker]:
@@ -27,15 +27,6 @@ def build_redis_backends(config: Config, store: DataStore) -> tuple[RedisState, 
         acquire_timeout=config.lock_acquire_timeout,
         on_close=shared.release,
     )
-    use_redis_tails(config, store)
+    if isinstance(store, RedisUser):
+        store.use_redis(config)
     return state, locker
-
-
-def use_redis_tails(config: Config, store: DataStore) -> None:
-    """Let an S3 store keep incomplete parts in this Redis (`--s3-tails`, stores/s3_tails.py)."""
-    from tusd_py.stores.s3 import S3Store
-    from tusd_py.stores.s3_tails import RedisTails
-
-    if isinstance(store, S3Store) and config.redis_url and config.s3_tails != "s3":
-        client = make_client(config.redis_url, decode=False)  # tails are bytes
-        store.use_redis_tails(RedisTails(client, config.redis_prefix))

@@ -31,11 +31,10 @@ from tests.integration.test_s3_store import (
     payload,
     sha256,
 )
-from tests.servers import RedisServer, S3Server
+from tests.support.servers import RedisServer, S3Server
 from tusd_py.config import Config
 from tusd_py.errors import TusError
 from tusd_py.info import UploadInfo
-from tusd_py.redis_backends import use_redis_tails
 from tusd_py.redis_client import make_client
 from tusd_py.stores.s3 import MIB, S3Store
 from tusd_py.stores.s3_tails import REDIS_TAIL_MAX_PART, RedisTails
@@ -281,8 +280,9 @@ async def test_evicted_tail_is_reported_not_mixed_up(
 
 def test_config_wires_redis_tails_to_s3_stores(redis: RedisServer) -> None:
     def wired(**options: Any) -> bool:
-        store = S3Store("b")
-        use_redis_tails(Config(s3_bucket="b", **options), store)
+        config = Config(s3_bucket="b", **options)
+        store = S3Store.from_config(config)
+        store.use_redis(config)
         return store._redis_tails is not None
 
     assert wired(redis_url=redis.url)

@@ -19,8 +19,7 @@ import dataclasses
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 # `observe` imports hook types, so take the module (not its names) to allow either import order.
 from tusd_py import metrics, observe
@@ -50,7 +49,8 @@ uploads_log = logging.getLogger("tusd_py.uploads")
 
 HookResult = HookResponse | None
 HookFunction = Callable[[HookEvent], HookResult | Awaitable[HookResult]]
-StorageDescriber = Callable[[UploadInfo], dict[str, Any] | None]
+# The store's `describe`: the `Storage` object of hook events.
+StorageDescriber = Callable[[UploadInfo], dict[str, str] | None]
 
 # How long shutdown waits for post-* deliveries still in flight.
 DRAIN_TIMEOUT = 10.0
@@ -75,7 +75,10 @@ class Hooks:
 
     @classmethod
     def from_config(
-        cls, config: Config, functions: Mapping[HookType | str, HookFunction] | None = None
+        cls,
+        config: Config,
+        functions: Mapping[HookType | str, HookFunction] | None = None,
+        describe_storage: StorageDescriber | None = None,
     ) -> Hooks:
         http = None
         if config.hooks_http:
@@ -91,7 +94,7 @@ class Hooks:
             http=http,
             http_events=parse_hook_types(config.hooks_enabled_events),
             progress_interval=config.progress_hooks_interval,
-            describe_storage=storage_describer(config),
+            describe_storage=describe_storage,
         )
 
     def enabled(self, hook_type: HookType) -> bool:
@@ -286,7 +289,7 @@ class Hooks:
 
     async def _stop_upload(self, ctx: TusContext, info: UploadInfo, response: HookResponse) -> None:
         _change_response(response)
-        removed = Capability.TERMINATION in ctx.store.capabilities
+        removed = Capability.TERMINATION in ctx.capabilities
         if removed:
             await ctx.store.terminate(info)
             await ctx.state.delete(info.id)
@@ -322,22 +325,3 @@ def _combine(first: HookResponse, later: HookResponse) -> HookResponse:
         stop_upload=first.stop_upload or later.stop_upload,
         reject_termination=first.reject_termination or later.reject_termination,
     )
-
-
-def storage_describer(config: Config) -> StorageDescriber:
-    """Where an upload's bytes live, in the shape tusd's hooks report it."""
-    if config.storage_kind == "s3":
-        bucket, prefix = config.s3_bucket, config.s3_prefix
-
-        def describe_s3(info: UploadInfo) -> dict[str, Any]:
-            key = info.storage.get("key") or f"{prefix}{info.id}"
-            return {"Type": "s3store", "Bucket": bucket, "Key": key}
-
-        return describe_s3
-    directory = Path(config.upload_dir).absolute()
-
-    def describe_file(info: UploadInfo) -> dict[str, Any]:
-        path = directory / info.id
-        return {"Type": "filestore", "Path": str(path), "InfoPath": f"{path}.info"}
-
-    return describe_file

@@ -38,7 +38,7 @@ from tusd_py.protocol.complete import complete_upload
 from tusd_py.protocol.context import TusContext, is_expired
 from tusd_py.protocol.responses import tus_response
 from tusd_py.protocol.urls import endpoint_url
-from tusd_py.stores.base import Capability
+from tusd_py.stores.base import Capability, Concatenater
 
 log = logging.getLogger("tusd_py.concat")
 
@@ -52,7 +52,7 @@ def parse_upload_concat(
     """None (no header), "partial", or the URLs of a final upload's parts."""
     if value is None:
         return None
-    if Capability.CONCATENATION not in ctx.store.capabilities:
+    if Capability.CONCATENATION not in ctx.capabilities:
         raise bad_request(
             "this server's storage does not support the concatenation extension",
             "concat-unsupported",
@@ -174,7 +174,9 @@ async def _assemble(
     for partial in partials:
         # A partial whose storage completion failed (S3: no object yet) is completed first.
         await complete_upload(ctx, partial, locks[partial.id])
-    await ctx.store.concatenate(final, partials)
+    store = ctx.store
+    assert isinstance(store, Concatenater)  # parse_upload_concat refused the header otherwise
+    await store.concatenate(final, partials)
     await ctx.state.commit(final, final.length, final_lock)
     await complete_upload(ctx, final, final_lock)
     for partial in partials:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Locker
 from tusd_py.protocol.body import BodyReader
 from tusd_py.state.base import StateStore
-from tusd_py.stores.base import Capability, DataStore
+from tusd_py.stores.base import Capability, DataStore, capabilities
 
 
 @dataclass
@@ -27,9 +28,13 @@ class TusContext:
     # Lifecycle events: hooks, upload metrics and upload log lines (tusd_py/hooks).
     hooks: Hooks = field(default_factory=Hooks)
 
+    @functools.cached_property
+    def capabilities(self) -> frozenset[Capability]:
+        return capabilities(self.store)
+
     @property
     def extensions(self) -> list[str]:
-        caps = self.store.capabilities
+        caps = self.capabilities
         names = ["creation", "creation-with-upload"]
         if Capability.DEFER_LENGTH in caps:
             names.append("creation-defer-length")

@@ -41,7 +41,7 @@ def parse_length(ctx: TusContext, request: Request) -> int | None:
             raise bad_request(
                 f"Upload-Defer-Length must be 1, got {defer_header!r}", "invalid-defer-length"
             )
-        if Capability.DEFER_LENGTH not in ctx.store.capabilities:
+        if Capability.DEFER_LENGTH not in ctx.capabilities:
             raise bad_request(
                 "this server does not support deferred upload lengths", "defer-unsupported"
             )

@@ -11,7 +11,7 @@ from tusd_py.stores.base import Capability
 
 
 async def handle_delete(ctx: TusContext, upload_id: str) -> Response:
-    if Capability.TERMINATION not in ctx.store.capabilities:
+    if Capability.TERMINATION not in ctx.capabilities:
         raise TusError(405, "termination-unsupported", "this server does not support termination")
     lock = await ctx.locker.acquire(upload_id, lambda: None)
     try:

@@ -19,7 +19,7 @@ from tusd_py.info import UploadInfo
 from tusd_py.protocol.complete import completed_info
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import TUS_VERSION
-from tusd_py.stores.base import Capability
+from tusd_py.stores.base import Reader
 
 _MEDIA_TYPE = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
@@ -105,7 +105,8 @@ def _unsatisfiable(size: int) -> TusError:
 
 
 async def handle_download(ctx: TusContext, request: Request, upload_id: str) -> Response:
-    if Capability.DOWNLOAD not in ctx.store.capabilities:
+    store = ctx.store
+    if not isinstance(store, Reader):
         raise TusError(405, "download-unsupported", "this server does not serve uploads back")
     info = await completed_info(ctx, upload_id)
     if not info.finished:
@@ -135,7 +136,7 @@ async def handle_download(ctx: TusContext, request: Request, upload_id: str) -> 
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD" or start == end:
         return Response(b"", status_code=status, headers=headers, media_type=media_type)
-    body = await started(ctx.store.read(info, start, end))
+    body = await started(store.read(info, start, end))
     return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)
 
 

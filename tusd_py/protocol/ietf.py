@@ -267,7 +267,7 @@ async def create(ctx: TusContext, request: Request, draft: Draft) -> Response:
     if metadata_header is None:
         metadata = representation_metadata(request)
         metadata_header = encode_metadata(metadata) if metadata else None
-    if length is None and Capability.DEFER_LENGTH not in ctx.store.capabilities:
+    if length is None and Capability.DEFER_LENGTH not in ctx.capabilities:
         raise bad_request(
             "this server's storage needs the length up front: send Upload-Length",
             "defer-unsupported",

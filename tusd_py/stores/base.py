@@ -1,8 +1,15 @@
 """The data-store interface: where the bytes of an upload live.
 
 A store owns the bytes and a durable copy of each upload's info (an `.info` file or object), so
-that upload state lost elsewhere (Redis) can be rebuilt from storage. What a store can do beyond
-the core is declared in `capabilities`; the protocol layer computes `Tus-Extension` from it.
+that upload state lost elsewhere (Redis) can be rebuilt from storage. `DataStore` is the core every
+store has; what a store can do beyond it is an optional Protocol below (tusd's composer
+interfaces): a store that lacks the method cannot claim the extension, and the type checker holds
+callers to asking first (`isinstance(store, Concatenater)`). `capabilities(store)` turns that into
+the set the protocol layer computes `Tus-Extension` from.
+
+A new store is one module with one `DataStore` subclass: it builds itself from the config
+(`from_config`), describes where an upload lives to hooks (`describe`), and passes the store
+contract suite (tests/stores/). `app.py` picks it from its store table; nothing else knows it.
 """
 
 from __future__ import annotations
@@ -10,8 +17,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self, runtime_checkable
 
 from tusd_py.info import UploadInfo
+
+if TYPE_CHECKING:
+    from tusd_py.config import Config
 
 # Called by a store once the bytes below `offset` are durable; may raise (e.g. lock lost), and
 # then the store stops writing and commits nothing more.
@@ -26,9 +37,22 @@ class Capability(StrEnum):
 
 
 class DataStore(ABC):
-    """Core operations every store has; optional ones are gated by `capabilities`."""
+    """Core operations every store has."""
 
-    capabilities: frozenset[Capability] = frozenset()
+    #: The `Storage.Type` hooks see, as tusd names it ("filestore", "s3store", "azurestore").
+    storage_type: ClassVar[str]
+    #: True when the bytes live in a service many instances can share (a bucket, a container):
+    #: without Redis, state and locks stay in one process, and the CLI warns about that.
+    shared_medium: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: Config) -> Self:
+        """Build the store from its options (it is opened later, by `open`)."""
+
+    @abstractmethod
+    def describe(self, info: UploadInfo) -> dict[str, str]:
+        """Where the upload lives, as tusd's hooks report it: `Type` plus path or bucket/key."""
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Prepare resources (directories, clients). Called once at app start."""
@@ -78,22 +102,67 @@ class DataStore(ABC):
         May be called again for an upload already finished (a retry after a failure): idempotent.
         """
 
-    async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
-        """(CONCATENATION) Fill the empty `final` with the finished `partials`' bytes, in order.
-
-        Called under the final's and the partials' locks; the protocol layer commits the final's
-        offset and calls `finish(final)` afterwards. Must be safe to run again after a failure.
-        """
-        raise NotImplementedError(f"{type(self).__name__} cannot concatenate uploads")
-
     @abstractmethod
     async def terminate(self, info: UploadInfo) -> None:
-        """Remove everything stored for the upload; succeed when some of it is already gone."""
+        """Remove everything stored for the upload; succeed when some of it is already gone.
 
-    @abstractmethod
-    def read(self, info: UploadInfo, start: int, end: int) -> AsyncIterator[bytes]:
-        """Stream bytes `start` (inclusive) to `end` (exclusive) of a finished upload."""
+        Every store can do this (failed creations and expired uploads are removed with it), so
+        every store offers the termination extension.
+        """
 
     @abstractmethod
     def list_upload_ids(self) -> AsyncIterator[str]:
         """Every upload id the store holds an `.info` for (used by the expiry sweep)."""
+
+
+@runtime_checkable
+class Concatenater(Protocol):
+    """concatenation (and -unfinished): a final upload made of finished partial uploads."""
+
+    async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
+        """Fill the empty `final` with the finished `partials`' bytes, in order.
+
+        Called under the final's and the partials' locks; the protocol layer commits the final's
+        offset and calls `finish(final)` afterwards. Must be safe to run again after a failure.
+        """
+        ...
+
+
+@runtime_checkable
+class LengthDeferrer(Protocol):
+    """creation-defer-length: the length arrives on a later PATCH."""
+
+    async def declare_length(self, info: UploadInfo) -> None:
+        """`info.length` was just set on an upload created without one; refuse (raise a
+        `TusError`) a length the store cannot hold. The protocol layer persists the info."""
+        ...
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """download: GET streams a finished upload's bytes."""
+
+    def read(self, info: UploadInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        """Stream bytes `start` (inclusive) to `end` (exclusive) of a finished upload."""
+        ...
+
+
+@runtime_checkable
+class RedisUser(Protocol):
+    """A store that keeps some of its own data in the shared Redis when there is one (the S3
+    store's incomplete parts). Called once, before `open`, when `--redis-url` is set."""
+
+    def use_redis(self, config: Config) -> None: ...
+
+
+_CAPABILITY_PROTOCOLS: tuple[tuple[Capability, type], ...] = (
+    (Capability.CONCATENATION, Concatenater),
+    (Capability.DEFER_LENGTH, LengthDeferrer),
+    (Capability.DOWNLOAD, Reader),
+)
+
+
+def capabilities(store: DataStore) -> frozenset[Capability]:
+    """What `store` can do beyond the core, from the optional Protocols it implements."""
+    found = {cap for cap, protocol in _CAPABILITY_PROTOCOLS if isinstance(store, protocol)}
+    return frozenset({Capability.TERMINATION, *found})

@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiofiles
 import aiofiles.os
@@ -32,7 +32,10 @@ import aiofiles.os
 from tusd_py.errors import TusError
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
-from tusd_py.stores.base import Capability, Commit, DataStore
+from tusd_py.stores.base import Commit, DataStore
+
+if TYPE_CHECKING:
+    from tusd_py.config import Config
 
 log = logging.getLogger("tusd_py.stores.file")
 T = TypeVar("T")
@@ -203,20 +206,24 @@ def _concatenate_files(target: Path, sources: list[tuple[Path, int]]) -> None:
 
 
 class FileStore(DataStore):
-    capabilities = frozenset(
-        {
-            Capability.TERMINATION,
-            Capability.DEFER_LENGTH,
-            Capability.DOWNLOAD,
-            Capability.CONCATENATION,
-        }
-    )
+    storage_type = "filestore"
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self._buffered = 0  # bytes in the coalescing buffers of all PATCHes
         self._threaded_until = 0.0  # monotonic time until which file operations use threads
         self._stalls: list[float] = []  # when recent operations on the loop blocked for > STALL
+
+    @classmethod
+    def from_config(cls, config: Config) -> FileStore:
+        return cls(config.upload_dir)
+
+    def describe(self, info: UploadInfo) -> dict[str, str]:
+        path = self._data_path(info.id).absolute()
+        return {"Type": self.storage_type, "Path": str(path), "InfoPath": f"{path}.info"}
+
+    async def declare_length(self, info: UploadInfo) -> None:
+        """Any length fits a file."""
 
     async def open(self) -> None:
         await aiofiles.os.makedirs(self.directory, exist_ok=True)

@@ -58,8 +58,9 @@ from tusd_py.errors import TusError, gone
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.metrics import s3_request
+from tusd_py.redis_client import make_client
 from tusd_py.stores import s3_signing
-from tusd_py.stores.base import Capability, Commit, DataStore
+from tusd_py.stores.base import Commit, DataStore
 from tusd_py.stores.s3_parts import (
     MISSING_KEY,
     STREAM_ERRORS,
@@ -76,7 +77,7 @@ from tusd_py.stores.s3_parts import (
 from tusd_py.stores.s3_tails import REDIS_TAIL_MAX_PART, RedisTails, SegmentTails, TailStore
 
 if TYPE_CHECKING:
-    from tusd_py.config import Config
+    from tusd_py.config import Config, S3Tails
 
 log = logging.getLogger("tusd_py.stores.s3")
 
@@ -330,14 +331,8 @@ class S3Store(DataStore):
     Credentials come from the standard AWS chain (environment, profile, instance role, ...).
     """
 
-    capabilities = frozenset(
-        {
-            Capability.TERMINATION,
-            Capability.DEFER_LENGTH,
-            Capability.DOWNLOAD,
-            Capability.CONCATENATION,
-        }
-    )
+    storage_type = "s3store"
+    shared_medium = True
 
     def __init__(
         self,
@@ -395,6 +390,7 @@ class S3Store(DataStore):
         self._background: dict[str, tuple[asyncio.Task[None], asyncio.Task[None]]] = {}
         self._segment_tails = SegmentTails(self._call, content_md5=self._content_md5)
         self._redis_tails: RedisTails | None = None
+        self.tails_choice: S3Tails = "auto"
         # Parts in S3 whose tails wait for the committed offset to cover them, by upload id.
         self._uploaded_tails: OrderedDict[str, set[int]] = OrderedDict()
         # Logical S3 calls by operation (botocore's retries not included): what a PATCH costs.
@@ -403,7 +399,7 @@ class S3Store(DataStore):
     @classmethod
     def from_config(cls, config: Config) -> S3Store:
         assert config.s3_bucket
-        return cls(
+        store = cls(
             config.s3_bucket,
             endpoint=config.s3_endpoint,
             region=config.s3_region,
@@ -413,6 +409,28 @@ class S3Store(DataStore):
             buffer_size=config.s3_buffer_size,
             max_object_size=config.max_size or None,
         )
+        store.tails_choice = config.s3_tails
+        return store
+
+    def describe(self, info: UploadInfo) -> dict[str, str]:
+        key = str(info.storage.get("key") or self.prefix + info.id)
+        return {"Type": self.storage_type, "Bucket": self.bucket, "Key": key}
+
+    async def declare_length(self, info: UploadInfo) -> None:
+        upload = self._upload(info)
+        if info.length is not None and info.length > upload.part_size * MAX_PARTS:
+            raise TusError(
+                413,
+                "upload-too-large",
+                f"Upload-Length {info.length} does not fit in {MAX_PARTS} parts of "
+                f"{upload.part_size} bytes",
+            )
+
+    def use_redis(self, config: Config) -> None:
+        """Keep incomplete parts in Redis unless `--s3-tails s3` (stores/s3_tails.py)."""
+        if config.redis_url and self.tails_choice != "s3":
+            client = make_client(config.redis_url, decode=False)  # tails are bytes
+            self.use_redis_tails(RedisTails(client, config.redis_prefix))
 
     @property
     def buffered_bytes(self) -> int:
