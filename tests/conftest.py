@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import S3_ENV, RedisServer, S3Server, redis_server, s3_server
+from tests.support.servers import S3_ENV, RedisServer, S3Server, redis_server, s3_server
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import MakeFile, SourceFile
-from tests.e2e.tusd_process import StartTusd, TusdProcess
+from tests.support.source_files import MakeFile, SourceFile
+from tests.support.tusd_process import StartTusd, TusdProcess
 
 
 @pytest.fixture

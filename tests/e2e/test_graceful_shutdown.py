@@ -14,15 +14,10 @@ import time
 
 import pytest
 
-from tests.e2e.helpers import (
-    MakeFile,
-    RawHTTP,
-    download_sha256,
-    patch_headers,
-    raw_create,
-    stable_offset,
-)
-from tests.e2e.tusd_process import StartTusd
+from tests.support.socket_http import RawHTTP, patch_headers, raw_create
+from tests.support.source_files import MakeFile
+from tests.support.tus_requests import download_sha256, stable_offset
+from tests.support.tusd_process import StartTusd
 
 MiB = 1024 * 1024
 KiB = 1024

@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.helpers import (
-    MakeFile,
-    RawHTTP,
-    download_sha256,
-    patch_headers,
-    raw_create,
-    stable_offset,
-)
-from tests.e2e.tusd_process import TusdProcess
+from tests.support.socket_http import RawHTTP, patch_headers, raw_create
+from tests.support.source_files import MakeFile
+from tests.support.tus_requests import download_sha256, stable_offset
+from tests.support.tusd_process import TusdProcess
 
 MiB = 1024 * 1024
 

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.helpers import TUS, MakeFile, download_sha256, wait_until
-from tests.e2e.tusd_process import StartTusd
+from tests.support.source_files import MakeFile
+from tests.support.tus_requests import TUS, download_sha256, wait_until
+from tests.support.tusd_process import StartTusd
 
 pytestmark = pytest.mark.e2e
 

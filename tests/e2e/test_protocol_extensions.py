@@ -6,27 +6,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-import uuid
 
-import boto3
 import httpx
 import pytest
 from tusclient.client import TusClient
 
-from tests.e2e.helpers import (
-    TUS,
-    MakeFile,
-    RawHTTP,
-    download_sha256,
-    head,
-    patch_headers,
-    raw_create,
-    stable_offset,
-    wait_until,
-)
-from tests.e2e.test_tus_js_client import assert_stored, requests_of, upload_with_js
-from tests.e2e.tusd_process import StartTusd, TusdProcess
-from tests.servers import S3_ENV, S3Server
+from tests.support.s3_client import new_bucket, s3_client
+from tests.support.servers import S3Server
+from tests.support.socket_http import RawHTTP, patch_headers, raw_create
+from tests.support.source_files import MakeFile
+from tests.support.tus_js_client import assert_stored, requests_of, upload_with_js
+from tests.support.tus_requests import TUS, download_sha256, head, stable_offset, wait_until
+from tests.support.tusd_process import StartTusd, TusdProcess
 
 MiB = 1024 * 1024
 
@@ -52,18 +43,13 @@ def test_parallel_uploads_concatenate_on_s3(
     tusd_factory: StartTusd, s3: S3Server, make_file: MakeFile, size: int
 ) -> None:
     """Partials of 10 MiB (copied by S3) and of under 1 MiB (gathered into one part)."""
-    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3", endpoint_url=s3.endpoint, region_name=S3_ENV["AWS_DEFAULT_REGION"]
-    ).create_bucket(Bucket=bucket)
+    bucket = new_bucket(s3, "e2e-")
     server = tusd_factory("--s3-bucket", bucket, "--s3-endpoint", s3.endpoint)
     source = make_file(size)
     result = upload_with_js(server.endpoint, source, parallelUploads=4)
     assert len(requests_of(result, "POST")) == 5
     assert_stored(server, result["url"], source)
-    objects = boto3.client(
-        "s3", endpoint_url=s3.endpoint, region_name=S3_ENV["AWS_DEFAULT_REGION"]
-    ).list_objects_v2(Bucket=bucket)
+    objects = s3_client(s3).list_objects_v2(Bucket=bucket)
     final_id = result["url"].rsplit("/", 1)[1]
     assert sorted(o["Key"] for o in objects["Contents"]) == [final_id, final_id + ".info"]
 

@@ -8,28 +8,20 @@ moto rejects non-final parts under 5 MiB, so a wrong split of the stream fails t
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from tusclient.client import TusClient
 
-from tests.e2e.helpers import (
-    TUS,
-    MakeFile,
-    RawHTTP,
-    SourceFile,
-    download_sha256,
-    patch_headers,
-    raw_create,
-    stable_offset,
-)
-from tests.e2e.test_tus_js_client import assert_stored, requests_of, upload_with_js
-from tests.e2e.tusd_process import StartTusd, TusdProcess
-from tests.servers import S3_ENV, RedisServer, S3Server
+from tests.support.s3_client import new_bucket, s3_client
+from tests.support.servers import RedisServer, S3Server
+from tests.support.socket_http import RawHTTP, patch_headers, raw_create
+from tests.support.source_files import MakeFile, SourceFile
+from tests.support.tus_js_client import assert_stored, requests_of, upload_with_js
+from tests.support.tus_requests import TUS, download_sha256, stable_offset
+from tests.support.tusd_process import StartTusd, TusdProcess
 
 MiB = 1024 * 1024
 # A stream source: the length is declared on the last PATCH, whose tail is under 5 MiB.
@@ -43,7 +35,7 @@ class S3Fleet:
     a: TusdProcess
     b: TusdProcess
     bucket: str
-    s3: Any  # a boto3 S3 client
+    s3: Any  # tests.support.s3_client
 
     def assert_one_object(self, upload_url: str, source: SourceFile) -> None:
         upload_id = upload_url.rstrip("/").rsplit("/", 1)[-1]
@@ -59,14 +51,12 @@ class S3Fleet:
 
 @pytest.fixture
 def fleet(tusd_factory: StartTusd, s3: S3Server, redis: RedisServer) -> S3Fleet:
-    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name=S3_ENV["AWS_DEFAULT_REGION"])
-    client.create_bucket(Bucket=bucket)
+    bucket = new_bucket(s3, "e2e-")
     args = (
         "--s3-bucket", bucket, "--s3-endpoint", s3.endpoint,
         "--redis-url", redis.url, "--redis-prefix", f"e2e-{bucket}",
     )  # fmt: skip
-    return S3Fleet(tusd_factory(*args), tusd_factory(*args), bucket, client)
+    return S3Fleet(tusd_factory(*args), tusd_factory(*args), bucket, s3_client(s3))
 
 
 @pytest.mark.parametrize(

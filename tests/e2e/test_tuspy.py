@@ -7,8 +7,9 @@ import base64
 import pytest
 from tusclient.client import TusClient
 
-from tests.e2e.helpers import MakeFile, SourceFile, download_sha256, head
-from tests.e2e.tusd_process import TusdProcess
+from tests.support.source_files import MakeFile, SourceFile
+from tests.support.tus_requests import download_sha256, head
+from tests.support.tusd_process import TusdProcess
 
 MiB = 1024 * 1024
 METADATA = {"filename": "report 2024.pdf", "filetype": "application/pdf", "empty": ""}

@@ -1,29 +1,10 @@
-"""Helpers shared by the Redis integration tests."""
+"""Helpers shared by the Redis integration tests (the servers are in tests/support/servers.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from redis.asyncio import Redis
-
-from tests.servers import RedisServer, _start_redis_process, stop
-
-
-def unique_prefix() -> str:
-    return "t" + uuid.uuid4().hex[:12]
-
-
-@contextlib.contextmanager
-def redis_down(server: RedisServer) -> Iterator[None]:
-    """Redis is stopped inside the block and started again (empty) on the same port after it."""
-    stop(server.proc)
-    try:
-        yield
-    finally:
-        server.proc = _start_redis_process(server.port, server.workdir)
 
 
 class CommandCounter:

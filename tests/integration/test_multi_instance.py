@@ -16,17 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.helpers import (
-    TUS,
-    RawHTTP,
-    download_sha256,
-    head,
-    patch_headers,
-    raw_create,
-)
-from tests.e2e.tusd_process import TusdProcess
-from tests.integration.redis_helpers import redis_down, unique_prefix
-from tests.servers import RedisServer
+from tests.support.processes import kill_process
+from tests.support.servers import RedisServer, redis_down, unique_prefix
+from tests.support.socket_http import RawHTTP, patch_headers, raw_create
+from tests.support.tus_requests import TUS, download_sha256, head
+from tests.support.tusd_process import TusdProcess
 
 MiB = 1024 * 1024
 
@@ -197,8 +191,7 @@ def test_killed_lock_holder_is_taken_over_after_its_lease(start_pair: StartPair)
         doomed.send_head("PATCH", patch_headers(0, len(data)))
         doomed.send(data[:sent])
         time.sleep(0.5)
-        a.proc.kill()  # SIGKILL mid-PATCH, lock held: no commit, no release
-        a.proc.wait(10)
+        kill_process(a.proc)  # SIGKILL mid-PATCH, lock held: no commit, no release
 
     started = time.monotonic()
     response = head(b.url_for(url))

@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.redis_helpers import redis_down, unique_prefix
-from tests.servers import RedisServer
+from tests.support.servers import RedisServer, redis_down, unique_prefix
 from tusd_py.errors import TusError
 from tusd_py.ids import new_upload_id
 from tusd_py.locking.base import Lock

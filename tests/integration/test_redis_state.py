@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.redis_helpers import CommandCounter, redis_down, unique_prefix
-from tests.servers import RedisServer
+from tests.integration.redis_helpers import CommandCounter
+from tests.support.servers import RedisServer, redis_down, unique_prefix
 from tusd_py.config import Config
 from tusd_py.errors import TusError
 from tusd_py.ids import new_upload_id

@@ -13,42 +13,22 @@ import os
 import random
 import re
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
-import botocore.session
 import httpx
 import pytest
 
-from tests.e2e.tusd_process import TusdProcess
-from tests.servers import S3Server
+from tests.support.s3_client import bucket_keys
+from tests.support.servers import S3Server
+from tests.support.tusd_process import TusdProcess
 from tusd_py.app import create_app
 from tusd_py.config import Config
 from tusd_py.stores.s3 import MIB, S3Store
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
-
-
-def s3_client(s3: S3Server) -> Any:
-    return botocore.session.get_session().create_client(
-        "s3", endpoint_url=s3.endpoint, region_name="us-east-1"
-    )
-
-
-@pytest.fixture
-def bucket(s3: S3Server) -> str:
-    name = f"tusd-{uuid.uuid4().hex[:20]}"
-    s3_client(s3).create_bucket(Bucket=name)
-    return name
-
-
-def bucket_keys(s3: S3Server, bucket: str) -> list[str]:
-    listing = s3_client(s3).list_objects_v2(Bucket=bucket)
-    return sorted(o["Key"] for o in listing.get("Contents", []))
 
 
 @pytest.fixture

@@ -17,14 +17,14 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-import botocore.session
 import pytest
 from botocore.auth import S3SigV4Auth
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.faultproxy import FAULTS, STALL, FaultProxy, Request, every_nth, random_faults
-from tests.servers import S3Server
+from tests.support.fault_proxy import FAULTS, STALL, FaultProxy, Request, every_nth, random_faults
+from tests.support.s3_client import bucket_keys, new_bucket, s3_client
+from tests.support.servers import S3Server
 from tusd_py.errors import TusError, lock_lost
 from tusd_py.info import UploadInfo
 from tusd_py.stores.s3 import (
@@ -40,12 +40,6 @@ PART = 5 * MIB
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def sync_client(s3: S3Server) -> Any:
-    return botocore.session.get_session().create_client(
-        "s3", endpoint_url=s3.endpoint, region_name="us-east-1"
-    )
 
 
 @contextlib.asynccontextmanager
@@ -114,17 +108,11 @@ async def patch(store: S3Store, info: UploadInfo, data: bytes, chunk: int | Iter
 
 
 def object_bytes(s3: S3Server, bucket: str, key: str) -> bytes:
-    return bytes(sync_client(s3).get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-def bucket_keys(s3: S3Server, bucket: str) -> list[str]:
-    return sorted(
-        o["Key"] for o in sync_client(s3).list_objects_v2(Bucket=bucket).get("Contents", [])
-    )
+    return bytes(s3_client(s3).get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def open_multipart_uploads(s3: S3Server, bucket: str) -> list[str]:
-    uploads = sync_client(s3).list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    uploads = s3_client(s3).list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     return [u["Key"] for u in uploads]
 
 
@@ -205,8 +193,7 @@ def test_any_chunking_and_patching_yields_the_same_object(
 ) -> None:
     """Arbitrary chunk sizes, PATCHes ending anywhere: the object is the bytes sent, in order."""
     data = payload(sum(chunks), seed=len(chunks))
-    name = f"tusd-{uuid.uuid4().hex[:20]}"
-    sync_client(s3).create_bucket(Bucket=name)
+    name = new_bucket(s3, "tusd-")
 
     async def run() -> None:
         async with opened(s3, name) as store:
@@ -512,7 +499,7 @@ async def test_terminate_removes_everything(s3: S3Server, bucket: str) -> None:
 
 
 async def test_list_upload_ids_paginates(s3: S3Server, bucket: str) -> None:
-    client = sync_client(s3)
+    client = s3_client(s3)
     ids = {f"id{i:04d}" for i in range(1005)}
     for upload_id in ids:  # `.info` objects only: enough for the listing
         client.put_object(Bucket=bucket, Key=f"p/{upload_id}.info", Body=b"{}")

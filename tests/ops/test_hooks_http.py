@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from tests.ops.conftest import ALL_EVENTS, AppFactory
 from tests.ops.helpers import TUS, create, metadata, patch, slow_body
 from tests.ops.receiver import HookReceiver
-from tests.servers import free_port
+from tests.support.processes import free_port
 
 
 def sample(name: str, **labels: str) -> float:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import uuid
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ops.conftest import AppFactory
 from tests.ops.helpers import TUS, create, patch
-from tests.servers import RedisServer, S3Server, free_port
+from tests.support.processes import free_port
+from tests.support.s3_client import new_bucket
+from tests.support.servers import RedisServer, S3Server
 from tusd_py.metrics import observe_s3_request, s3_request
 
 
@@ -142,12 +143,7 @@ async def test_ready_checks_redis(tus_app: AppFactory, redis: RedisServer) -> No
 async def test_ready_checks_the_bucket_and_s3_requests_are_timed(
     tus_app: AppFactory, s3: S3Server
 ) -> None:
-    import boto3
-
-    bucket = f"ready-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1").create_bucket(
-        Bucket=bucket
-    )
+    bucket = new_bucket(s3, "ready-")
     s3_options = {"s3_endpoint": s3.endpoint, "s3_region": "us-east-1"}
     async with tus_app(s3_bucket=bucket, **s3_options) as client:
         before = samples((await client.get("/metrics")).text)

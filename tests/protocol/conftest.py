@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
-from tests.servers import S3_ENV
+from tests.support.s3_client import new_bucket, s3_client
 from tusd_py.app import create_app
 from tusd_py.config import Config
 from tusd_py.protocol.context import TusContext
@@ -46,8 +46,7 @@ def s3_storage(request: pytest.FixtureRequest) -> dict[str, Any]:
     request.getfixturevalue("monkeypatch").setattr(
         "tusd_py.stores.s3.get_session", _shared_aiobotocore_session
     )
-    bucket = f"t{uuid.uuid4().hex[:20]}"
-    _s3_client(server.endpoint).create_bucket(Bucket=bucket)
+    bucket = new_bucket(server)
     return {"s3_bucket": bucket, "s3_endpoint": server.endpoint, "s3_region": "us-east-1"}
 
 
@@ -64,19 +63,6 @@ def _shared_aiobotocore_session() -> Any:
     from aiobotocore.session import get_session
 
     return get_session()
-
-
-@functools.cache
-def _s3_client(endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=S3_ENV["AWS_DEFAULT_REGION"],
-        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 @dataclass
@@ -96,7 +82,7 @@ class TusServer:
     def stored_names(self) -> set[str]:
         """Everything the data store holds: files, or objects and unfinished multipart uploads."""
         if self.config.s3_bucket:
-            s3 = _s3_client(self.config.s3_endpoint or "")
+            s3 = s3_client(self.config.s3_endpoint or "")
             bucket = self.config.s3_bucket
             objects = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
             multipart = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import random
-import uuid
-from typing import Any
 
-from tests.integration.redis_helpers import unique_prefix
-from tests.servers import S3_ENV, RedisServer
+from tests.support.servers import S3_ENV, RedisServer, unique_prefix
 
 MiB = 1024 * 1024
 KiB = 1024
@@ -20,25 +16,6 @@ FAST_LOCKS = ("--lock-lease", "2s", "--lock-acquire-timeout", "5s")
 
 def redis_args(redis: RedisServer) -> tuple[str, ...]:
     return ("--redis-url", redis.url, "--redis-prefix", unique_prefix())
-
-
-@functools.cache
-def s3_client(endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=S3_ENV["AWS_DEFAULT_REGION"],
-        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
-def new_bucket(endpoint: str) -> str:
-    bucket = f"rel{uuid.uuid4().hex[:20]}"
-    s3_client(endpoint).create_bucket(Bucket=bucket)
-    return bucket
 
 
 def s3_args(bucket: str, endpoint: str, part_size: str = "5MiB") -> tuple[str, ...]:

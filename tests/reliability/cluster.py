@@ -15,8 +15,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.e2e.tusd_process import TusdProcess
-from tests.servers import free_port
+from tests.support.processes import free_port, kill_process
+from tests.support.tusd_process import TusdProcess
 
 
 class Instance:
@@ -52,8 +52,7 @@ class Instance:
         """SIGKILL: no commit, no lock release, no goodbye."""
         with self._lock:
             if self.proc is not None and self.proc.proc.poll() is None:
-                self.proc.proc.kill()
-                self.proc.proc.wait(10)
+                kill_process(self.proc.proc)
                 self.kills += 1
             self.paused = False
 

@@ -7,7 +7,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from tests.faultproxy import Decide, FaultProxy
+from tests.support.fault_proxy import Decide, FaultProxy
 
 
 @contextlib.contextmanager

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.tusd_process import TusdProcess
 from tests.reliability.backends import KiB, MiB
 from tests.reliability.conftest import Scale
 from tests.reliability.figures import record
 from tests.reliability.rawhttp import answered_or_closed, read_answer, request, trickle
+from tests.support.tusd_process import TusdProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
 HEAD_TIMEOUT = 1.5

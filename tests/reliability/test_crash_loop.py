@@ -19,7 +19,6 @@ import pytest
 from tests.reliability.backends import (
     FAST_LOCKS,
     MiB,
-    new_bucket,
     payload,
     random_size,
     redis_args,
@@ -29,7 +28,8 @@ from tests.reliability.client import ResilientUpload, failures, http_client, sum
 from tests.reliability.cluster import Cluster, running_cluster
 from tests.reliability.conftest import Scale
 from tests.reliability.figures import rate, record
-from tests.servers import RedisServer, S3Server
+from tests.support.s3_client import new_bucket
+from tests.support.servers import RedisServer, S3Server
 
 
 async def chaos(
@@ -67,7 +67,7 @@ async def test_crash_loop(
     else:
         s3: S3Server = request.getfixturevalue("s3")
         count, largest = scale.pick((8, 12 * MiB), (50, 64 * MiB))
-        storage = s3_args(new_bucket(s3.endpoint), s3.endpoint)
+        storage = s3_args(new_bucket(s3, "rel"), s3.endpoint)
     parallel = scale.pick(4, 6)
     # Per client: a fast local network, slow enough that crashes land in the middle of bodies.
     speed = scale.pick(2 * MiB, 8 * MiB)

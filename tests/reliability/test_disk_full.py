@@ -22,11 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.tusd_process import TusdProcess
-from tests.integration.redis_helpers import unique_prefix
 from tests.reliability.backends import MiB, payload
 from tests.reliability.figures import record
-from tests.servers import RedisServer
+from tests.support.servers import RedisServer, unique_prefix
+from tests.support.tusd_process import TusdProcess
 from tusd_py.app import create_app
 from tusd_py.config import Config
 from tusd_py.info import UploadInfo

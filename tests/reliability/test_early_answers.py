@@ -20,11 +20,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.tusd_process import TusdProcess
 from tests.reliability.backends import MiB
 from tests.reliability.conftest import Scale
 from tests.reliability.figures import record
 from tests.reliability.rawhttp import read_answer
+from tests.support.tusd_process import TusdProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PIECE = 64 * 1024

@@ -20,10 +20,10 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.tusd_process import TusdProcess
 from tests.reliability.conftest import Scale
 from tests.reliability.figures import record
 from tests.reliability.rawhttp import Answer, request
+from tests.support.tusd_process import TusdProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
 HEADER_NAMES = [

@@ -23,13 +23,12 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.redis_helpers import unique_prefix
 from tests.reliability.backends import FAST_LOCKS, MiB, payload
 from tests.reliability.client import ResilientUpload, failures, http_client, summarize
 from tests.reliability.cluster import Cluster, running_cluster
 from tests.reliability.conftest import Scale
 from tests.reliability.figures import rate, record
-from tests.servers import RedisServer
+from tests.support.servers import RedisServer, unique_prefix
 
 LEASE = 2.0  # FAST_LOCKS
 PAUSE = 2.5 * LEASE

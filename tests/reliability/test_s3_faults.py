@@ -16,11 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultproxy import FAULTS, STALL, Decide, Request, random_faults
 from tests.reliability.backends import (
     FAST_LOCKS,
     MiB,
-    new_bucket,
     payload,
     random_size,
     redis_args,
@@ -31,7 +29,9 @@ from tests.reliability.cluster import running_cluster
 from tests.reliability.conftest import Scale
 from tests.reliability.faults import proxy_thread
 from tests.reliability.figures import rate, record
-from tests.servers import RedisServer, S3Server
+from tests.support.fault_proxy import FAULTS, STALL, Decide, Request, random_faults
+from tests.support.s3_client import new_bucket
+from tests.support.servers import RedisServer, S3Server
 
 KINDS = (*FAULTS, STALL)
 OUTAGE = "outage"  # every S3 request fails during recurring outages, beyond the server's retries
@@ -70,7 +70,7 @@ async def test_s3_faults(
     parallel = scale.pick(4, 6)
     speed = 3 * MiB  # per client
     sizes = [random_size(rng, largest) for _ in range(count)]
-    bucket = new_bucket(s3.endpoint)  # created directly, not through the faults
+    bucket = new_bucket(s3, "rel")  # created directly, not through the faults
 
     decide: Decide
     if fault_rate == OUTAGE:

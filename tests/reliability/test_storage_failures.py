@@ -16,9 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.faultproxy import FaultProxy, Request
-from tests.reliability.backends import MiB, new_bucket, payload
-from tests.servers import S3_ENV, S3Server
+from tests.reliability.backends import MiB, payload
+from tests.support.fault_proxy import FaultProxy, Request
+from tests.support.s3_client import new_bucket
+from tests.support.servers import S3_ENV, S3Server
 from tusd_py.app import create_app
 from tusd_py.config import Config
 from tusd_py.hooks import HookEvent
@@ -73,7 +74,7 @@ async def app_on(
 
 
 async def test_a_failed_completion_is_retried_by_head_and_get(s3: S3Server, tmp_path: Path) -> None:
-    bucket = new_bucket(s3.endpoint)
+    bucket = new_bucket(s3, "rel")
     data = payload(7, 6 * MiB)
     decide = FailCompletion()
     finished: list[str] = []
@@ -121,7 +122,7 @@ async def test_a_failed_completion_is_retried_by_head_and_get(s3: S3Server, tmp_
 
 async def test_a_download_s3_cannot_start_is_a_503(s3: S3Server, tmp_path: Path) -> None:
     """Not a 200 whose body breaks off before its first byte."""
-    bucket = new_bucket(s3.endpoint)
+    bucket = new_bucket(s3, "rel")
     data = payload(8, 100_000)
     decide = FailObjectReads()
     async with (

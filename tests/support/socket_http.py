@@ -1,86 +1,16 @@
-"""Small clients for end-to-end tests: tus requests over httpx, and HTTP/1.1 over a bare socket.
+"""HTTP/1.1 over a bare socket, for tests that need what well-behaved HTTP libraries refuse.
 
-The socket client exists to do what well-behaved HTTP libraries refuse to: send a body shorter
-than its Content-Length, send it slowly, or hang up in the middle.
+It can send a body shorter than its Content-Length, send it slowly, or hang up in the middle.
 """
 
 from __future__ import annotations
 
-import hashlib
 import socket
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-import httpx
-
-TUS = {"Tus-Resumable": "1.0.0"}
-
-
-class SourceFile:
-    """A file to upload, with the bytes and digest the download must match."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data = path.read_bytes()
-        self.size = len(self.data)
-        self.sha256 = hashlib.sha256(self.data).hexdigest()
-
-
-MakeFile = Callable[[int], SourceFile]
-
-
-def head(url: str) -> httpx.Response:
-    return httpx.head(url, headers=TUS, timeout=30)
-
-
-def download_sha256(url: str) -> tuple[int, str]:
-    """GET the upload and return (number of bytes, SHA-256 hex digest) of the body."""
-    digest = hashlib.sha256()
-    size = 0
-    with httpx.stream("GET", url, headers=TUS, timeout=60) as response:
-        assert response.status_code == 200, (
-            f"GET {url} answered {response.status_code} {dict(response.headers)}: "
-            f"{response.read()[:500]!r}"
-        )
-        for chunk in response.iter_bytes():
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def stable_offset(url: str, timeout: float = 10.0, settle: float = 0.5) -> int:
-    """HEAD until the upload answers and its offset stays the same for `settle` seconds.
-
-    Right after a client hangs up, the server may still be writing the bytes it received, or
-    still hold the upload's lock (423); both are fine for a moment.
-    """
-    deadline = time.monotonic() + timeout
-    last: int | None = None
-    since = time.monotonic()
-    answers: list[str] = []
-    while time.monotonic() < deadline:
-        response = head(url)
-        answers.append(f"{response.status_code} {response.headers.get('Upload-Offset')}")
-        if response.status_code in (200, 204) and "Upload-Offset" in response.headers:
-            offset = int(response.headers["Upload-Offset"])
-            if offset != last:
-                last, since = offset, time.monotonic()
-            elif time.monotonic() - since >= settle:
-                return offset
-        time.sleep(0.1)
-    raise AssertionError(f"HEAD {url} gave no stable offset within {timeout}s: {answers[-10:]}")
+from tests.support.tus_requests import TUS
 
 
 @dataclass

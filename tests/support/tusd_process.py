@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support.processes import stop_process
+
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+/files/)")
 STARTUP_TIMEOUT = 30.0
 
@@ -29,7 +31,7 @@ class TusdProcess:
             sys.executable, "-m", "tusd_py",
             "--host", "127.0.0.1", "--port", "0", "--upload-dir", str(upload_dir),
             *extra_args,
-        ]
+        ]  # fmt: skip
         self.lines: list[str] = []
         self._listening = threading.Event()
         self.endpoint = ""
@@ -82,13 +84,8 @@ class TusdProcess:
         return code
 
     def stop(self, grace: float = 10.0) -> None:
-        self.terminate()
-        try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
+        if stop_process(self.proc, grace):
             self.lines.append(f"[test harness: no exit {grace}s after SIGTERM; sent SIGKILL]")
-            self.proc.kill()
-            self.proc.wait(10)
         self._reader.join(5)
 
 

@@ -8,41 +8,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+from tests.support.processes import free_port, stop_process, wait_for_port
 
 
 @dataclass
@@ -57,18 +32,21 @@ class RedisServer:
 
     def restart(self, down_for: float = 0.0) -> None:
         """Stop and start again on the same port (its data is gone: no persistence)."""
-        stop(self.proc)
+        stop_process(self.proc)
         time.sleep(down_for)
-        self.proc = _start_redis_process(self.port, self.workdir)
+        self.proc = start_redis_process(self.port, self.workdir)
 
 
-def _start_redis_process(port: int, workdir: str) -> subprocess.Popen[bytes]:
+def start_redis_process(port: int, workdir: str) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed; run scripts/test, which installs it")
+    command = [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", workdir, "--protected-mode", "no",
+    ]  # fmt: skip
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--protected-mode", "no"],
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -80,12 +58,27 @@ def _start_redis_process(port: int, workdir: str) -> subprocess.Popen[bytes]:
 def redis_server() -> Iterator[RedisServer]:
     workdir = tempfile.mkdtemp(prefix="tusd-redis-")
     port = free_port()
-    server = RedisServer(port, _start_redis_process(port, workdir), workdir)
+    server = RedisServer(port, start_redis_process(port, workdir), workdir)
     try:
         yield server
     finally:
-        stop(server.proc)
+        stop_process(server.proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def unique_prefix() -> str:
+    """A Redis key prefix of its own, so that tests sharing one redis-server never meet."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@contextlib.contextmanager
+def redis_down(server: RedisServer) -> Iterator[None]:
+    """Redis is stopped inside the block and started again (empty) on the same port after it."""
+    stop_process(server.proc)
+    try:
+        yield
+    finally:
+        server.proc = start_redis_process(server.port, server.workdir)
 
 
 @dataclass
@@ -124,4 +117,4 @@ def s3_server(env_extra: dict[str, str] | None = None) -> Iterator[S3Server]:
         wait_for_port(port, proc, timeout=60)
         yield S3Server(port, proc)
     finally:
-        stop(proc)
+        stop_process(proc)
