@@ -1,0 +1,130 @@
+"""In-memory store: the reference implementation of the store interface.
+
+Layout, in `MemoryStore.uploads` (a plain dict), per upload id:
+    MemoryUpload.info   the `.info` copy: the upload's info as JSON
+    MemoryUpload.data   the bytes received so far
+
+A byte is durable as soon as it is appended, so `write` commits after every chunk. Stores built
+on the same `uploads` dict share their uploads, as two processes share one upload directory.
+
+Caveats: everything is lost when the process ends, and every byte is held in memory. It is not in
+the CLI's store table; it is for embedding and fast tests (the store contract suite and the
+protocol suite run on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tusd_py.errors import TusError
+from tusd_py.info import UploadInfo
+from tusd_py.stores.base import Commit, DataStore
+
+if TYPE_CHECKING:
+    from tusd_py.config import Config
+
+READ_SIZE = 256 * 1024
+
+
+@dataclass
+class MemoryUpload:
+    info: str
+    data: bytearray = field(default_factory=bytearray)
+
+
+def _missing(upload_id: str) -> TusError:
+    return TusError(404, "upload-not-found", f"the data of {upload_id!r} is gone")
+
+
+class MemoryStore(DataStore):
+    storage_type = "memorystore"
+
+    def __init__(self, uploads: dict[str, MemoryUpload] | None = None) -> None:
+        self.uploads: dict[str, MemoryUpload] = {} if uploads is None else uploads
+
+    @classmethod
+    def from_config(cls, config: Config) -> MemoryStore:
+        return cls()
+
+    def describe(self, info: UploadInfo) -> dict[str, str]:
+        return {"Type": self.storage_type}
+
+    def _upload(self, upload_id: str) -> MemoryUpload:
+        upload = self.uploads.get(upload_id)
+        if upload is None:
+            raise _missing(upload_id)
+        return upload
+
+    async def create(self, info: UploadInfo) -> None:
+        if info.id in self.uploads:
+            raise TusError(409, "upload-exists", f"upload {info.id!r} already exists")
+        info.storage = {"type": "memory"}
+        self.uploads[info.id] = MemoryUpload(info.to_json())
+
+    async def save_info(self, info: UploadInfo) -> None:
+        self._upload(info.id).info = info.to_json()
+
+    async def load_info(self, upload_id: str) -> UploadInfo | None:
+        upload = self.uploads.get(upload_id)
+        return None if upload is None else UploadInfo.from_json(upload.info)
+
+    async def stored_offset(self, info: UploadInfo) -> int:
+        upload = self.uploads.get(info.id)
+        size = 0 if upload is None else len(upload.data)
+        return size if info.length is None else min(size, info.length)
+
+    async def declare_length(self, info: UploadInfo) -> None:
+        """Any length fits in memory (as far as this store is concerned)."""
+
+    async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
+        data, start = self._upload(info.id).data, info.offset
+        if len(data) < start:
+            raise TusError(
+                500,
+                "storage-inconsistent",
+                f"upload {info.id!r} is committed up to byte {start} but only {len(data)} bytes "
+                "are stored; refusing to fill the gap",
+            )
+        del data[start:]  # leftovers of a failed write past the committed offset
+        commit_failed = False
+        try:
+            async for chunk in chunks:
+                data += chunk
+                try:
+                    await commit(len(data))
+                except BaseException:
+                    commit_failed = True
+                    raise
+        except BaseException:
+            # Back to what is committed: `info.offset` follows successful commits (a checksum
+            # guard holds them back). Not when a commit failed: it may have been applied after
+            # all, and bytes past the committed offset are harmless where a hole is not.
+            if not commit_failed:
+                del data[max(start, info.offset) :]
+            raise
+        return len(data)
+
+    async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
+        joined = bytearray()
+        for partial in partials:
+            length, data = partial.length or 0, self._upload(partial.id).data
+            if len(data) < length:
+                raise TusError(
+                    500, "storage-inconsistent", f"partial {partial.id!r} is shorter than {length}"
+                )
+            joined += data[:length]
+        self._upload(final.id).data = joined  # replaced whole: a retry starts over
+
+    async def terminate(self, info: UploadInfo) -> None:
+        self.uploads.pop(info.id, None)
+
+    async def read(self, info: UploadInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        data = self._upload(info.id).data
+        for position in range(start, min(end, len(data)), READ_SIZE):
+            yield bytes(data[position : min(end, position + READ_SIZE)])
+
+    async def list_upload_ids(self) -> AsyncIterator[str]:
+        for upload_id in list(self.uploads):
+            yield upload_id
