@@ -1,9 +1,10 @@
-"""Fixtures for end-to-end tests: real server processes and files to upload.
+"""Fixtures for end-to-end tests: real server processes, files to upload, a real browser.
 
 `tusd` starts a server on a free port with its own upload directory and yields it; `tusd_factory`
 starts more (for example a second server on the same upload directory after a restart). Every
 process is stopped with SIGTERM, then SIGKILL, and its output is printed at teardown so that a
-failing test shows what the server logged.
+failing test shows what the server logged. `page` is a fresh tab (its own browser context) in
+headless Chromium, whose console is printed at teardown.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.support.browser import launch_chromium, record_console
 from tests.support.source_files import MakeFile, SourceFile
 from tests.support.tusd_process import StartTusd, TusdProcess
 
@@ -59,3 +62,25 @@ def make_file(tmp_path_factory: pytest.TempPathFactory) -> MakeFile:
 
     return make
 
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium through Playwright, one per test module."""
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A new tab in a browser context of its own (cookies and localStorage start empty)."""
+    tab = browser.new_page()
+    console = record_console(tab)
+    try:
+        yield tab
+    finally:
+        print("--- browser console\n" + "\n".join(console))
+        tab.context.close()

@@ -46,7 +46,7 @@ class TusdProcess:
         )
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
-        if not self._listening.wait(STARTUP_TIMEOUT):
+        if not self._listening.wait(STARTUP_TIMEOUT) or not self.endpoint:
             self.stop()
             raise RuntimeError(
                 f"{' '.join(self.args)} printed no 'listening on http://127.0.0.1:PORT/files/' "
