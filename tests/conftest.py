@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.azurite import azurite  # noqa: F401  (the session's Azurite)
 from tests.support.servers import S3_ENV, RedisServer, S3Server, redis_server, s3_server
 
 

@@ -74,6 +74,7 @@ CORS_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"]
 # chosen, so its client library loads only then). With none of the options set, local files.
 STORES: tuple[tuple[str, str, str], ...] = (
     ("s3_bucket", "tusd_py.stores.s3", "S3Store"),
+    ("azure_container", "tusd_py.stores.azure", "AzureStore"),
 )
 DEFAULT_STORE = ("tusd_py.stores.file", "FileStore")
 

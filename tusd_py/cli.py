@@ -164,6 +164,26 @@ class _Server(uvicorn.Server):
     help="Where the bytes of a part not yet full wait: Redis (auto, with --redis-url) or S3.",
 )
 @click.option(
+    "--azure-container",
+    default=None,
+    help="Store uploads in this Azure Blob Storage container instead of local files (created "
+    "if missing; credentials from AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and "
+    "AZURE_STORAGE_KEY).",
+)
+@click.option(
+    "--azure-endpoint",
+    default=None,
+    help="Azure blob service URL (default https://<account>.blob.core.windows.net; Azurite: "
+    "http://127.0.0.1:10000/devstoreaccount1).",
+)
+@click.option("--azure-prefix", default="", help="Name prefix for blobs in the container.")
+@click.option(
+    "--azure-blob-access-tier",
+    default=None,
+    type=click.Choice(["hot", "cool", "cold", "archive"]),
+    help="Access tier set on a blob once its upload finishes (default: the account's).",
+)
+@click.option(
     "--log-level",
     default="info",
     type=click.Choice(["debug", "info", "warning", "error"]),

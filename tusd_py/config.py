@@ -9,6 +9,7 @@ from typing import Literal
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 S3Tails = Literal["auto", "redis", "s3"]
+AzureAccessTier = Literal["hot", "cool", "cold", "archive"]
 
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -67,6 +68,11 @@ class Config:
     s3_max_concurrency: int = 4
     s3_buffer_size: int = 64 * 1024**2  # part bytes in memory, all uploads together
     s3_tails: S3Tails = "auto"  # where incomplete parts wait: Redis when there is one, else S3
+    # Azure Blob Storage when azure_container is set (credentials from AZURE_STORAGE_* variables)
+    azure_container: str | None = None
+    azure_endpoint: str | None = None
+    azure_prefix: str = ""
+    azure_blob_access_tier: AzureAccessTier | None = None  # set on a blob when it is finished
 
     # Shared state: Redis when redis_url is set, else local state beside the data
     redis_url: str | None = None
