@@ -89,8 +89,8 @@ def the_only_upload(server: TusdProcess) -> str:
 
 
 def wait_for_chunks(server: TusdProcess, url: str, chunks: int) -> None:
-    """Until the server has answered `chunks` PATCHes of the upload (read from its access log,
-    since a HEAD now would ask the PATCH under way to hand the upload over)."""
+    """Until the server has answered `chunks` PATCHes of the upload; read from its access log, so
+    that the test sends the server nothing while the browser uploads."""
     path = "/files/" + url.rsplit("/", 1)[1]
     done = lambda: len(access_log(server, "PATCH", path, status=204)) >= chunks  # noqa: E731
     assert wait_until(done, 60), access_log(server, "PATCH", path)
