@@ -387,7 +387,7 @@ MOTO_ENV = {"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(4 * 1024**3)}
 
 @contextlib.contextmanager
 def backends(tools: Tools, parts: list[str]) -> Iterator[None]:
-    """moto's S3 server and a redis-server for the parts that need them (tests/servers.py)."""
+    """moto's S3 server and a redis-server for the parts that need them (tests/support/)."""
     from tests.support.servers import redis_server, s3_server
 
     with contextlib.ExitStack() as stack:
