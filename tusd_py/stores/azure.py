@@ -65,6 +65,7 @@ import asyncio
 import base64
 import contextlib
 import importlib
+import io
 import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
@@ -149,6 +150,12 @@ def _detail(exc: BaseException) -> str:
         code = getattr(exc, "error_code", None) or ""
         return f"HTTP {exc.status_code} {code}: {first}".replace("  ", " ")
     return first
+
+
+def _body(data: bytes) -> io.BytesIO:
+    """A request body aiohttp sends in pieces (raw bytes over 1 MiB make it warn that it may
+    block the loop); seekable, so the SDK rewinds it for a retry."""
+    return io.BytesIO(data)
 
 
 def _inconsistent(upload_id: str, what: str) -> TusError:
@@ -265,7 +272,7 @@ class _BlockWriter:
 
     async def _stage_and_commit(self, block: Block, data: bytes, commit: bool) -> None:
         with _azure_errors("Put Block", self.info.id):
-            await self.blob.stage_block(block.id, data, length=len(data))
+            await self.blob.stage_block(block.id, _body(data), length=len(data))
         self.blocks.append(block)
         self.staged_upto = block.end
         if commit and not self.abandoned:
@@ -676,7 +683,7 @@ class AzureStore(DataStore):
                 end = source + block.size
                 data = await self._download(self._blob(partial), partial.id, source, end)
                 with _azure_errors("Put Block", final_id):
-                    await blob.stage_block(block.id, data, length=len(data))
+                    await blob.stage_block(block.id, _body(data), length=len(data))
 
         tasks = [asyncio.create_task(copy(*step)) for step in plan]
         try:
