@@ -1,0 +1,160 @@
+"""The store contract suite runs on every store: one entry per store in `STORES`.
+
+An entry builds, for one test, a medium (a dict, a temp directory, a bucket) and says how to make
+stores over it; `Medium.open()` opens another instance over the same medium, which must see what
+the first one stored (that is how a restart or a second process sees it). `unit` is the size past
+which the store commits before a write ends (the file store's COMMIT_SIZE, an S3 part): payloads
+are a few units, so every store cuts them the way it cuts real uploads. Adding a store is one
+entry; `config_store` serves any store the app's store table builds from a `Config`.
+
+A case a store fails is listed in its entry's `known_failures` with the reason, and runs as a
+strict xfail: never weakened, visible in every run, and reported when the store is fixed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.s3_client import new_bucket
+from tusd_py.app import build_store, store_class
+from tusd_py.config import Config
+from tusd_py.stores.base import Capability, DataStore
+from tusd_py.stores.memory import MemoryStore, MemoryUpload
+
+KIB = 1024
+MIB = 1024 * KIB
+EVERY_CAPABILITY = frozenset(Capability)
+
+
+@dataclass
+class Medium:
+    """Where one test's uploads live, and how to open stores over it."""
+
+    make: Callable[[], DataStore]
+    unit: int
+    capabilities: frozenset[Capability]
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def open(self) -> DataStore:
+        """A new, opened store over this medium (closed when the test ends)."""
+        store = self.make()
+        await store.open()
+        self._stack.push_async_callback(store.close)
+        return store
+
+
+MediumFactory = Callable[[pytest.FixtureRequest, Path], Medium]
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    medium: MediumFactory
+    #: test function name -> its xfail mark, for a contract case the store is known to fail
+    known_failures: Mapping[str, pytest.MarkDecorator] = field(default_factory=dict)
+
+
+def memory(request: pytest.FixtureRequest, tmp_path: Path) -> Medium:
+    uploads: dict[str, MemoryUpload] = {}
+    return Medium(lambda: MemoryStore(uploads), 256 * KIB, EVERY_CAPABILITY)
+
+
+def config_store(
+    options: Callable[[pytest.FixtureRequest, Path], dict[str, Any]],
+    unit: int,
+    capabilities: frozenset[Capability] = EVERY_CAPABILITY,
+) -> MediumFactory:
+    """A medium for a store that the app builds from its options (`tusd_py.app.STORES`)."""
+
+    def medium(request: pytest.FixtureRequest, tmp_path: Path) -> Medium:
+        config = Config(**options(request, tmp_path))
+        return Medium(lambda: build_store(config), unit, capabilities)
+
+    return medium
+
+
+def file_options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    return {"upload_dir": str(tmp_path / "uploads")}
+
+
+def s3_options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    server = request.getfixturevalue("s3")  # moto's server, started on first use
+    options = {
+        "s3_bucket": new_bucket(server),
+        "s3_endpoint": server.endpoint,
+        "s3_region": "us-east-1",
+        "s3_part_size": 5 * MIB,  # S3's minimum
+        # A deferred length gets parts that fit max_size in 10,000 parts: 5 MiB here, not the
+        # 550 MiB that S3's 5 TiB object limit would need.
+        "max_size": 1024 * MIB,
+    }
+    # A fresh botocore session loads the S3 service model again (~0.5 s a store); one is enough.
+    module = sys.modules[store_class(Config(**options)).__module__]
+    if hasattr(module, "get_session"):
+        request.getfixturevalue("monkeypatch").setattr(module, "get_session", _shared_session)
+    return options
+
+
+@functools.cache
+def _shared_session() -> Any:
+    from aiobotocore.session import get_session
+
+    return get_session()
+
+
+STORES: dict[str, StoreEntry] = {
+    "memory": StoreEntry(memory),
+    "file": StoreEntry(
+        config_store(file_options, unit=4 * MIB),
+        known_failures={
+            "test_create_fills_storage_and_saves_the_info": pytest.mark.xfail(
+                reason="FileStore.create leaves info.storage empty", strict=True
+            ),
+            "test_a_failing_chunk_source_error_is_re_raised_as_it_is": pytest.mark.xfail(
+                reason="FileStore.write turns any OSError, the chunk source's too, into a 500 "
+                "storage-error TusError",
+                strict=True,
+            ),
+        },
+    ),
+    "s3": StoreEntry(
+        config_store(s3_options, unit=5 * MIB),
+        known_failures={
+            "test_a_failing_chunk_source_commits_nothing_more": pytest.mark.xfail(
+                reason="a part whose upload the failed write cancelled may still land in S3 "
+                "(it cannot be deleted): stored_offset then counts uncommitted bytes; racy",
+                strict=False,
+            ),
+        },
+    ),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "medium" not in callspec.params:
+            continue
+        known = STORES[callspec.params["medium"]].known_failures
+        mark = known.get(getattr(item, "originalname", item.name))
+        if mark is not None:
+            item.add_marker(mark)
+
+
+@pytest.fixture(params=list(STORES))
+async def medium(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Medium]:
+    medium = STORES[request.param].medium(request, tmp_path)
+    async with medium._stack:
+        yield medium
+
+
+@pytest.fixture
+async def store(medium: Medium) -> DataStore:
+    return await medium.open()

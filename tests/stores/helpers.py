@@ -1,0 +1,101 @@
+"""What the contract cases share: payloads, chunk sources, a commit recorder, whole uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator
+
+from tusd_py.ids import new_upload_id
+from tusd_py.info import ConcatKind, UploadInfo
+from tusd_py.stores.base import DataStore, Reader
+
+CHUNK = 64 * 1024
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def new_info(length: int | None, concat: ConcatKind | None = None) -> UploadInfo:
+    return UploadInfo(
+        id=new_upload_id(),
+        length=length,
+        metadata={"filename": "a.bin"},
+        metadata_header="filename YS5iaW4=",
+        concat=concat,
+    )
+
+
+async def chunks(data: bytes, size: int = CHUNK) -> AsyncIterator[bytes]:
+    for position in range(0, len(data), size):
+        yield data[position : position + size]
+        await asyncio.sleep(0)
+
+
+async def failing_after(data: bytes, exc: BaseException) -> AsyncIterator[bytes]:
+    async for chunk in chunks(data):
+        yield chunk
+    raise exc
+
+
+class Commits:
+    """Stands in for the state store: records commits and moves `info.offset`, as it does.
+
+    Each commit is checked against `witness` (another store over the same medium): a commit may
+    never cover bytes that storage does not hold.
+    """
+
+    def __init__(self, info: UploadInfo, witness: DataStore, fail_at: int | None = None) -> None:
+        self.info = info
+        self.witness = witness
+        self.fail_at = fail_at  # the number of the commit that raises (1 = the first)
+        self.offsets: list[int] = []
+        self.calls = 0
+
+    async def __call__(self, offset: int) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise CommitFailed(offset)
+        assert offset > self.info.offset, f"commit {offset} does not move past {self.info.offset}"
+        durable = await self.witness.stored_offset(self.info)
+        assert offset <= durable, f"commit {offset} is past the {durable} bytes stored"
+        self.offsets.append(offset)
+        self.info.offset = offset
+
+
+class CommitFailed(Exception):
+    """What a commit raises when the lock was lost."""
+
+
+async def write(store: DataStore, info: UploadInfo, data: bytes) -> Commits:
+    """One write of `data` at `info.offset`; the offset returned is the last commit."""
+    commits = Commits(info, store)
+    start = info.offset
+    end = await store.write(info, chunks(data), commits)
+    assert end == start + len(data)
+    assert commits.offsets[-1:] == ([end] if data else [])
+    return commits
+
+
+async def uploaded(store: DataStore, data: bytes, concat: ConcatKind | None = None) -> UploadInfo:
+    """A finished upload of `data`."""
+    info = new_info(len(data), concat)
+    await store.create(info)
+    await write(store, info, data)
+    await store.finish(info)
+    return info
+
+
+async def read(store: DataStore, info: UploadInfo, start: int, end: int) -> list[bytes]:
+    assert isinstance(store, Reader)
+    return [chunk async for chunk in store.read(info, start, end)]
+
+
+async def stored_bytes(store: DataStore, info: UploadInfo) -> bytes:
+    return b"".join(await read(store, info, 0, info.length or 0))

@@ -1,0 +1,81 @@
+"""The contract, part 1: an upload's life in storage (create, `.info`, terminate, listing)."""
+
+from __future__ import annotations
+
+import time
+
+from tests.stores.conftest import Medium
+from tests.stores.helpers import new_info, payload, stored_bytes, uploaded, write
+from tusd_py.stores.base import DataStore, capabilities
+
+
+async def test_create_fills_storage_and_saves_the_info(medium: Medium, store: DataStore) -> None:
+    info = new_info(1000)
+    await store.create(info)
+    assert info.storage, "create() fills info.storage"
+    assert await store.load_info(info.id) == info
+    assert await (await medium.open()).load_info(info.id) == info, "the .info is in the medium"
+    assert await store.stored_offset(info) == 0
+    assert store.describe(info)["Type"] == store.storage_type
+
+
+async def test_load_info_returns_a_copy(store: DataStore) -> None:
+    info = new_info(1000)
+    await store.create(info)
+    loaded = await store.load_info(info.id)
+    assert loaded is not None and loaded is not info
+    loaded.offset, loaded.metadata["filename"] = 10, "changed"
+    assert await store.load_info(info.id) == info
+
+
+async def test_info_is_rebuilt_with_its_offset_after_save_progress(
+    medium: Medium, store: DataStore
+) -> None:
+    size = 2 * medium.unit
+    info = new_info(size)
+    await store.create(info)
+    await write(store, info, payload(size)[: medium.unit + 100])
+    info.expires_at = time.time() + 3600
+    await store.save_progress(info)
+    fresh = await medium.open()
+    assert await fresh.load_info(info.id) == info
+    assert await fresh.stored_offset(info) == medium.unit + 100
+
+
+async def test_terminate_removes_everything_and_may_run_again(
+    medium: Medium, store: DataStore
+) -> None:
+    info = new_info(2 * medium.unit)
+    await store.create(info)
+    await write(store, info, payload(medium.unit + 100))
+    await store.terminate(info)
+    assert await store.load_info(info.id) is None
+    assert await (await medium.open()).load_info(info.id) is None
+    assert [i async for i in store.list_upload_ids()] == []
+    await store.terminate(info)  # already gone: succeeds
+
+
+async def test_list_upload_ids_yields_uploads_not_terminated(store: DataStore) -> None:
+    finished = await uploaded(store, payload(1000))
+    unfinished, terminated, empty = new_info(1000), new_info(1000), new_info(0)
+    for info in (unfinished, terminated, empty):
+        await store.create(info)
+    await write(store, unfinished, payload(10))
+    await store.finish(empty)
+    await store.terminate(terminated)
+    listed = [upload_id async for upload_id in store.list_upload_ids()]
+    assert sorted(listed) == sorted([finished.id, unfinished.id, empty.id])
+
+
+async def test_zero_length_upload(medium: Medium, store: DataStore) -> None:
+    info = new_info(0)
+    await store.create(info)
+    assert await store.stored_offset(info) == 0
+    await store.finish(info)
+    await store.finish(info)
+    assert await stored_bytes(store, info) == b""
+    assert await (await medium.open()).load_info(info.id) == info
+
+
+async def test_capabilities_are_what_the_store_implements(medium: Medium, store: DataStore) -> None:
+    assert capabilities(store) == medium.capabilities
