@@ -18,7 +18,6 @@ from tusd_py.expiry import running_sweep
 from tusd_py.hooks import HookFunction, Hooks, HookType
 from tusd_py.locking.base import Locker
 from tusd_py.locking.memory import MemoryLocker
-from tusd_py.metrics import time_lock_waits
 from tusd_py.ops import observe_middleware, operational_routes
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.endpoint import BareBasePath, TusEndpoint
@@ -131,7 +130,6 @@ def create_app(
     ctx = context or build_context(config)
     if context is None or hooks is not None or config.hooks_http:
         ctx.hooks = Hooks.from_config(config, hooks, describe_storage=ctx.store.describe)
-    time_lock_waits(ctx.locker)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -8,7 +8,9 @@ import logging
 import time
 
 from tusd_py.errors import TusError
+from tusd_py.locking.held import held
 from tusd_py.protocol.context import TusContext, is_expired
+from tusd_py.protocol.uploads import remove
 
 log = logging.getLogger("tusd_py.expiry")
 
@@ -27,16 +29,12 @@ async def sweep_once(ctx: TusContext) -> int:
             info = await ctx.state.get(upload_id)
             if info is None or not is_expired(info, now):
                 continue
-            lock = await ctx.locker.acquire(upload_id, lambda: None)
-            try:
+            async with held(ctx.locker, upload_id):
                 info = await ctx.state.get(upload_id)
                 if info is None or not is_expired(info, now):
                     continue  # a PATCH moved its expiry while we waited
-                await ctx.store.terminate(info)
-                await ctx.state.delete(upload_id)
+                await remove(ctx, info)
                 removed += 1
-            finally:
-                await lock.release()
         except TusError as exc:
             log.warning("expiry sweep skipped %s: %s", upload_id, exc.message)
     return removed

@@ -21,7 +21,7 @@ class UploadInfo:
     A final upload lists its partials' ids in `parts`; a partial that an unfinished final has
     claimed names that final in `part_of`, so finishing the partial can complete the final.
     `completed` turns true once the store has finished a fully received upload (S3: the multipart
-    upload is completed); until then, requests retry that step (protocol/complete.py).
+    upload is completed); until then, requests retry that step (protocol/uploads.py).
     """
 
     id: str

@@ -11,7 +11,7 @@ import logging
 import time
 
 from tusd_py.config import LogFormat
-from tusd_py.observe import current_request
+from tusd_py.request_context import current_request
 
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.
 # uvicorn's `color_message` repeats the message with terminal colours.

@@ -17,8 +17,6 @@ from prometheus_client.exposition import generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tusd_py.locking.base import Lock, Locker, ReleaseRequest
-
 REQUESTS = Counter(
     "tusd_requests", "HTTP requests answered, by method and status.", ["method", "status"]
 )
@@ -72,34 +70,6 @@ def s3_request(operation: str) -> Iterator[None]:
         ok = True
     finally:
         observe_s3_request(operation, time.perf_counter() - start, ok)
-
-
-def time_lock_waits(locker: Locker) -> Locker:
-    """Record how long each `acquire` of `locker` waits.
-
-    Wraps the instance's method rather than the object, so the locker keeps its type for code
-    and tests that look at it.
-    """
-    acquire = locker.acquire
-
-    async def timed_acquire(upload_id: str, on_release_request: ReleaseRequest) -> Lock:
-        start = time.perf_counter()
-        outcome = "error"
-        try:
-            lock = await acquire(upload_id, on_release_request)
-            outcome = "acquired"
-            return lock
-        except Exception as exc:
-            if getattr(exc, "status", None) == 423:
-                outcome = "locked"
-            raise
-        finally:
-            LOCK_WAIT.labels(outcome).observe(time.perf_counter() - start)
-
-    if not getattr(acquire, "_tusd_timed", False):
-        timed_acquire._tusd_timed = True  # type: ignore[attr-defined]
-        setattr(locker, "acquire", timed_acquire)  # noqa: B010 - mypy forbids assigning methods
-    return locker
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -1,8 +1,8 @@
 """What every request carries besides its body: an id, the upload it is about, hook changes.
 
 `ObserveMiddleware` wraps the whole app. It honours the client's `X-Request-ID` (or makes one) and
-echoes it, exposes the request's `RequestContext` through a context variable (logs and hooks read
-it), applies response changes asked for by hooks, counts the request in the metrics and writes one
+echoes it, exposes the request's `RequestContext` (tusd_py/request_context.py) to logs and hooks,
+applies response changes asked for by hooks, counts the request in the metrics and writes one
 access-log line.
 """
 
@@ -12,15 +12,14 @@ import logging
 import re
 import secrets
 import time
-from contextvars import ContextVar
-from dataclasses import dataclass
 
+from starlette._utils import get_route_path
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tusd_py import metrics
-from tusd_py.hooks.types import HTTPRequestInfo, HTTPResponse, canonical_header
 from tusd_py.ids import is_valid_upload_id
+from tusd_py.request_context import RequestContext, current_request
 
 access_log = logging.getLogger("tusd_py.access")
 
@@ -28,47 +27,6 @@ access_log = logging.getLogger("tusd_py.access")
 # clean enough to log and echo safely.
 _REQUEST_ID = re.compile(r"[!-~]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "PUT"})
-
-
-@dataclass(slots=True, eq=False)
-class RequestContext:
-    request_id: str
-    scope: Scope
-    upload_id: str | None = None
-    # Merged into the response by the middleware: what blocking hooks asked to send.
-    response_changes: HTTPResponse | None = None
-
-    def http_request(self) -> HTTPRequestInfo:
-        """The request as hooks describe it (tusd's `HTTPRequest`)."""
-        headers: dict[str, list[str]] = {}
-        for raw_name, raw_value in self.scope.get("headers", []):
-            name = canonical_header(raw_name.decode("latin-1"))
-            headers.setdefault(name, []).append(raw_value.decode("latin-1"))
-        path = self.scope.get("raw_path") or self.scope.get("path", "").encode()
-        query = self.scope.get("query_string", b"")
-        uri = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-        client = self.scope.get("client")
-        return HTTPRequestInfo(
-            method=self.scope.get("method", ""),
-            uri=uri,
-            remote_addr=f"{client[0]}:{client[1]}" if client else "",
-            headers=headers,
-        )
-
-    def change_response(self, changes: HTTPResponse | None) -> None:
-        if changes is not None:
-            base = self.response_changes or HTTPResponse()
-            self.response_changes = base.merged_with(changes)
-
-
-current_request: ContextVar[RequestContext | None] = ContextVar("tusd_request", default=None)
-
-
-def bind_upload(upload_id: str) -> None:
-    """Mark the current request as being about `upload_id` (for the log lines that follow)."""
-    ctx = current_request.get()
-    if ctx is not None:
-        ctx.upload_id = upload_id
 
 
 class ObserveMiddleware:
@@ -82,7 +40,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _incoming_request_id(scope) or secrets.token_hex(16)
-        path = _route_path(scope)
+        path = get_route_path(scope)
         ctx = RequestContext(request_id, scope, _upload_id_in_path(path, self.base_path))
         token = current_request.set(ctx)
         start = time.perf_counter()
@@ -149,13 +107,6 @@ def _incoming_request_id(scope: Scope) -> str | None:
             text = value.decode("latin-1").strip()
             return text if _REQUEST_ID.fullmatch(text) else None
     return None
-
-
-def _route_path(scope: Scope) -> str:
-    """The path below the app's mount point (Starlette keeps `root_path` in `path`)."""
-    path: str = scope.get("path", "")
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _upload_id_in_path(path: str, base_path: str) -> str | None:

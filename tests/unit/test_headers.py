@@ -11,14 +11,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tusd_py.errors import TusError
+from tusd_py.metadata import encode_metadata, parse_metadata
 from tusd_py.protocol.download import parse_range
 from tusd_py.protocol.headers import (
     MAX_UINT,
     TUS_VERSION,
     check_tus_resumable,
-    encode_metadata,
     http_date,
-    parse_metadata,
     parse_uint,
 )
 

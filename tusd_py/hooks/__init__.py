@@ -1,7 +1,7 @@
 """Hooks: Python functions or HTTP webhooks called at each point of an upload's life."""
 
 from tusd_py.hooks.http import HttpHookClient
-from tusd_py.hooks.runner import HookFunction, Hooks
+from tusd_py.hooks.runner import HookFunction, Hooks, UploadStopped
 from tusd_py.hooks.types import (
     DEFAULT_HTTP_EVENTS,
     FileInfoChanges,
@@ -26,5 +26,6 @@ __all__ = [
     "HookType",
     "Hooks",
     "HttpHookClient",
+    "UploadStopped",
     "parse_hook_types",
 ]

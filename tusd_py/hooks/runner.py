@@ -8,7 +8,7 @@ Blocking hooks (pre-*) run before the server answers: a failure answers 500 and 
 a rejection answers the hook's status (400 by default) with its body and headers. Non-blocking
 hooks (post-*) run in background tasks; their failures are logged and counted, never answered.
 post-receive runs every `progress_interval` seconds while a body arrives and once at its end; it
-can stop the upload, which then is terminated, as tusd does.
+can stop the upload, which the protocol layer then removes, as tusd does.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import dataclasses
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-# `observe` imports hook types, so take the module (not its names) to allow either import order.
-from tusd_py import metrics, observe
+from tusd_py import metrics
 from tusd_py.errors import TusError
 from tusd_py.hooks.http import HttpHookClient
 from tusd_py.hooks.types import (
@@ -36,13 +35,11 @@ from tusd_py.hooks.types import (
     snapshot,
 )
 from tusd_py.info import UploadInfo
-from tusd_py.protocol.headers import encode_metadata
-from tusd_py.stores.base import Capability
+from tusd_py.metadata import encode_metadata
+from tusd_py.request_context import bind_upload, current_request
 
 if TYPE_CHECKING:
     from tusd_py.config import Config
-    from tusd_py.protocol.body import BodyReader
-    from tusd_py.protocol.context import TusContext
 
 log = logging.getLogger("tusd_py.hooks")
 uploads_log = logging.getLogger("tusd_py.uploads")
@@ -51,6 +48,25 @@ HookResult = HookResponse | None
 HookFunction = Callable[[HookEvent], HookResult | Awaitable[HookResult]]
 # The store's `describe`: the `Storage` object of hook events.
 StorageDescriber = Callable[[UploadInfo], dict[str, str] | None]
+
+
+
+class ReceivingBody(Protocol):
+    """The request body being stored (protocol/body.py's reader), as post-receive sees it."""
+
+    received: int
+
+    def stop(self, reason: str) -> None: ...
+
+
+class UploadStopped(Exception):
+    """post-receive asked to stop the upload: the protocol layer removes it and answers
+    `error`, which carries the hook's status and message."""
+
+    def __init__(self, error: TusError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
 
 # How long shutdown waits for post-* deliveries still in flight.
 DRAIN_TIMEOUT = 10.0
@@ -128,7 +144,7 @@ class Hooks:
                 info.metadata_header = encode_metadata(info.metadata)
 
     def created(self, info: UploadInfo) -> None:
-        observe.bind_upload(info.id)
+        bind_upload(info.id)
         metrics.UPLOADS_CREATED.inc()
         uploads_log.info(
             "upload created",
@@ -137,10 +153,9 @@ class Hooks:
         self._fire(HookType.POST_CREATE, info)
 
     @contextlib.asynccontextmanager
-    async def receiving(
-        self, ctx: TusContext, info: UploadInfo, reader: BodyReader
-    ) -> AsyncIterator[None]:
-        """Wraps the write of one request body: progress hooks, the byte count, StopUpload."""
+    async def receiving(self, info: UploadInfo, reader: ReceivingBody) -> AsyncIterator[None]:
+        """Wraps the write of one request body: progress hooks and the byte count. Raises
+        `UploadStopped` when post-receive asked to stop the upload (the caller removes it)."""
         start = info.offset
         stop: list[HookResponse] = []
         handle: asyncio.TimerHandle | None = None
@@ -175,7 +190,7 @@ class Hooks:
             if reader.received:
                 metrics.BYTES_RECEIVED.inc(reader.received)
         if stop and not info.finished:
-            await self._stop_upload(ctx, info, stop[0])
+            raise self._stopped(info, stop[0])
         if watching and reader.received:
             self._fire(HookType.POST_RECEIVE, info)
 
@@ -210,11 +225,11 @@ class Hooks:
     # --- running hooks ------------------------------------------------------------------------
 
     def _event(self, hook_type: HookType, info: UploadInfo) -> HookEvent:
-        request = observe.current_request.get()
+        request = current_request.get()
         return HookEvent(
             hook_type,
             snapshot(info),
-            request.http_request() if request is not None else HTTPRequestInfo(),
+            HTTPRequestInfo.from_scope(request.scope) if request is not None else HTTPRequestInfo(),
             self._describe_storage(info),
         )
 
@@ -287,23 +302,16 @@ class Hooks:
             if on_answer is not None:
                 on_answer(response)
 
-    async def _stop_upload(self, ctx: TusContext, info: UploadInfo, response: HookResponse) -> None:
+    def _stopped(self, info: UploadInfo, response: HookResponse) -> UploadStopped:
         _change_response(response)
-        removed = Capability.TERMINATION in ctx.capabilities
-        if removed:
-            await ctx.store.terminate(info)
-            await ctx.state.delete(info.id)
-            self.terminated(info)
         uploads_log.info("upload stopped by the post-receive hook", extra={"offset": info.offset})
-        raise _rejection(
-            response,
-            "upload-stopped",
-            "the server stopped this upload" + (" and removed it" if removed else ""),
+        return UploadStopped(
+            _rejection(response, "upload-stopped", "the server stopped this upload and removed it")
         )
 
 
 def _change_response(response: HookResponse) -> None:
-    request = observe.current_request.get()
+    request = current_request.get()
     if request is not None:
         request.change_response(response.http_response)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from starlette.types import Scope
+
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
 
@@ -25,11 +27,6 @@ class HookType(StrEnum):
     POST_FINISH = "post-finish"
     PRE_TERMINATE = "pre-terminate"
     POST_TERMINATE = "post-terminate"
-
-    @property
-    def blocking(self) -> bool:
-        """Blocking hooks run before the server answers and can change what it does."""
-        return self.value.startswith("pre-")
 
 
 # tusd's defaults: pre-finish and pre-terminate cost a round trip on every upload, so they are
@@ -70,6 +67,24 @@ class HTTPRequestInfo:
     uri: str = ""
     remote_addr: str = ""
     headers: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_scope(cls, scope: Scope) -> HTTPRequestInfo:
+        """The ASGI request as hooks describe it (tusd's `HTTPRequest`)."""
+        headers: dict[str, list[str]] = {}
+        for raw_name, raw_value in scope.get("headers", []):
+            name = canonical_header(raw_name.decode("latin-1"))
+            headers.setdefault(name, []).append(raw_value.decode("latin-1"))
+        path = scope.get("raw_path") or scope.get("path", "").encode()
+        query = scope.get("query_string", b"")
+        uri = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        client = scope.get("client")
+        return cls(
+            method=scope.get("method", ""),
+            uri=uri,
+            remote_addr=f"{client[0]}:{client[1]}" if client else "",
+            headers=headers,
+        )
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(canonical_header(name))

@@ -8,6 +8,8 @@ arrives slower than `min_rate` bytes per second, averaged over `idle_timeout` se
 for it (a slowloris trickling a byte now and then never goes idle). Only time spent waiting in
 `receive()` counts, so a server busy writing elsewhere (a slow S3) does not make its client look
 slow. Bytes beyond `limit` are never yielded: they raise a 413 instead.
+
+Below the reader: what every handler that takes a body asks of the request's headers.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from starlette.requests import Request
 from starlette.types import Receive
 
 from tusd_py.errors import TusError
+from tusd_py.protocol.headers import parse_uint
 
 
 class BodyReader:
@@ -37,7 +41,6 @@ class BodyReader:
         self._watchdog: asyncio.TimerHandle | None = None
         self.received = 0
         self.complete = False  # the client sent its whole body
-        self.disconnected = False
         self.stop_reason: str | None = None
 
     def stop(self, reason: str = "stopped") -> None:
@@ -91,7 +94,6 @@ class BodyReader:
                 finally:
                     self._waiting = False
                 if message["type"] == "http.disconnect":
-                    self.disconnected = True
                     return
                 chunk: bytes = message.get("body", b"")
                 more = bool(message.get("more_body", False))
@@ -114,3 +116,39 @@ class BodyReader:
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
+
+
+OFFSET_OCTET_STREAM = "application/offset+octet-stream"
+
+
+def content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    return None if value is None else parse_uint("Content-Length", value)
+
+
+def has_body(request: Request) -> bool:
+    length = content_length(request)
+    return bool(length) or (
+        length is None and "chunked" in request.headers.get("transfer-encoding", "")
+    )
+
+
+def body_left_unread(request: Request) -> bool:
+    """True when the client sent (or is sending) body bytes this request never read."""
+    reader: BodyReader | None = getattr(request.state, "body_reader", None)
+    if reader is not None and reader.complete:
+        return False
+    try:
+        return has_body(request)
+    except TusError:  # a malformed Content-Length: nobody can tell where the body ends
+        return True
+
+
+def check_content_type(request: Request, expected: str = OFFSET_OCTET_STREAM) -> None:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != expected:
+        raise TusError(
+            415,
+            "invalid-content-type",
+            f"Content-Type must be {expected}, got {media_type or 'nothing'!r}",
+        )

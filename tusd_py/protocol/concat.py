@@ -21,9 +21,7 @@ while it holds a partial's, so the two orders cannot deadlock.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
 from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -34,9 +32,10 @@ from tusd_py.errors import TusError, bad_request
 from tusd_py.ids import is_valid_upload_id, new_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
-from tusd_py.protocol.complete import complete_upload
+from tusd_py.locking.held import all_held, held
 from tusd_py.protocol.context import TusContext, is_expired
 from tusd_py.protocol.responses import tus_response
+from tusd_py.protocol.uploads import check_max_size, complete_upload, discard, new_upload, remove
 from tusd_py.protocol.urls import endpoint_url
 from tusd_py.stores.base import Capability, Concatenater
 
@@ -116,19 +115,6 @@ def concat_headers(info: UploadInfo, endpoint: str | None) -> dict[str, str]:
     return {}
 
 
-@contextlib.asynccontextmanager
-async def _locked(ctx: TusContext, upload_ids: Iterable[str]) -> AsyncIterator[dict[str, Lock]]:
-    """Hold the locks of `upload_ids`, taken in sorted order so concurrent holders never cycle."""
-    locks: dict[str, Lock] = {}
-    try:
-        for upload_id in sorted(set(upload_ids)):
-            locks[upload_id] = await ctx.locker.acquire(upload_id, lambda: None)
-        yield locks
-    finally:
-        for lock in locks.values():
-            await lock.release()
-
-
 async def _load_partial(ctx: TusContext, upload_id: str) -> UploadInfo:
     info = await ctx.state.get(upload_id)
     if info is None:
@@ -181,8 +167,7 @@ async def _assemble(
     await complete_upload(ctx, final, final_lock)
     for partial in partials:
         try:
-            await ctx.store.terminate(partial)
-            await ctx.state.delete(partial.id)
+            await remove(ctx, partial)
         except TusError as exc:  # the final is complete; a leftover partial is only storage
             log.warning("could not delete partial %s of final %s: %s", partial.id, final.id, exc)
 
@@ -197,11 +182,7 @@ async def _undo_final(
                 await ctx.state.update(partial, locks[partial.id])
             except Exception:
                 log.exception("could not release partial %s from final %s", partial.id, final.id)
-    try:
-        await ctx.store.terminate(final)
-        await ctx.state.delete(final.id)
-    except Exception:
-        log.exception("could not remove the failed final upload %s", final.id)
+    await discard(ctx, final)
 
 
 async def create_final(
@@ -224,16 +205,10 @@ async def create_final(
             "a final upload cannot carry data; its bytes come from its partials", "final-with-body"
         )
     ids = part_ids(ctx, request, urls)
-    async with _locked(ctx, ids) as locks:
+    async with all_held(ctx.locker, ids) as locks:
         partials = [await _load_partial(ctx, upload_id) for upload_id in ids]
         length = sum(p.length or 0 for p in partials)
-        if ctx.config.max_size and length > ctx.config.max_size:
-            raise TusError(
-                413,
-                "max-size-exceeded",
-                f"the partials add up to {length} bytes, more than Tus-Max-Size "
-                f"{ctx.config.max_size}",
-            )
+        check_max_size(ctx, length, f"the partials' {length} bytes")
         final = UploadInfo(
             id=new_upload_id(),
             length=length,
@@ -243,24 +218,20 @@ async def create_final(
             concat="final",
             parts=ids,
         )
-        await ctx.hooks.pre_create(final)  # may reject, or change the id and metadata
-        await ctx.store.create(final)
-        await ctx.state.create(final)
-        ctx.hooks.created(final)
-        final_lock = await ctx.locker.acquire(final.id, lambda: None)
-        locks[final.id] = final_lock  # released with the partials'
-        try:
-            if all(p.finished for p in partials):
-                await _assemble(ctx, final, final_lock, partials, locks)
-            else:
-                for partial in partials:
-                    partial.part_of = final.id
-                    await ctx.state.update(partial, locks[partial.id])
-        except BaseException:
-            # The client gets an error, not this final's URL: leave nothing half-made behind, so
-            # that a retry can use the same partials.
-            await _undo_final(ctx, final, partials, locks)
-            raise
+        await new_upload(ctx, final)
+        async with held(ctx.locker, final.id) as final_lock:
+            try:
+                if all(p.finished for p in partials):
+                    await _assemble(ctx, final, final_lock, partials, locks)
+                else:
+                    for partial in partials:
+                        partial.part_of = final.id
+                        await ctx.state.update(partial, locks[partial.id])
+            except BaseException:
+                # The client gets an error, not this final's URL: leave nothing half-made behind,
+                # so that a retry can use the same partials.
+                await _undo_final(ctx, final, partials, locks)
+                raise
     headers = {"Location": endpoint_url(request, ctx.config.behind_proxy) + final.id}
     if final.finished:
         headers["Upload-Offset"] = str(final.offset)
@@ -281,12 +252,11 @@ async def complete_final(ctx: TusContext, final_id: str) -> UploadInfo | None:
         partial = await ctx.state.get(upload_id)
         if partial is None or not partial.finished:
             return final
-    final_lock = await ctx.locker.acquire(final_id, lambda: None)
-    try:
+    async with held(ctx.locker, final_id) as final_lock:
         final = await ctx.state.get(final_id)
         if final is None or final.concat != "final" or final.finished:
             return final
-        async with _locked(ctx, final.parts) as locks:
+        async with all_held(ctx.locker, final.parts) as locks:
             partials: list[UploadInfo] = []
             for upload_id in final.parts:
                 partial = await ctx.state.get(upload_id)
@@ -295,8 +265,6 @@ async def complete_final(ctx: TusContext, final_id: str) -> UploadInfo | None:
                 partials.append(partial)
             await _assemble(ctx, final, final_lock, partials, locks)
         return final
-    finally:
-        await final_lock.release()
 
 
 async def try_complete_final(ctx: TusContext, final_id: str) -> UploadInfo | None:

@@ -7,6 +7,8 @@ import time
 import weakref
 from dataclasses import dataclass, field
 
+from starlette.requests import Request
+
 from tusd_py.config import Config
 from tusd_py.errors import gone, not_found
 from tusd_py.hooks import Hooks
@@ -50,6 +52,15 @@ class TusContext:
 
     def new_expiry(self) -> float | None:
         return time.time() + self.config.expiration if self.config.expiration > 0 else None
+
+    def open_body(self, request: Request) -> BodyReader:
+        """The request's body reader, registered so shutdown can end it and the endpoint can see
+        whether the body was read to its end."""
+        config = self.config
+        reader = BodyReader(request.receive, None, config.read_timeout, config.body_min_rate)
+        self.active_readers.add(reader)
+        request.state.body_reader = reader
+        return reader
 
     def stop_all_readers(self) -> None:
         for reader in list(self.active_readers):

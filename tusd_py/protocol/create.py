@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-import logging
-
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tusd_py.errors import TusError, bad_request
+from tusd_py.errors import bad_request
 from tusd_py.ids import new_upload_id
 from tusd_py.info import UploadInfo
-from tusd_py.protocol.complete import complete_upload
+from tusd_py.locking.held import held
+from tusd_py.metadata import parse_metadata
+from tusd_py.protocol.body import check_content_type, content_length, has_body
 from tusd_py.protocol.concat import create_final, parse_upload_concat
 from tusd_py.protocol.context import TusContext
-from tusd_py.protocol.headers import parse_metadata, parse_uint
-from tusd_py.protocol.patch import (
-    append,
-    check_content_type,
-    check_fits,
-    content_length,
-    has_body,
-    offset_headers,
-    open_body,
-)
+from tusd_py.protocol.headers import parse_uint
+from tusd_py.protocol.patch import offset_headers
 from tusd_py.protocol.responses import tus_response
+from tusd_py.protocol.uploads import (
+    append,
+    check_fits,
+    check_max_size,
+    complete_upload,
+    discard,
+    new_upload,
+)
 from tusd_py.protocol.urls import endpoint_url
 from tusd_py.stores.base import Capability
-
-log = logging.getLogger("tusd_py")
 
 
 def parse_length(ctx: TusContext, request: Request) -> int | None:
@@ -41,23 +39,22 @@ def parse_length(ctx: TusContext, request: Request) -> int | None:
             raise bad_request(
                 f"Upload-Defer-Length must be 1, got {defer_header!r}", "invalid-defer-length"
             )
-        if Capability.DEFER_LENGTH not in ctx.capabilities:
-            raise bad_request(
-                "this server does not support deferred upload lengths", "defer-unsupported"
-            )
+        check_can_defer(ctx, "send Upload-Length")
         return None
     if length_header is None:
         raise bad_request(
             "Upload-Length or Upload-Defer-Length: 1 is required", "missing-upload-length"
         )
     length = parse_uint("Upload-Length", length_header)
-    if ctx.config.max_size and length > ctx.config.max_size:
-        raise TusError(
-            413,
-            "max-size-exceeded",
-            f"Upload-Length {length} exceeds Tus-Max-Size {ctx.config.max_size}",
-        )
+    check_max_size(ctx, length, f"Upload-Length {length}")
     return length
+
+
+def check_can_defer(ctx: TusContext, instead: str) -> None:
+    if Capability.DEFER_LENGTH not in ctx.capabilities:
+        raise bad_request(
+            f"this server's storage needs the length up front: {instead}", "defer-unsupported"
+        )
 
 
 def parse_metadata_header(ctx: TusContext, request: Request) -> tuple[str | None, dict[str, str]]:
@@ -70,14 +67,6 @@ def parse_metadata_header(ctx: TusContext, request: Request) -> tuple[str | None
             "metadata-too-large",
         )
     return raw, parse_metadata(raw)
-
-
-async def discard(ctx: TusContext, info: UploadInfo) -> None:
-    try:
-        await ctx.store.terminate(info)
-        await ctx.state.delete(info.id)
-    except Exception:
-        log.warning("could not remove upload %s after a failed creation", info.id, exc_info=True)
 
 
 async def handle_create(ctx: TusContext, request: Request) -> Response:
@@ -101,24 +90,19 @@ async def handle_create(ctx: TusContext, request: Request) -> Response:
         expires_at=ctx.new_expiry(),
         concat=concat,
     )
-    check_fits(ctx, info, content_length(request))
-    await ctx.hooks.pre_create(info)  # may reject, or change the id and metadata
-    await ctx.store.create(info)
-    await ctx.state.create(info)
-    ctx.hooks.created(info)
+    check_fits(info, content_length(request))
+    await new_upload(ctx, info)
 
     headers = {"Location": endpoint_url(request, ctx.config.behind_proxy) + info.id}
     if with_body:
-        reader = open_body(ctx, request)
-        lock = await ctx.locker.acquire(info.id, lambda: reader.stop("handover"))
-        try:
-            await append(ctx, info, lock, reader)
-        except BaseException:
-            # The client never learns the Location, so nobody could resume or delete it.
-            await discard(ctx, info)
-            raise
-        finally:
-            await lock.release()
+        reader = ctx.open_body(request)
+        async with held(ctx.locker, info.id, lambda: reader.stop("handover")) as lock:
+            try:
+                await append(ctx, info, lock, reader)
+            except BaseException:
+                # The client never learns the Location, so nobody could resume or delete it.
+                await discard(ctx, info)
+                raise
     elif info.finished:
         await complete_upload(ctx, info, None)  # Upload-Length: 0 is complete at once
     headers.update(offset_headers(info))

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from tusd_py.errors import TusError
+from tusd_py.locking.held import held
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.responses import tus_response
-from tusd_py.stores.base import Capability
+from tusd_py.protocol.uploads import remove
 
 
 async def handle_delete(ctx: TusContext, upload_id: str) -> Response:
-    if Capability.TERMINATION not in ctx.capabilities:
-        raise TusError(405, "termination-unsupported", "this server does not support termination")
-    lock = await ctx.locker.acquire(upload_id, lambda: None)
-    try:
+    async with held(ctx.locker, upload_id):
         info = await ctx.existing(upload_id)
         await ctx.hooks.pre_terminate(info)  # may refuse
-        await ctx.store.terminate(info)
-        await ctx.state.delete(upload_id)
-    finally:
-        await lock.release()
+        await remove(ctx, info)
     ctx.hooks.terminated(info)
     return tus_response(204)

@@ -16,9 +16,9 @@ from starlette.responses import Response, StreamingResponse
 
 from tusd_py.errors import TusError
 from tusd_py.info import UploadInfo
-from tusd_py.protocol.complete import completed_info
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import TUS_VERSION
+from tusd_py.protocol.uploads import completed_info
 from tusd_py.stores.base import Reader
 
 _MEDIA_TYPE = re.compile(

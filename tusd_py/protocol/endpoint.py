@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
+from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tusd_py.errors import TusError
 from tusd_py.ids import is_valid_upload_id
+from tusd_py.protocol.body import body_left_unread
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.create import handle_create
 from tusd_py.protocol.delete import handle_delete
@@ -19,9 +21,8 @@ from tusd_py.protocol.headers import check_tus_resumable
 from tusd_py.protocol.ietf import INTEROP_HEADER, handle_ietf
 from tusd_py.protocol.linger import respond_and_drain
 from tusd_py.protocol.options import handle_options
-from tusd_py.protocol.patch import body_left_unread, handle_patch
+from tusd_py.protocol.patch import handle_patch
 from tusd_py.protocol.responses import error_response
-from tusd_py.protocol.urls import route_path
 
 log = logging.getLogger("tusd_py")
 
@@ -85,7 +86,7 @@ class TusEndpoint:
     async def dispatch(self, request: Request) -> Response:
         ctx = self.ctx
         method = effective_method(request)
-        sub_path = route_path(request).lstrip("/")
+        sub_path = get_route_path(request.scope).lstrip("/")
         if INTEROP_HEADER in request.headers:  # the IETF draft, not tus 1.0.0
             return await handle_ietf(ctx, request, method, sub_path)
         if method == "OPTIONS":

@@ -1,14 +1,16 @@
+"""HEAD: where an upload stands, so a client knows where to resume."""
+
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tusd_py.info import UploadInfo
-from tusd_py.protocol.complete import complete_upload
 from tusd_py.protocol.concat import concat_headers, try_complete_final
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import http_date
 from tusd_py.protocol.responses import tus_response
+from tusd_py.protocol.uploads import current_info
 from tusd_py.protocol.urls import endpoint_url
 
 
@@ -30,15 +32,7 @@ def upload_headers(info: UploadInfo, endpoint: str | None = None) -> dict[str, s
 
 
 async def handle_head(ctx: TusContext, upload_id: str, request: Request | None = None) -> Response:
-    # Taking the lock makes a PATCH still running for this upload hand over and commit, so the
-    # offset answered here is the one the client can resume from.
-    lock = await ctx.locker.acquire(upload_id, lambda: None)
-    try:
-        info = await ctx.existing(upload_id)
-        # A client that sees the full offset is done: storage must be complete before it does.
-        await complete_upload(ctx, info, lock)
-    finally:
-        await lock.release()
+    info = await current_info(ctx, upload_id)
     if info.concat == "final" and not info.finished:
         info = await try_complete_final(ctx, upload_id) or info  # retries a failed assembly
     endpoint = None if request is None else endpoint_url(request, ctx.config.behind_proxy)

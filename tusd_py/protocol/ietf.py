@@ -36,23 +36,31 @@ from tusd_py.errors import TusError, bad_request, offset_mismatch
 from tusd_py.ids import is_valid_upload_id, new_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
-from tusd_py.protocol.body import BodyReader
-from tusd_py.protocol.complete import complete_upload
-from tusd_py.protocol.context import TusContext
-from tusd_py.protocol.create import discard, parse_metadata_header
-from tusd_py.protocol.delete import handle_delete
-from tusd_py.protocol.download import handle_download
-from tusd_py.protocol.headers import encode_metadata, parse_uint
-from tusd_py.protocol.patch import (
+from tusd_py.locking.held import held
+from tusd_py.metadata import encode_metadata
+from tusd_py.protocol.body import (
     OFFSET_OCTET_STREAM,
+    BodyReader,
     check_content_type,
     content_length,
     has_body,
-    open_body,
 )
-from tusd_py.protocol.patch import append as tus_append
+from tusd_py.protocol.context import TusContext
+from tusd_py.protocol.create import check_can_defer, parse_metadata_header
+from tusd_py.protocol.delete import handle_delete
+from tusd_py.protocol.download import handle_download
+from tusd_py.protocol.headers import parse_uint
+from tusd_py.protocol.uploads import (
+    append,
+    check_fits,
+    check_max_size,
+    complete_upload,
+    current_info,
+    declare_length,
+    discard,
+    new_upload,
+)
 from tusd_py.protocol.urls import endpoint_url
-from tusd_py.stores.base import Capability
 
 INTEROP_HEADER = "upload-draft-interop-version"
 VERSIONS = range(3, 9)
@@ -154,24 +162,9 @@ def representation_metadata(request: Request) -> dict[str, str]:
     return metadata
 
 
-def declare(ctx: TusContext, info: UploadInfo, length: int) -> bool:
+async def declare(ctx: TusContext, info: UploadInfo, length: int) -> bool:
     """Record the upload's final length; True when it was unknown until now."""
-    if info.length is not None:
-        if info.length != length:
-            raise inconsistent_length(
-                f"the upload's length is {info.length}; this request implies {length}"
-            )
-        return False
-    if length < info.offset:
-        raise inconsistent_length(
-            f"this request implies a length of {length}, but {info.offset} bytes are stored"
-        )
-    if ctx.config.max_size and length > ctx.config.max_size:
-        raise TusError(
-            413, "max-size-exceeded", f"length {length} exceeds the limit {ctx.config.max_size}"
-        )
-    info.length = length
-    return True
+    return await declare_length(ctx, info, length, inconsistent_length, "the upload's length")
 
 
 def implied_length(request: Request, offset: int, complete: bool) -> int | None:
@@ -196,16 +189,6 @@ def stopper(reader: BodyReader | None) -> Callable[[], None]:
     return lambda: reader.stop("handover")
 
 
-def check_room(info: UploadInfo, body_length: int | None) -> None:
-    if body_length is not None and info.length is not None:
-        room = info.length - info.offset
-        if body_length > room:
-            raise inconsistent_length(
-                f"the body has {body_length} bytes but only {room} remain before the upload's "
-                f"length ({info.length})"
-            )
-
-
 async def transfer(
     ctx: TusContext, info: UploadInfo, lock: Lock, reader: BodyReader | None, complete: bool
 ) -> None:
@@ -213,7 +196,7 @@ async def transfer(
     the length at the offset it reached."""
     if reader is not None:
         try:
-            await tus_append(ctx, info, lock, reader)
+            await append(ctx, info, lock, reader)
         except TusError as exc:
             if exc.code == "body-too-large":  # the drafts answer 400 for bytes past the length
                 raise inconsistent_length(exc.message) from None
@@ -221,7 +204,7 @@ async def transfer(
     if not complete or (reader is not None and not reader.complete):
         return
     if info.length is None:
-        declare(ctx, info, info.offset)
+        await declare(ctx, info, info.offset)
         await ctx.state.update(info, lock)
         await complete_upload(ctx, info, lock)
     elif info.offset != info.length:
@@ -267,38 +250,30 @@ async def create(ctx: TusContext, request: Request, draft: Draft) -> Response:
     if metadata_header is None:
         metadata = representation_metadata(request)
         metadata_header = encode_metadata(metadata) if metadata else None
-    if length is None and Capability.DEFER_LENGTH not in ctx.capabilities:
-        raise bad_request(
-            "this server's storage needs the length up front: send Upload-Length",
-            "defer-unsupported",
-        )
+    if length is None:
+        check_can_defer(ctx, "send Upload-Length")
+    if length is not None:
+        check_max_size(ctx, length, f"the upload's length {length}")
     info = UploadInfo(
         id=new_upload_id(),
-        length=None,
+        length=length,
         metadata=metadata,
         metadata_header=metadata_header,
         expires_at=ctx.new_expiry(),
     )
-    if length is not None:
-        declare(ctx, info, length)
-    await ctx.hooks.pre_create(info)  # may reject, or change the id and metadata
-    await ctx.store.create(info)
-    await ctx.state.create(info)
-    ctx.hooks.created(info)
+    await new_upload(ctx, info)
 
-    reader = open_body(ctx, request) if with_body else None
-    lock = await ctx.locker.acquire(info.id, stopper(reader))
-    try:
-        if info.finished:
-            await complete_upload(ctx, info, lock)  # an empty upload is complete at once
-        else:
-            await transfer(ctx, info, lock, reader, complete)
-    except BaseException:
-        # No 104 went out, so the client never learns this upload's URL: leave nothing behind.
-        await discard(ctx, info)
-        raise
-    finally:
-        await lock.release()
+    reader = ctx.open_body(request) if with_body else None
+    async with held(ctx.locker, info.id, stopper(reader)) as lock:
+        try:
+            if info.finished:
+                await complete_upload(ctx, info, lock)  # an empty upload is complete at once
+            else:
+                await transfer(ctx, info, lock, reader, complete)
+        except BaseException:
+            # No 104 went out, so the client never learns this upload's URL: leave nothing.
+            await discard(ctx, info)
+            raise
     headers = {"Location": endpoint_url(request, ctx.config.behind_proxy) + info.id}
     headers.update(state_headers(ctx, draft, info))
     return response(201, headers)
@@ -311,13 +286,7 @@ async def offset_retrieval(
     if draft.version >= 6:
         forbidden += ("Upload-Length",)
     reject_fields(request, forbidden, "an offset retrieval")
-    # As for tus HEAD: taking the lock makes a running append hand over and commit first.
-    lock = await ctx.locker.acquire(upload_id, lambda: None)
-    try:
-        info = await ctx.existing(upload_id)
-        await complete_upload(ctx, info, lock)  # retries a completion that failed
-    finally:
-        await lock.release()
+    info = await current_info(ctx, upload_id)  # a running append hands over and commits first
     return response(204, {**state_headers(ctx, draft, info), "Cache-Control": "no-store"})
 
 
@@ -334,9 +303,8 @@ async def upload_append(
     with_body = has_body(request)
     length = implied_length(request, offset, complete)
 
-    reader = open_body(ctx, request) if with_body else None
-    lock = await ctx.locker.acquire(upload_id, stopper(reader))
-    try:
+    reader = ctx.open_body(request) if with_body else None
+    async with held(ctx.locker, upload_id, stopper(reader)) as lock:
         info = await ctx.existing(upload_id)
         if info.concat == "final":
             raise TusError(403, "final-upload", "a final upload of a concatenation is read-only")
@@ -351,12 +319,10 @@ async def upload_append(
                 error = offset_mismatch(info.offset, offset)
                 error.headers.update(draft.complete_field(False))
                 raise error
-            if length is not None and declare(ctx, info, length):
+            if length is not None and await declare(ctx, info, length):
                 await ctx.state.update(info, lock)
-            check_room(info, content_length(request))
+            check_fits(info, content_length(request), inconsistent_length)
             await transfer(ctx, info, lock, reader, complete)
-    finally:
-        await lock.release()
     status = 201 if draft.version <= 6 else 204
     headers = {"Upload-Offset": str(info.offset), **draft.complete_field(info.finished)}
     return response(status, headers)

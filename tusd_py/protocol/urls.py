@@ -50,10 +50,3 @@ def endpoint_url(request: Request, behind_proxy: bool) -> str:
         host = _server_host(request)
     root = request.scope.get("root_path", "").rstrip("/")
     return f"{scheme}://{host}{root}/"
-
-
-def route_path(request: Request) -> str:
-    """The path below the endpoint's mount point ('' or '/' for the endpoint itself)."""
-    path: str = request.scope["path"]
-    root: str = request.scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path

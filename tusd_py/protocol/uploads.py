@@ -1,0 +1,169 @@
+"""What tus 1.0.0 and the IETF draft share about an upload's life.
+
+Creating it (hooks, store, state, in that order), declaring its length, checking that a body has
+room, streaming a body into it, completing it once its last byte is committed, and removing it.
+The handlers (create, patch, concat, ietf, delete, head) parse their own headers and call these.
+
+Completion: the committed offset reaching the length is not the end. The store may still have
+work to do (S3 completes the multipart upload), and that step can fail after the offset was
+committed; a tus client that then sees `Upload-Offset` equal to `Upload-Length` considers the
+upload done and never sends another byte. So the step is recorded (`UploadInfo.completed`), and
+every later request that touches the upload (HEAD, PATCH, GET) retries it until it succeeds; only
+then does post-finish run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from tusd_py.errors import TusError
+from tusd_py.hooks import UploadStopped
+from tusd_py.info import UploadInfo
+from tusd_py.locking.base import Lock
+from tusd_py.locking.held import held
+from tusd_py.protocol.body import BodyReader
+from tusd_py.protocol.checksum import Checksum, guarded
+from tusd_py.protocol.context import TusContext
+from tusd_py.stores.base import LengthDeferrer
+
+log = logging.getLogger("tusd_py")
+
+Refusal = Callable[[str], TusError]
+
+
+def too_large(message: str) -> TusError:
+    return TusError(413, "max-size-exceeded", message)
+
+
+def check_max_size(ctx: TusContext, length: int, what: str) -> None:
+    """413 when `what` (e.g. "Upload-Length 12") is more than the server accepts."""
+    if ctx.config.max_size and length > ctx.config.max_size:
+        raise too_large(f"{what} exceeds Tus-Max-Size {ctx.config.max_size}")
+
+
+def body_too_large(message: str) -> TusError:
+    return TusError(413, "body-too-large", message)
+
+
+def check_fits(info: UploadInfo, body_length: int | None, refuse: Refusal = body_too_large) -> None:
+    """Reject a body that announces more bytes than the upload has room for, before reading it."""
+    if body_length is not None and info.length is not None:
+        room = info.length - info.offset
+        if body_length > room:
+            raise refuse(
+                f"the body has {body_length} bytes but only {room} remain before the upload's "
+                f"length ({info.length})"
+            )
+
+
+async def declare_length(
+    ctx: TusContext, info: UploadInfo, length: int, refuse: Refusal, what: str
+) -> bool:
+    """Set the length of an upload created without one; True when it was unknown until now.
+
+    `refuse` makes the error for a length that contradicts the upload (each protocol words and
+    codes it its own way); `what` names the length in messages. The caller persists the info.
+    """
+    if info.length is not None:
+        if info.length != length:
+            raise refuse(f"the upload's length is {info.length} and cannot change to {length}")
+        return False
+    if length < info.offset:
+        raise refuse(f"{what} is {length}, but {info.offset} bytes are already stored")
+    check_max_size(ctx, length, f"{what} {length}")
+    info.length = length
+    store = ctx.store
+    if isinstance(store, LengthDeferrer):
+        await store.declare_length(info)
+    return True
+
+
+async def new_upload(ctx: TusContext, info: UploadInfo) -> None:
+    """Create `info` everywhere: pre-create (may reject, or change the id and metadata), the
+    store, the state, then post-create."""
+    await ctx.hooks.pre_create(info)
+    await ctx.store.create(info)
+    await ctx.state.create(info)
+    ctx.hooks.created(info)
+
+
+async def remove(ctx: TusContext, info: UploadInfo) -> None:
+    """Delete the upload's bytes and state (held lock, or nobody else knows the upload)."""
+    await ctx.store.terminate(info)
+    await ctx.state.delete(info.id)
+
+
+async def discard(ctx: TusContext, info: UploadInfo) -> None:
+    """`remove` an upload whose creation failed; the creation's own error is what the client
+    hears, so a failure here is only logged."""
+    try:
+        await remove(ctx, info)
+    except Exception:
+        log.warning("could not remove upload %s after a failed creation", info.id, exc_info=True)
+
+
+async def append(
+    ctx: TusContext,
+    info: UploadInfo,
+    lock: Lock,
+    reader: BodyReader,
+    checksum: Checksum | None = None,
+) -> None:
+    """Stream the body into the store at `info.offset`, committing as bytes become durable.
+
+    With a `checksum`, nothing is committed until the whole body has been verified.
+    """
+    room = None if info.length is None else info.length - info.offset
+    if ctx.config.max_size and info.length is None:
+        room = ctx.config.max_size - info.offset
+    reader.limit = room
+    info.expires_at = ctx.new_expiry()
+
+    async def commit(offset: int) -> None:
+        await ctx.state.commit(info, offset, lock)
+
+    chunks, on_commit, guard = guarded(checksum, reader, ctx.state, info, lock, commit)
+    try:
+        async with ctx.hooks.receiving(info, reader):  # post-receive, byte count, StopUpload
+            await ctx.store.write(info, chunks, on_commit)
+            if guard is not None:
+                await guard.apply()
+    except UploadStopped as stopped:
+        await remove(ctx, info)
+        ctx.hooks.terminated(info)
+        raise stopped.error from None
+    await complete_upload(ctx, info, lock)
+
+
+async def complete_upload(ctx: TusContext, info: UploadInfo, lock: Lock | None) -> None:
+    """Finish a fully received upload in storage, record that, and run post-finish; does
+    nothing for an upload already completed. Call it holding the upload's lock (or, for an
+    upload nobody else knows yet, with `lock=None`)."""
+    if info.completed or not info.finished:
+        return
+    await ctx.store.finish(info)  # idempotent: a retry after a failure is safe
+    info.completed = True
+    await ctx.state.update(info, lock)
+    await ctx.hooks.finished(info)
+
+
+async def current_info(ctx: TusContext, upload_id: str) -> UploadInfo:
+    """The upload's info under its lock, so that a PATCH still running for it hands over and
+    commits first, and completed if its last bytes arrived but completion failed: the offset
+    answered is then the one the client can resume from, and a full one means done."""
+    async with held(ctx.locker, upload_id) as lock:
+        info = await ctx.existing(upload_id)
+        await complete_upload(ctx, info, lock)
+    return info
+
+
+async def completed_info(ctx: TusContext, upload_id: str) -> UploadInfo:
+    """The upload's info, completing it first if its last bytes arrived but completion failed;
+    takes the lock only in that case (downloads of finished uploads need none)."""
+    info = await ctx.existing(upload_id)
+    if info.finished and not info.completed:
+        async with held(ctx.locker, upload_id) as lock:
+            info = await ctx.existing(upload_id)
+            await complete_upload(ctx, info, lock)
+    return info
