@@ -25,7 +25,8 @@ from tusd_py.state.base import StateStore
 from tusd_py.state.local import LocalState
 from tusd_py.stores.base import DataStore
 
-# Browsers may send and read these; see PROTOCOL.md "What real clients do".
+# What browser clients (tus-js-client, Uppy) send, and the response headers they must be able to
+# read: the tus and IETF draft headers, plus the few a download or a 503 needs.
 CORS_ALLOW_HEADERS = [
     "Authorization",
     "Origin",
