@@ -293,10 +293,14 @@ class _BlockWriter:
         self.committed = upto
 
     async def _settle(self) -> None:
-        if self.pending is not None:
-            task, self.pending = self.pending, None
-            self.pending_commits = False
+        task = self.pending
+        if task is None:
+            return
+        try:
             await task
+        finally:
+            if task.done():  # not when this request was cancelled meanwhile: _abandon sees it
+                self.pending, self.pending_commits = None, False
 
     async def _abandon(self) -> None:
         self.abandoned = True
@@ -434,9 +438,11 @@ class AzureStore(DataStore):
         self._service = self._service_client()
         self._container = self._service.get_container_client(self.container)
         try:
-            await self._container.create_container()
-        except ResourceExistsError:
-            pass
+            try:
+                await self._container.get_container_properties()
+            except ResourceNotFoundError:
+                with contextlib.suppress(ResourceExistsError):  # another instance was quicker
+                    await self._container.create_container()
         except _ERRORS as exc:
             # Not fatal: the service may be back soon, and /ready reports it meanwhile.
             log.warning("could not check or create container %s: %s", self.container, _detail(exc))
