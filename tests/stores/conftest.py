@@ -2,10 +2,10 @@
 
 An entry builds, for one test, a medium (a dict, a temp directory, a bucket) and says how to make
 stores over it; `Medium.open()` opens another instance over the same medium, which must see what
-the first one stored (that is how a restart or a second process sees it). `unit` is the size past
-which the store commits before a write ends (the file store's COMMIT_SIZE, an S3 part): payloads
-are a few units, so every store cuts them the way it cuts real uploads. Adding a store is one
-entry; `config_store` serves any store the app's store table builds from a `Config`.
+the first one stored (that is how a restart or a second process sees it). `unit` is a size the
+store cuts uploads by (the file store's commit interval, an S3 part, half an Azure block):
+payloads are a few units, so every store cuts them the way it cuts real uploads. Adding a store
+is one entry; `config_store` serves any store the app's store table builds from a `Config`.
 
 A case a store fails is listed in its entry's `known_failures` with the reason, and runs as a
 strict xfail: never weakened, visible in every run, and reported when the store is fixed.
@@ -96,9 +96,12 @@ def s3_options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]
         "max_size": 1024 * MIB,
     }
     # A fresh botocore session loads the S3 service model again (~0.5 s a store); one is enough.
-    module = sys.modules[store_class(Config(**options)).__module__]
-    if hasattr(module, "get_session"):
-        request.getfixturevalue("monkeypatch").setattr(module, "get_session", _shared_session)
+    from aiobotocore.session import get_session
+
+    package = store_class(Config(**options)).__module__.rpartition(".")[0]
+    for name, module in list(sys.modules.items()):
+        if name.startswith(package) and getattr(module, "get_session", None) is get_session:
+            request.getfixturevalue("monkeypatch").setattr(module, "get_session", _shared_session)
     return options
 
 
@@ -107,6 +110,20 @@ def _shared_session() -> Any:
     from aiobotocore.session import get_session
 
     return get_session()
+
+
+def azure_options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    from tests.support.azurite import unique_container
+
+    server = request.getfixturevalue("azurite")  # started on first use
+    request.getfixturevalue("monkeypatch").setenv(
+        "AZURE_STORAGE_CONNECTION_STRING", server.connection_string
+    )
+    return {
+        "azure_container": unique_container(),
+        "azure_endpoint": server.endpoint,
+        "max_size": 1024 * MIB,
+    }
 
 
 STORES: dict[str, StoreEntry] = {
@@ -134,6 +151,7 @@ STORES: dict[str, StoreEntry] = {
             ),
         },
     ),
+    "azure": StoreEntry(config_store(azure_options, unit=4 * MIB)),
 }
 
 
