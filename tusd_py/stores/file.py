@@ -45,7 +45,7 @@ T = TypeVar("T")
 WRITE_SIZE = 1024 * 1024
 # While a body streams, the offset is committed every this many bytes or seconds, whichever comes
 # first: a crash mid-PATCH then costs the client at most that much to re-send, for one state
-# write (a Redis round trip, or an `.info` rewrite) per interval.
+# write (a Redis round trip, or a `.progress` write) per interval.
 COMMIT_SIZE = 4 * 1024 * 1024
 COMMIT_INTERVAL = 1.0
 # The coalescing buffers of all PATCHes together stay near this: past it, a PATCH writes what it
@@ -71,14 +71,15 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 
 def _disk_error(exc: OSError) -> TusError:
-    if exc.errno == 28:  # ENOSPC
+    if exc.errno == errno.ENOSPC:
         return TusError(507, "insufficient-storage", "the server's disk is full; retry later")
     return TusError(500, "storage-error", f"the server could not write the upload: {exc.strerror}")
 
 
-# The blocking halves of the store's file operations. Each runs whole in one worker thread: a
-# thread hop costs more than a small write, so a 64 KiB PATCH takes three hops (open, write and
-# close, `.info`) rather than one per call.
+# The blocking halves of the store's file operations. Each runs whole, on the loop or (see STALL)
+# in one worker thread: a thread hop costs more than a small write, so a threaded 64 KiB PATCH
+# takes three hops (open, write and close, the commit's `.progress` or `.info`) rather than one
+# per call.
 
 
 class _Shorter(Exception):
@@ -205,6 +206,140 @@ def _concatenate_files(target: Path, sources: list[tuple[Path, int]]) -> None:
                     copied += len(chunk)
 
 
+class _FileWriter:
+    """One PATCH into the data file, opened at the committed offset: gathers the chunks into
+    writes of up to WRITE_SIZE, commits behind the writes (every COMMIT_SIZE bytes or
+    COMMIT_INTERVAL seconds, and at the end), and when anything fails cuts the file back to what
+    is committed."""
+
+    def __init__(
+        self, store: FileStore, info: UploadInfo, path: Path, f: io.FileIO, commit: Commit
+    ) -> None:
+        self.store = store
+        self.info = info
+        self.path = path
+        self.f = f
+        self._commit = commit
+        self.start = info.offset
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+        self.buffer: list[bytes] = []  # received, not yet handed to a write
+        self.buffered = 0  # their size
+        # Counted from `start`: bytes whose write has completed (unbuffered: they are in the OS),
+        # and bytes committed.
+        self.written = 0
+        self.committed = 0
+        self.last_commit = self.loop.time()
+        # A write in a worker thread overlaps with receiving the next megabyte.
+        self.pending: asyncio.Future[None] | None = None
+        self.pending_size = 0
+        # A commit runs beside the receiving, like the writes: awaited in line, a state write
+        # every 4 MiB held up the body ~1 ms each time. One at a time, in order.
+        self.committing: asyncio.Task[None] | None = None
+        self.commit_failed = False
+
+    async def run(self, chunks: AsyncIterable[bytes]) -> int:
+        try:
+            try:
+                await self._receive(chunks)
+                await self._finish()
+            except BaseException as exc:
+                await self._abandon()
+                if isinstance(exc, OSError):
+                    raise _disk_error(exc) from exc
+                raise
+        finally:
+            self.store._buffered -= self.buffered
+            if not self.closed:
+                await asyncio.to_thread(self.f.close)
+        if self.written > self.committed:
+            await self._commit(self.start + self.written)
+        return self.start + self.written
+
+    async def _receive(self, chunks: AsyncIterable[bytes]) -> None:
+        """Gather the chunks until a write is due: WRITE_SIZE of them, a commit, or the budget."""
+        store, loop = self.store, self.loop
+        async for chunk in chunks:
+            size = len(chunk)
+            self.buffer.append(chunk)
+            self.buffered += size
+            store._buffered += size
+            due = loop.time() - self.last_commit >= COMMIT_INTERVAL
+            crowded = store._buffered > COALESCE_BUDGET
+            if self.buffered >= WRITE_SIZE or due or crowded:
+                if self.pending is not None:
+                    await self.pending
+                    self._count_pending()
+                if self.committing is not None and self.committing.done():
+                    await self._settle()  # raises what the commit raised
+                self._flush(due)
+
+    def _count_pending(self) -> None:
+        """The write in a thread has completed (it was awaited): its bytes are written."""
+        self.written += self.pending_size
+        self.pending = None
+
+    def _flush(self, due: bool) -> None:
+        """Start committing what is written if that is due, then hand the gathered chunks to one
+        write: on the loop, or in a thread (see STALL)."""
+        if self.committing is None:
+            unsaved = self.written - self.committed
+            if unsaved >= COMMIT_SIZE or (due and unsaved > 0):
+                self.committing = asyncio.ensure_future(self._commit_at(self.written))
+                self.last_commit = self.loop.time()
+        data, size, self.buffer, self.buffered = self.buffer, self.buffered, [], 0
+        self.store._buffered -= size
+        if self.store._on_loop():
+            self.store._timed(_write_all, self.f, data)
+            self.written += size
+        else:
+            self.pending = self.loop.run_in_executor(None, _write_all, self.f, data)
+            self.pending_size = size
+
+    async def _finish(self) -> None:
+        """Write the rest and close the file, then wait for the commit under way."""
+        if self.pending is not None:
+            await self.pending
+            self._count_pending()
+        self.closed = True  # by the call below, whatever it raises
+        data, size, self.buffer, self.buffered = self.buffer, self.buffered, [], 0
+        self.store._buffered -= size
+        await self.store._blocking(_write_and_close, self.f, data)
+        self.written += size
+        await self._settle()
+
+    async def _commit_at(self, written: int) -> None:
+        try:
+            await self._commit(self.start + written)
+        except BaseException:
+            self.commit_failed = True
+            raise
+        self.committed = written  # commits run one at a time, in order
+
+    async def _settle(self) -> None:
+        """Wait for the commit under way, if any: raises what it raised."""
+        if self.committing is not None:
+            task, self.committing = self.committing, None
+            await task
+
+    async def _abandon(self) -> None:
+        """After a failure: let the write and the commit under way end, then undo what is not
+        committed."""
+        if self.pending is not None:
+            with contextlib.suppress(Exception):
+                await self.pending
+        with contextlib.suppress(Exception):
+            await self._settle()
+        # Back to what is committed: `info.offset` follows successful commits (with a checksum,
+        # none happens before the body is verified). Not when a commit failed: Redis may have
+        # applied it after all (a timeout), or another request owns the upload now (lost lock)
+        # and may have committed more; bytes past the committed offset are harmless, a committed
+        # offset past the bytes is a hole.
+        if not self.commit_failed:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(os.truncate, self.path, max(self.start, self.info.offset))
+
+
 class FileStore(DataStore):
     storage_type = "filestore"
 
@@ -328,112 +463,21 @@ class FileStore(DataStore):
         return size if info.length is None else min(size, info.length)
 
     async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
-        start, path = info.offset, self._data_path(info.id)
+        path = self._data_path(info.id)
         try:
-            f = await self._blocking(_open_at, path, start)
+            f = await self._blocking(_open_at, path, info.offset)
         except FileNotFoundError:
             raise TusError(404, "upload-not-found", f"the data of {info.id!r} is gone") from None
         except _Shorter as short:
             raise TusError(
                 500,
                 "storage-inconsistent",
-                f"upload {info.id!r} is committed up to byte {start} but only {short.size} bytes "
-                "are stored; refusing to fill the gap",
+                f"upload {info.id!r} is committed up to byte {info.offset} but only {short.size} "
+                "bytes are stored; refusing to fill the gap",
             ) from None
         except OSError as exc:
             raise _disk_error(exc) from exc
-        loop = asyncio.get_running_loop()
-        closed = False
-        buffer: list[bytes] = []  # received, not yet handed to a write
-        buffered = 0  # their size
-        try:
-            written = 0  # bytes whose write has completed (unbuffered: they are in the OS)
-            committed = 0
-            last_commit = loop.time()
-            pending: asyncio.Future[None] | None = None
-            pending_size = 0
-            # A commit runs beside the receiving, like the writes: an `.info` rewrite or a Redis
-            # round trip every 4 MiB held up the body ~1 ms each time. One at a time, in order.
-            committing: asyncio.Task[None] | None = None
-            commit_failed = False
-
-            async def commit_at(offset: int) -> None:
-                nonlocal committed, commit_failed
-                try:
-                    await commit(start + offset)
-                except BaseException:
-                    commit_failed = True
-                    raise
-                committed = offset  # commits run one at a time, in order
-
-            async def settle_commit() -> None:
-                nonlocal committing
-                if committing is not None:
-                    task, committing = committing, None
-                    await task
-
-            try:
-                async for chunk in chunks:
-                    buffer.append(chunk)
-                    buffered += len(chunk)
-                    self._buffered += len(chunk)
-                    due = loop.time() - last_commit >= COMMIT_INTERVAL
-                    crowded = self._buffered > COALESCE_BUDGET
-                    if buffered >= WRITE_SIZE or due or crowded:
-                        # In a thread, the write overlaps with receiving the next megabyte.
-                        if pending is not None:
-                            await pending
-                            written += pending_size
-                            pending = None
-                        if committing is not None and committing.done():
-                            await settle_commit()  # raises what the commit raised
-                        if committing is None and (
-                            written - committed >= COMMIT_SIZE or (due and written > committed)
-                        ):
-                            committing = asyncio.ensure_future(commit_at(written))
-                            last_commit = loop.time()
-                        data, size, buffer, buffered = buffer, buffered, [], 0
-                        self._buffered -= size
-                        if self._on_loop():
-                            self._timed(_write_all, f, data)
-                            written += size
-                        else:
-                            pending = loop.run_in_executor(None, _write_all, f, data)
-                            pending_size = size
-                if pending is not None:
-                    await pending
-                    written += pending_size
-                    pending = None
-                closed = True  # by the call below, whatever it raises
-                data, size, buffer, buffered = buffer, buffered, [], 0
-                self._buffered -= size
-                await self._blocking(_write_and_close, f, data)
-                written += size
-                await settle_commit()
-            except BaseException as exc:
-                if pending is not None:
-                    with contextlib.suppress(Exception):
-                        await pending
-                with contextlib.suppress(Exception):
-                    await settle_commit()
-                # Back to what is committed: `info.offset` follows successful commits (with a
-                # checksum, none happens before the body is verified). Not when a commit failed:
-                # Redis may have applied it after all (a timeout), or another request owns the
-                # upload now (lost lock) and may have committed more; bytes past the committed
-                # offset are harmless, a committed offset past the bytes is a hole.
-                if not commit_failed:
-                    with contextlib.suppress(OSError):
-                        await asyncio.to_thread(os.truncate, path, max(start, info.offset))
-                if isinstance(exc, OSError):
-                    raise _disk_error(exc) from exc
-                raise
-        finally:
-            self._buffered -= buffered
-            if not closed:
-                await asyncio.to_thread(f.close)
-        if written > committed:
-            await commit(start + written)
-        return start + written
+        return await _FileWriter(self, info, path, f, commit).run(chunks)
 
     async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
         sources = [(self._data_path(p.id), p.length or 0) for p in partials]
