@@ -1,4 +1,5 @@
-"""State kept by the data store itself, in its `.info` copy: one process, no Redis.
+"""State kept by the data store itself, in its `.info` copy (and, for commits before the last,
+whatever `save_progress` writes: the file store's `.progress`): one process, no Redis.
 
 Correct only while a single process serves the uploads (the in-process locker is what makes the
 token check meaningful); the CLI says so when it is combined with storage that could be shared.
