@@ -75,7 +75,7 @@ async def patch_in_chunks(
         )
         assert response.status_code == 204, response.text
         assert response.headers["Upload-Offset"] == str(offset + len(body))
-        await store._settle(url.rsplit("/", 1)[-1])  # count a background part upload here
+        await store.parts.settle(url.rsplit("/", 1)[-1])  # count a background part upload here
         costs.append({k: v - before[k] for k, v in store.request_counts.items() if v != before[k]})
     return costs
 

@@ -36,8 +36,7 @@ from tusd_py.config import Config
 from tusd_py.errors import TusError
 from tusd_py.info import UploadInfo
 from tusd_py.redis_client import make_client
-from tusd_py.stores.s3 import MIB, S3Store
-from tusd_py.stores.s3_tails import REDIS_TAIL_MAX_PART, RedisTails
+from tusd_py.stores.s3 import MIB, REDIS_TAIL_MAX_PART, RedisTails, S3Store, S3Upload
 
 
 @pytest.fixture
@@ -96,7 +95,7 @@ async def test_1mib_patches_send_each_byte_to_s3_once(
             store = a if i % 4 < 2 else b
             before = Counter(store.request_counts)
             await patch(store, info, data[pos : pos + MIB], 64 * 1024)
-            await store._settle(info.id)  # count a background part upload with its PATCH
+            await store.parts.settle(info.id)  # count a background part upload with its PATCH
             costs.append(delta(store, before))
             tails.append(count_tails(redis, prefix))
             assert parts_with_tails(redis, prefix) <= {i // 5 + 1}
@@ -142,7 +141,7 @@ async def test_stored_offset_counts_the_redis_tail(
         info = await new_upload(store, len(data))
         await patch(store, info, data[: PART + 2 * MIB], MIB)
         await patch(store, info, data[PART + 2 * MIB : 2 * PART + MIB], MIB)
-        await store._settle(info.id)
+        await store.parts.settle(info.id)
         assert await store.stored_offset(info) == 2 * PART + MIB
     async with opened(s3, bucket, redis, prefix) as fresh:  # another process: no cache
         assert await fresh.stored_offset(info) == 2 * PART + MIB
@@ -219,10 +218,10 @@ async def test_terminate_right_after_a_patch_cancels_its_background_part_upload(
             await never_done  # an UploadPart stuck on a slow S3
 
         part = asyncio.create_task(part_upload())
-        store._upload_in_background(store._upload(info), 1, part)
+        store.parts.upload_in_background(S3Upload.from_info(info), 1, part)
         await store.terminate(info)  # no await between: the waiter has not started
         assert part.cancelled()
-        assert store._background == {}
+        assert not store.parts.in_background(info.id)
     assert tail_keys(redis, prefix) == {}
     assert bucket_keys(s3, bucket) == []
     assert open_multipart_uploads(s3, bucket) == []
@@ -283,7 +282,7 @@ def test_config_wires_redis_tails_to_s3_stores(redis: RedisServer) -> None:
         config = Config(s3_bucket="b", **options)
         store = S3Store.from_config(config)
         store.use_redis(config)
-        return store._redis_tails is not None
+        return store.parts.redis_tails is not None
 
     assert wired(redis_url=redis.url)
     assert wired(redis_url=redis.url, s3_tails="redis")

@@ -224,7 +224,7 @@ async def test_1mib_patches_go_through_the_incomplete_part(s3: S3Server, bucket:
             store = a if i % 4 < 2 else b
             before = Counter(store.request_counts)
             await patch(store, info, data[pos : pos + MIB], 64 * 1024)
-            await store._settle(info.id)  # count a background part upload with its PATCH
+            await store.parts.settle(info.id)  # count a background part upload with its PATCH
             costs.append(delta(store, before))
         print("S3 requests per 1 MiB PATCH:", costs)
     assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
@@ -251,9 +251,9 @@ async def test_1mib_patches_go_through_the_incomplete_part(s3: S3Server, bucket:
 async def test_content_md5_where_the_body_is_not_signed(s3: S3Server, bucket: str) -> None:
     """Over HTTPS (and AWS by default) every body carries a Content-MD5; over plain HTTP botocore
     signs its SHA-256, so the MD5 is left out. Forced on here: every segment and part has one."""
-    assert S3Store(bucket, endpoint="http://127.0.0.1:9000")._content_md5 is False
-    assert S3Store(bucket, endpoint="https://s3.example.com")._content_md5 is True
-    assert S3Store(bucket)._content_md5 is True
+    assert S3Store(bucket, endpoint="http://127.0.0.1:9000").client.content_md5 is False
+    assert S3Store(bucket, endpoint="https://s3.example.com").client.content_md5 is True
+    assert S3Store(bucket).client.content_md5 is True
     data = payload(2 * PART + 7)
     sent: list[str | None] = []
 
@@ -262,8 +262,8 @@ async def test_content_md5_where_the_body_is_not_signed(s3: S3Server, bucket: st
             sent.append(request.headers.get("Content-MD5"))
 
     async with opened(s3, bucket) as store:
-        store._content_md5 = store._segment_tails._content_md5 = True
-        store._s3.meta.events.register("request-created.s3", record)
+        store.client.content_md5 = True
+        store.client.s3.meta.events.register("request-created.s3", record)
         info = await new_upload(store, len(data))
         for pos in range(0, len(data), MIB):  # segments, a part filled in the background, the end
             await patch(store, info, data[pos : pos + MIB], 65536)
@@ -284,8 +284,8 @@ def record_signed_payloads(store: S3Store) -> list[tuple[str, str, str]]:
         signed = request.headers["X-Amz-Content-SHA256"]
         sent.append((request.url, signed.decode() if isinstance(signed, bytes) else signed, actual))
 
-    store._s3.meta.events.register("before-send.s3.UploadPart", record)
-    store._s3.meta.events.register("before-send.s3.PutObject", record)
+    store.client.s3.meta.events.register("before-send.s3.UploadPart", record)
+    store.client.s3.meta.events.register("before-send.s3.PutObject", record)
     return sent
 
 
@@ -475,7 +475,7 @@ async def test_stored_offset_counts_parts_and_segments_once(s3: S3Server, bucket
         # the background, and then its segments are what holds it.
         assert f"{info.id}.part.1.0" in bucket_keys(s3, bucket)
         assert await store.stored_offset(info) == 2 * PART
-        await store._settle(info.id)
+        await store.parts.settle(info.id)
         assert await store.stored_offset(info) == 2 * PART
 
 

@@ -45,7 +45,7 @@ def s3_storage(request: pytest.FixtureRequest) -> dict[str, Any]:
     server = request.getfixturevalue("s3")
     # A fresh botocore session loads the S3 service model again (~0.1 s); one per run is enough.
     request.getfixturevalue("monkeypatch").setattr(
-        "tusd_py.stores.s3.get_session", _shared_aiobotocore_session
+        "tusd_py.stores.s3.client.get_session", _shared_aiobotocore_session
     )
     bucket = new_bucket(server)
     return {"s3_bucket": bucket, "s3_endpoint": server.endpoint, "s3_region": "us-east-1"}

@@ -1,9 +1,9 @@
 """SigV4 for part and segment uploads whose SHA-256 was computed beforehand, off the loop.
 
 Over plain HTTP botocore signs the SHA-256 of every request body, which S3 checks. For an 8 MiB
-part it reads the body back in 1 MiB copies and hashes it on the event loop: ~5 ms in which no
-other request of the process moves, and against moto 14% of the throughput of one upload. The
-store hashes bodies in a worker thread instead (s3_parts.digest_params) and passes the digest as
+part it reads the body back in 1 MiB copies and hashes it on the event loop, where no other
+request of the process moves meanwhile (what that cost: docs/performance.md, item 13). The
+store hashes bodies in a worker thread instead (parts.digest_params) and passes the digest as
 the extra `PAYLOAD_SHA256` parameter of `upload_part` or `put_object`; the handlers here move it
 into the request's context and sign with it. What goes on the wire is unchanged: a signed
 payload.

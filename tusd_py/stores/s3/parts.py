@@ -1,6 +1,5 @@
-"""The pieces of one S3 multipart upload as this process holds them: which upload it is, the
-bytes of the part being filled (in memory within a process-wide budget, or spilled to a temp
-file), and the errors S3 calls become."""
+"""The bytes of the part being filled, as this process holds them: in memory within a
+process-wide budget, or spilled to a temp file; and the digest that vouches for them."""
 
 from __future__ import annotations
 
@@ -14,18 +13,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-import aiohttp
-from botocore.exceptions import BotoCoreError, ClientError
+from tusd_py.stores.s3.errors import STREAM_ERRORS, s3_unavailable
+from tusd_py.stores.s3.limits import MIB
+from tusd_py.stores.s3.signing import PAYLOAD_SHA256
 
-from tusd_py.errors import TusError, storage_unavailable
-from tusd_py.stores.s3_signing import PAYLOAD_SHA256
-
-MIB = 1024**2
-MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
-# Failures while streaming a response body (after botocore's request-level retries).
-STREAM_ERRORS = (aiohttp.ClientError, BotoCoreError, asyncio.TimeoutError)
 # What vouches for a body sent to S3: its Content-MD5 where botocore leaves the body unsigned
-# (HTTPS), the SHA-256 of the signature where it signs it (plain HTTP, s3_signing.py). Either is
+# (HTTPS), the SHA-256 of the signature where it signs it (plain HTTP, signing.py). Either is
 # computed in a worker thread (hashlib lets go of the GIL), never by botocore on the event loop.
 PartDigest = Literal["md5", "sha256"]
 HASH_BLOCK = MIB  # reads of a spilled part while hashing it
@@ -56,21 +49,6 @@ async def digest_params(kind: PartDigest, data: bytes) -> dict[str, Any]:
     return _digest_param(kind, await asyncio.to_thread(_hashed, kind, data))
 
 
-def error_detail(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-    return str(exc) or type(exc).__name__
-
-
-def s3_unavailable(operation: str, upload_id: str | None, exc: BaseException) -> TusError:
-    subject = f" for upload {upload_id!r}" if upload_id else ""
-    return storage_unavailable(
-        f"S3 {operation}{subject} failed even after retries ({error_detail(exc)}); "
-        "the upload is intact up to its current offset, resume it shortly"
-    )
-
-
 async def append_object(response: Any, buffer: PartBuffer, upload_id: str) -> None:
     """Stream the body of a GetObject response into `buffer`."""
     try:
@@ -79,28 +57,6 @@ async def append_object(response: Any, buffer: PartBuffer, upload_id: str) -> No
                 await buffer.append(chunk)
     except STREAM_ERRORS as exc:
         raise s3_unavailable("GetObject", upload_id, exc) from exc
-
-
-def inconsistent(upload_id: str, what: str) -> TusError:
-    return TusError(500, "storage-inconsistent", f"upload {upload_id!r}: {what}")
-
-
-@dataclass(frozen=True)
-class S3Upload:
-    """The S3 side of one upload, as recorded in `info.storage` at creation."""
-
-    id: str
-    key: str
-    multipart_id: str | None  # None: zero-length upload, its empty object was written at once
-    part_size: int
-    tails: str = "s3"  # where the incomplete part's committed bytes are kept (stores/s3_tails.py)
-
-    def segment_prefix(self, number: int | None = None) -> str:
-        """Prefix of the segments of part `number`, or of every part."""
-        return f"{self.key}.part." if number is None else f"{self.key}.part.{number}."
-
-    def segment_key(self, number: int, position: int) -> str:
-        return f"{self.key}.part.{number}.{position}"
 
 
 @dataclass
@@ -160,7 +116,7 @@ class PartBuffer:
     Its `digest` is computed in a worker thread once the buffer is whole, while the event loop
     receives the next bytes: as Content-MD5 it gives S3 an integrity check and lets botocore skip
     hashing the body on HTTPS (unsigned payload); as SHA-256 it is the payload hash botocore signs
-    on plain HTTP (s3_signing.py). Either way botocore does not hash the body on the loop.
+    on plain HTTP (signing.py). Either way botocore does not hash the body on the loop.
     """
 
     def __init__(

@@ -22,34 +22,24 @@ from __future__ import annotations
 import io
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable
-from typing import IO, Any, ClassVar, Protocol
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from redis.asyncio import Redis
 
 from tusd_py.redis_client import redis_errors, text, upload_key
-from tusd_py.stores.s3_parts import (
-    MISSING_KEY,
-    PartBuffer,
-    S3Upload,
-    append_object,
-    digest_params,
-    inconsistent,
-    part_digest,
-)
+from tusd_py.stores.s3.errors import MISSING_KEY, inconsistent
+from tusd_py.stores.s3.limits import MIB
+from tusd_py.stores.s3.parts import PartBuffer, append_object, digest_params, part_digest
+from tusd_py.stores.s3.upload import DEFAULT_TAILS, S3Upload
 
-MIB = 1024**2
+if TYPE_CHECKING:
+    from tusd_py.stores.s3.client import S3Client
+
 REDIS_TAIL_MAX_PART = 64 * MIB
 # A tail outlives its upload's expiry by this much, so that the expiry sweep, not Redis, ends it.
 REDIS_TAIL_GRACE = 24 * 3600.0
 # Object metadata of segments (S3 lower-cases metadata keys).
 META_UPLOAD = "tus-multipart-upload-id"
-
-
-class S3Call(Protocol):
-    def __call__(
-        self, operation: str, upload_id: str | None, *, missing: frozenset[str] = ..., **params: Any
-    ) -> Awaitable[Any]: ...
 
 
 class TailStore(ABC):
@@ -91,11 +81,10 @@ class SegmentTails(TailStore):
     """Tails as S3 objects, one per PATCH that ended inside a part; kept until the upload ends
     (deleting them earlier would cost requests and save nothing worth having)."""
 
-    kind = "s3"
+    kind = DEFAULT_TAILS
 
-    def __init__(self, call: S3Call, *, content_md5: bool) -> None:
-        self._call = call
-        self._content_md5 = content_md5
+    def __init__(self, client: S3Client) -> None:
+        self._client = client
 
     async def put(
         self,
@@ -111,7 +100,7 @@ class SegmentTails(TailStore):
                     upload, number, position, data.body(), data.size, await data.digest_params()
                 )
             data = await data.read_from(position)
-        digest = await digest_params(part_digest(self._content_md5), data)
+        digest = await digest_params(part_digest(self._client.content_md5), data)
         await self._put(upload, number, position, io.BytesIO(data), len(data), digest)
 
     async def _put(
@@ -123,7 +112,7 @@ class SegmentTails(TailStore):
         size: int,
         digest: dict[str, Any],
     ) -> None:
-        await self._call(
+        await self._client.call(
             "put_object",
             upload.id,
             Key=upload.segment_key(number, position),
@@ -160,7 +149,9 @@ class SegmentTails(TailStore):
         keys = list(await self._segments(upload))
         for i in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[i : i + 1000]]
-            await self._call("delete_objects", upload.id, Delete={"Objects": batch, "Quiet": True})
+            await self._client.call(
+                "delete_objects", upload.id, Delete={"Objects": batch, "Quiet": True}
+            )
 
     async def _segments(self, upload: S3Upload, number: int | None = None) -> dict[str, int]:
         """Segment keys of part `number` (or of every part) with their sizes."""
@@ -170,7 +161,7 @@ class SegmentTails(TailStore):
             params: dict[str, Any] = {"Prefix": upload.segment_prefix(number)}
             if token:
                 params["ContinuationToken"] = token
-            response = await self._call("list_objects_v2", upload.id, **params)
+            response = await self._client.call("list_objects_v2", upload.id, **params)
             for item in response.get("Contents", []):
                 found[str(item["Key"])] = int(item["Size"])
             token = response.get("NextContinuationToken")
@@ -194,7 +185,7 @@ class SegmentTails(TailStore):
         return chain
 
     async def _read(self, upload: S3Upload, key: str, size: int, buf: PartBuffer) -> None:
-        response = await self._call(
+        response = await self._client.call(
             "get_object", upload.id, missing=MISSING_KEY, Key=key, Range=f"bytes=0-{size - 1}"
         )
         if response is None or response.get("Metadata", {}).get(META_UPLOAD) != (

@@ -1,0 +1,179 @@
+"""The S3 client as the store uses it: one aiobotocore client, one `call` that retries, counts
+and maps errors, and the operations on one multipart upload built on it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tusd_py.errors import gone
+from tusd_py.metrics import s3_request
+from tusd_py.stores.s3 import signing
+from tusd_py.stores.s3.errors import MISSING_KEY, NO_UPLOAD, s3_unavailable
+
+if TYPE_CHECKING:
+    from tusd_py.stores.s3.parts import PartBuffer
+    from tusd_py.stores.s3.upload import S3Upload
+
+
+class S3Client:
+    """One bucket through one aiobotocore client, opened by `open()` and closed by `close()`."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint: str | None,
+        region: str | None,
+        max_attempts: int,
+        connect_timeout: float,
+        read_timeout: float,
+        max_connections: int,
+    ) -> None:
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.region = region
+        # Content-MD5 lets S3 check each body and, on HTTPS, spares botocore hashing it for the
+        # signature. Over plain HTTP botocore signs the body's SHA-256 anyway, which S3 checks the
+        # same way: an MD5 on top would only cost CPU (docs/performance.md, item 3). Bodies are
+        # hashed in a worker thread either way (parts.PartDigest).
+        self.content_md5 = not (endpoint or "").lower().startswith("http://")
+        self._config = AioConfig(
+            region_name=region,
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_connections,
+            s3={"addressing_style": "path"} if endpoint else None,
+            # Many S3-compatible services reject the CRC trailers newer botocore sends by
+            # default; parts carry Content-MD5 instead.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._stack: contextlib.AsyncExitStack | None = None
+        #: The aiobotocore client while open.
+        self.s3: Any = None
+        #: Logical S3 calls by operation (botocore's retries not included): what a PATCH costs.
+        self.request_counts: Counter[str] = Counter()
+
+    async def open(self) -> None:
+        stack = contextlib.AsyncExitStack()
+        self.s3 = await stack.enter_async_context(
+            get_session().create_client(
+                "s3",
+                endpoint_url=self.endpoint,
+                region_name=self.region,
+                config=self._config,
+            )
+        )
+        signing.install(self.s3.meta.events)
+        self._stack = stack
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+        self._stack = None
+        self.s3 = None
+
+    async def call(
+        self,
+        operation: str,
+        upload_id: str | None,
+        *,
+        missing: frozenset[str] = frozenset(),
+        **params: Any,
+    ) -> Any:
+        """One S3 call with botocore's retries; errors become `TusError`s.
+
+        Returns None for the error codes in `missing`; a vanished multipart upload is 410.
+        """
+        if self.s3 is None:
+            raise RuntimeError("S3Store.open() was not called")
+        self.request_counts[operation] += 1
+        try:
+            with s3_request(operation):  # tusd_s3_request_duration_seconds
+                return await getattr(self.s3, operation)(Bucket=self.bucket, **params)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in missing:
+                return None
+            if code in NO_UPLOAD and upload_id is not None:
+                raise gone(upload_id) from exc
+            raise s3_unavailable(operation, upload_id, exc) from exc
+        except BotoCoreError as exc:
+            raise s3_unavailable(operation, upload_id, exc) from exc
+
+    # -- one multipart upload -----------------------------------------------------------------
+
+    async def upload_part(self, upload: S3Upload, number: int, buffer: PartBuffer) -> str:
+        """Send part `number` from `buffer`; its ETag."""
+        response = await self.call(
+            "upload_part",
+            upload.id,
+            Key=upload.key,
+            UploadId=upload.multipart_id,
+            PartNumber=number,
+            Body=buffer.body(),
+            ContentLength=buffer.size,
+            **await buffer.digest_params(),
+        )
+        return str(response["ETag"])
+
+    async def list_parts(self, upload: S3Upload) -> list[dict[str, Any]] | None:
+        """Every part of the multipart upload in order, or None when it no longer exists."""
+        parts: list[dict[str, Any]] = []
+        marker = 0
+        while True:
+            response = await self.call(
+                "list_parts",
+                upload.id,
+                missing=NO_UPLOAD,
+                Key=upload.key,
+                UploadId=upload.multipart_id,
+                PartNumberMarker=marker,
+            )
+            if response is None:
+                return None
+            parts.extend(response.get("Parts", []))
+            if not response.get("IsTruncated"):
+                break
+            marker = int(response["NextPartNumberMarker"])
+        parts.sort(key=lambda part: int(part["PartNumber"]))
+        return parts
+
+    async def object_size(self, key: str, upload_id: str) -> int | None:
+        response = await self.call("head_object", upload_id, missing=MISSING_KEY, Key=key)
+        return None if response is None else int(response["ContentLength"])
+
+    async def complete(self, upload: S3Upload, parts: list[dict[str, Any]]) -> None:
+        """Complete the multipart upload from `parts` (PartNumber, ETag, Size), in order."""
+        if not parts:  # a deferred-length upload that turned out empty
+            await self.call("put_object", upload.id, Key=upload.key, Body=b"")
+            await self.call(
+                "abort_multipart_upload",
+                upload.id,
+                missing=NO_UPLOAD,
+                Key=upload.key,
+                UploadId=upload.multipart_id,
+            )
+            return
+        done = await self.call(
+            "complete_multipart_upload",
+            upload.id,
+            missing=NO_UPLOAD,
+            Key=upload.key,
+            UploadId=upload.multipart_id,
+            MultipartUpload={
+                "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]
+            },
+        )
+        if done is None:
+            # botocore retried a completion that had succeeded; check the object is there.
+            expected = sum(int(p["Size"]) for p in parts)
+            if await self.object_size(upload.key, upload.id) != expected:
+                raise gone(upload.id)

@@ -1,0 +1,315 @@
+"""`S3Store`: the DataStore methods over one bucket (the package's doc comment tells the layout)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from tusd_py.errors import TusError
+from tusd_py.ids import is_valid_upload_id
+from tusd_py.info import UploadInfo
+from tusd_py.redis_client import make_client
+from tusd_py.stores.base import Commit, DataStore
+from tusd_py.stores.s3 import concat
+from tusd_py.stores.s3.client import S3Client
+from tusd_py.stores.s3.errors import (
+    MISSING_KEY,
+    NO_UPLOAD,
+    STREAM_ERRORS,
+    inconsistent,
+    s3_unavailable,
+)
+from tusd_py.stores.s3.limits import (
+    MAX_OBJECT_SIZE,
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    MIB,
+    choose_part_size,
+)
+from tusd_py.stores.s3.part_uploads import PartUploads
+from tusd_py.stores.s3.tails import REDIS_TAIL_MAX_PART, RedisTails, SegmentTails
+from tusd_py.stores.s3.upload import DEFAULT_TAILS, S3Upload, info_key, object_key
+from tusd_py.stores.s3.writer import PatchWriter
+
+if TYPE_CHECKING:
+    from tusd_py.config import Config, S3Tails
+
+DEFAULT_PART_SIZE = 8 * MIB
+DEFAULT_BUFFER_SIZE = 64 * MIB
+READ_SIZE = 256 * 1024
+
+
+class S3Store(DataStore):
+    """Uploads as S3 multipart uploads (AWS or any S3-compatible service), via aiobotocore.
+
+    Credentials come from the standard AWS chain (environment, profile, instance role, ...).
+    """
+
+    storage_type = "s3store"
+    shared_medium = True
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        prefix: str = "",
+        part_size: int = DEFAULT_PART_SIZE,
+        max_concurrency: int = 4,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        max_object_size: int | None = None,
+        spool_dir: str | None = None,
+        max_attempts: int = 5,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_connections: int = 64,
+    ) -> None:
+        if not 0 < part_size <= MAX_PART_SIZE:
+            raise ValueError(f"part_size must be between 1 byte and 5 GiB, got {part_size}")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.bucket = bucket
+        self.prefix = prefix
+        self.part_size = part_size
+        self.max_object_size = max_object_size
+        self.client = S3Client(
+            bucket,
+            endpoint=endpoint,
+            region=region,
+            max_attempts=max_attempts,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_connections=max_connections,
+        )
+        self.parts = PartUploads(
+            self.client,
+            buffer_size=buffer_size,
+            spool_dir=spool_dir,
+            max_concurrency=max_concurrency,
+        )
+        self.tails_choice: S3Tails = "auto"
+
+    @classmethod
+    def from_config(cls, config: Config) -> S3Store:
+        assert config.s3_bucket
+        store = cls(
+            config.s3_bucket,
+            endpoint=config.s3_endpoint,
+            region=config.s3_region,
+            prefix=config.s3_prefix,
+            part_size=config.s3_part_size,
+            max_concurrency=config.s3_max_concurrency,
+            buffer_size=config.s3_buffer_size,
+            max_object_size=config.max_size or None,
+        )
+        store.tails_choice = config.s3_tails
+        return store
+
+    def describe(self, info: UploadInfo) -> dict[str, str]:
+        key = str(info.storage.get("key") or self.prefix + info.id)
+        return {"Type": self.storage_type, "Bucket": self.bucket, "Key": key}
+
+    async def declare_length(self, info: UploadInfo) -> None:
+        upload = S3Upload.from_info(info)
+        if info.length is not None and info.length > upload.part_size * MAX_PARTS:
+            raise TusError(
+                413,
+                "upload-too-large",
+                f"Upload-Length {info.length} does not fit in {MAX_PARTS} parts of "
+                f"{upload.part_size} bytes",
+            )
+
+    def use_redis(self, config: Config) -> None:
+        """Keep incomplete parts in Redis unless `--s3-tails s3` (tails.py)."""
+        if config.redis_url and self.tails_choice != "s3":
+            client = make_client(config.redis_url, decode=False)  # tails are bytes
+            self.use_redis_tails(RedisTails(client, config.redis_prefix))
+
+    def use_redis_tails(self, tails: RedisTails) -> None:
+        """Keep the incomplete parts of new uploads (with parts up to REDIS_TAIL_MAX_PART) in
+        Redis instead of S3 segments; closed with the store."""
+        self.parts.use_redis_tails(tails)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of part data (and cached tails) held in memory right now."""
+        return self.parts.buffered_bytes
+
+    @property
+    def request_counts(self) -> Counter[str]:
+        """Logical S3 calls by operation (botocore's retries not included): what a PATCH costs."""
+        return self.client.request_counts
+
+    async def open(self) -> None:
+        await self.client.open()
+
+    async def ready(self) -> None:
+        await self.client.call("head_bucket", None)
+
+    async def close(self) -> None:
+        await self.parts.close()
+        await self.client.close()
+
+    # -- DataStore ------------------------------------------------------------------------------
+
+    async def create(self, info: UploadInfo) -> None:
+        key = object_key(self.prefix, info.id)
+        if info.length is not None and info.length > MAX_OBJECT_SIZE:
+            raise TusError(
+                413, "upload-too-large", "S3 objects cannot be larger than 5 TiB (5497558138880)"
+            )
+        part_size = choose_part_size(info.length, self.part_size, self.max_object_size)
+        in_redis = self.parts.redis_tails is not None and part_size <= REDIS_TAIL_MAX_PART
+        storage: dict[str, Any] = {
+            "type": "s3",
+            "bucket": self.bucket,
+            "key": key,
+            "part_size": part_size,
+            "multipart_upload_id": None,
+            "tails": RedisTails.kind if in_redis else SegmentTails.kind,
+        }
+        if info.length == 0:
+            # Complete at once: S3 cannot complete a multipart upload without parts.
+            await self.client.call("put_object", info.id, Key=key, Body=b"")
+        else:
+            response = await self.client.call("create_multipart_upload", info.id, Key=key)
+            storage["multipart_upload_id"] = response["UploadId"]
+        info.storage = storage
+        await self.save_info(info)
+
+    async def save_info(self, info: UploadInfo) -> None:
+        await self.client.call(
+            "put_object",
+            info.id,
+            Key=info_key(self.prefix, info.id),
+            Body=info.to_json().encode(),
+            ContentType="application/json",
+        )
+
+    async def load_info(self, upload_id: str) -> UploadInfo | None:
+        key = info_key(self.prefix, upload_id)
+        response = await self.client.call("get_object", upload_id, missing=MISSING_KEY, Key=key)
+        if response is None:
+            return None
+        try:
+            async with response["Body"] as body:
+                data = await body.read()
+        except STREAM_ERRORS as exc:
+            raise s3_unavailable("GetObject", upload_id, exc) from exc
+        return UploadInfo.from_json(data)
+
+    async def stored_offset(self, info: UploadInfo) -> int:
+        upload = S3Upload.from_info(info)
+        parts = None if upload.multipart_id is None else await self.client.list_parts(upload)
+        if parts is None:  # completed (or zero-length): the object is the truth
+            return await self.client.object_size(upload.key, upload.id) or 0
+        sizes = {int(part["PartNumber"]): int(part["Size"]) for part in parts}
+        offset = 0
+        for number in range(1, MAX_PARTS + 1):
+            size = sizes.get(number)
+            if size is None:  # not uploaded (yet): its committed bytes are in its tail
+                size = await self.parts.tails(upload).length(upload, number)
+            offset += min(size, upload.part_size)
+            if size < upload.part_size:
+                break  # a short part or an incomplete one ends what is stored
+        return offset if info.length is None else min(offset, info.length)
+
+    async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
+        upload = S3Upload.from_info(info)
+        await self.parts.release_tails(upload, info.offset)
+        return await PatchWriter(self.client, self.parts, info, upload, commit).run(chunks)
+
+    async def finish(self, info: UploadInfo) -> None:
+        upload = S3Upload.from_info(info)
+        if upload.multipart_id is None:
+            return  # zero-length: the empty object was written by create()
+        length = info.length
+        if length is None:
+            raise inconsistent(info.id, "cannot finish an upload whose length is unknown")
+        await self.parts.settle(upload.id)
+        parts = await self.client.list_parts(upload)
+        if parts is None:
+            # Completed already: a retried CompleteMultipartUpload whose response was lost, or a
+            # finish() repeated after a crash.
+            if await self.client.object_size(upload.key, upload.id) == length:
+                return
+            raise inconsistent(info.id, "its multipart upload is gone but the object is not whole")
+        by_number = {int(part["PartNumber"]): part for part in parts}
+        run: list[dict[str, Any]] = []
+        for number, start in enumerate(range(0, length, upload.part_size), start=1):
+            expected = min(upload.part_size, length - start)
+            part = by_number.get(number)
+            if part is None or int(part["Size"]) != expected:
+                # Still in segments: the last bytes when the length was declared after they
+                # arrived (deferred length), a part whose background upload failed or ran on
+                # another instance, or a crash between commit and finish.
+                part = await self.parts.upload_from_tail(upload, number, expected)
+            run.append(part)
+        await asyncio.gather(
+            self.client.complete(upload, run), self.parts.tails(upload).delete(upload)
+        )
+        self.parts.forget(upload.id)
+
+    async def terminate(self, info: UploadInfo) -> None:
+        await self.parts.cancel(info.id)
+        key = str(info.storage.get("key") or object_key(self.prefix, info.id))
+        upload = S3Upload(info.id, key, None, 1, str(info.storage.get("tails", DEFAULT_TAILS)))
+        calls = [
+            self.client.call("delete_object", info.id, Key=name)
+            for name in (key, info_key(self.prefix, info.id))
+        ]
+        calls.append(self.parts.tails(upload).delete(upload))
+        multipart_id = info.storage.get("multipart_upload_id")
+        if multipart_id:
+            calls.append(
+                self.client.call(
+                    "abort_multipart_upload",
+                    info.id,
+                    missing=NO_UPLOAD,
+                    Key=key,
+                    UploadId=multipart_id,
+                )
+            )
+        await asyncio.gather(*calls)
+
+    async def read(self, info: UploadInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        if end <= start:
+            return
+        upload = S3Upload.from_info(info)
+        response = await self.client.call(
+            "get_object",
+            info.id,
+            missing=MISSING_KEY,
+            Key=upload.key,
+            Range=f"bytes={start}-{end - 1}",
+        )
+        if response is None:
+            raise inconsistent(info.id, "the finished upload's object is missing from S3")
+        try:
+            async with response["Body"] as body:
+                async for chunk in body.iter_chunks(READ_SIZE):
+                    yield chunk
+        except STREAM_ERRORS as exc:
+            raise s3_unavailable("GetObject", info.id, exc) from exc
+
+    async def list_upload_ids(self) -> AsyncIterator[str]:
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"Prefix": self.prefix, "Delimiter": "/"}
+            if token:
+                params["ContinuationToken"] = token
+            response = await self.client.call("list_objects_v2", None, **params)
+            for item in response.get("Contents", []):
+                name = str(item["Key"])[len(self.prefix) :]
+                if name.endswith(".info") and is_valid_upload_id(name[: -len(".info")]):
+                    yield name[: -len(".info")]
+            token = response.get("NextContinuationToken")
+            if not response.get("IsTruncated") or not token:
+                return
+
+    async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
+        """Build the final's object from the partials' (concat.py)."""
+        await concat.concatenate(self.client, self.parts, final, partials)
