@@ -52,9 +52,7 @@ def assert_stored(server: TusdProcess, url: str, source: SourceFile) -> None:
     assert response.status_code in (200, 204), f"HEAD {url}: {response.status_code}"
     assert response.headers["Upload-Offset"] == str(source.size)
     assert response.headers["Upload-Length"] == str(source.size)
-    sent = {
-        key: base64.b64encode(value.encode()).decode() for key, value in METADATA.items()
-    }
+    sent = {key: base64.b64encode(value.encode()).decode() for key, value in METADATA.items()}
     stored = dict(pair.split(" ", 1) for pair in response.headers["Upload-Metadata"].split(","))
     assert stored == sent
     assert download_sha256(url) == (source.size, source.sha256)
