@@ -141,6 +141,13 @@ class _Server(uvicorn.Server):
 )
 @click.option("--redis-prefix", default="tusd", help="Prefix of every Redis key.")
 @click.option(
+    "--redis-max-connections",
+    default=256,
+    type=click.IntRange(min=1),
+    help="Redis connections per instance for state and locks; more commands at once wait up "
+    "to 5s for one, then 503.",
+)
+@click.option(
     "--s3-bucket", default=None, help="Store uploads in this S3 bucket instead of local files."
 )
 @click.option(

@@ -77,6 +77,7 @@ class Config:
     # Shared state: Redis when redis_url is set, else local state beside the data
     redis_url: str | None = None
     redis_prefix: str = "tusd"
+    redis_max_connections: int = 256  # per instance; more commands at once wait for one
 
     # Hooks (see docs/hooks.md); HTTP hooks are off until hooks_http is set
     hooks_http: str | None = None

@@ -50,6 +50,15 @@ LOCK_WAIT = Histogram(
     ["outcome"],
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30),
 )
+REDIS_POOL_WAIT = Histogram(
+    "tusd_redis_pool_wait_seconds",
+    "Time a Redis command waited for a pooled connection (a free one, or a new one connecting).",
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+REDIS_POOL_EXHAUSTED = Counter(
+    "tusd_redis_pool_exhausted",
+    "Redis commands given up because no pooled connection became free within the wait.",
+)
 
 
 def observe_s3_request(operation: str, seconds: float, ok: bool = True) -> None:

@@ -4,20 +4,23 @@
 from __future__ import annotations
 
 from tusd_py.config import Config
-from tusd_py.locking.redis import RedisLocker
+from tusd_py.locking.redis import LISTENER_CONNECTIONS, RedisLocker
 from tusd_py.redis_client import SharedClient, make_client
 from tusd_py.state.redis import RedisState
 from tusd_py.stores.base import DataStore, RedisUser
 
 
 def build_redis_backends(config: Config, store: DataStore) -> tuple[RedisState, RedisLocker]:
-    """State and locker for `config.redis_url`, sharing one client and its connection pool.
+    """State and locker for `config.redis_url`, sharing one client and its connection pool:
+    `config.redis_max_connections` for commands, plus the one the handover subscription keeps.
 
     Open both with `open()` and close both with `close()`; the client closes with the last.
     """
     if not config.redis_url:
         raise ValueError("build_redis_backends needs config.redis_url")
-    client = make_client(config.redis_url)
+    client = make_client(
+        config.redis_url, max_connections=config.redis_max_connections + LISTENER_CONNECTIONS
+    )
     shared = SharedClient(client, users=2)
     state = RedisState(client, config.redis_prefix, store, on_close=shared.release)
     locker = RedisLocker(

@@ -6,15 +6,20 @@ runs unchanged on Redis Cluster. See docs/redis.md for the whole layout.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from redis import exceptions as rexc
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from tusd_py.errors import TusError, storage_unavailable
+from tusd_py.metrics import REDIS_POOL_EXHAUSTED, REDIS_POOL_WAIT
 
 # Commands are tiny, so a reply that takes seconds means Redis (or the path to it) is in
 # trouble: fail fast with a 503 rather than hold a client for tens of seconds.
@@ -23,15 +28,63 @@ CONNECT_TIMEOUT = 1.0
 # A couple of quick retries ride out a dropped pooled connection (e.g. after a Redis restart);
 # more would only delay the 503 during a real outage. Every script we send is idempotent.
 RETRIES = 2
+# A command holds a connection for one round trip, so this many serve far more concurrent
+# requests; when all are busy a command queues for a free one instead of failing.
+DEFAULT_MAX_CONNECTIONS = 256
+# How long a command queues for a connection before its request answers 503. A wait this long
+# means Redis is slow or the pool far too small, not a burst.
+POOL_WAIT = 5.0
 
 CloseHook = Callable[[], Awaitable[None]]
 
 
-def make_client(url: str, *, decode: bool = True) -> Redis:
+class PoolExhausted(rexc.ConnectionError):
+    """No connection of the pool became free within its wait."""
+
+
+class WaitingPool(BlockingConnectionPool):
+    """A `BlockingConnectionPool` that records how long each command waited for a connection.
+
+    The deadline is our own rather than the pool's `timeout` so that a full pool is told apart
+    from a connect that failed (redis-py raises the same ConnectionError for both).
+    """
+
+    def __init__(self, *, wait: float = POOL_WAIT, **kwargs: Any) -> None:
+        super().__init__(timeout=None, **kwargs)
+        self.wait = wait
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        start = time.perf_counter()
+        deadline = asyncio.timeout(self.wait)
+        try:
+            async with deadline:
+                # untyped in redis-py
+                connection: AbstractConnection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            REDIS_POOL_EXHAUSTED.inc()
+            raise PoolExhausted(
+                f"all {self.max_connections} Redis connections stayed busy for {self.wait:g}s"
+            ) from None
+        REDIS_POOL_WAIT.observe(time.perf_counter() - start)
+        return connection
+
+
+def make_client(
+    url: str,
+    *,
+    decode: bool = True,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    pool_wait: float | None = None,
+) -> Redis:
     """A redis.asyncio client with settings suited to a request path (short timeouts); replies
-    are str, or bytes with `decode=False`."""
-    return Redis.from_url(
+    are str, or bytes with `decode=False`. Commands beyond `max_connections` at once wait up to
+    `pool_wait` seconds (POOL_WAIT) for a connection, then fail with `PoolExhausted`."""
+    pool = WaitingPool.from_url(
         url,
+        max_connections=max_connections,
+        wait=POOL_WAIT if pool_wait is None else pool_wait,
         decode_responses=decode,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
@@ -39,6 +92,7 @@ def make_client(url: str, *, decode: bool = True) -> Redis:
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES),
         client_name="tusd-py",
     )
+    return Redis.from_pool(pool)
 
 
 def check_prefix(prefix: str) -> str:
@@ -63,6 +117,11 @@ def text(value: str | bytes) -> str:
 
 
 def redis_unavailable(exc: rexc.RedisError) -> TusError:
+    if isinstance(exc, PoolExhausted):
+        # Busy rather than down: the same request a moment later usually finds a connection.
+        return storage_unavailable(
+            f"Redis connection pool exhausted: {exc}; retry shortly", retry_after=1
+        )
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError):
         return storage_unavailable(f"Redis is unreachable: {exc}")
     # OOM, READONLY after a failover, cluster resharding, a script error: nothing the client

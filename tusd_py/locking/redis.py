@@ -23,11 +23,14 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tusd_py.errors import locked
 from tusd_py.locking.base import Lock, Locker, ReleaseRequest
 from tusd_py.redis_client import (
+    DEFAULT_MAX_CONNECTIONS,
     CloseHook,
     check_prefix,
     lock_key,
@@ -49,6 +52,13 @@ REASK_INTERVAL = 1.0
 WAIT_MARK_MS = 2000
 # How long an acquire waits for this instance's subscription before going ahead anyway.
 SUBSCRIBE_WAIT = 0.5
+# The handover subscription keeps one pooled connection for itself; size pools with it in mind.
+LISTENER_CONNECTIONS = 1
+# A release that cannot reach Redis (or finds the pool full) is tried again, RELEASE_BACKOFF
+# seconds later and doubling, so that one dropped connection does not leave the upload locked
+# for the rest of the lease. The script only deletes our own token, so a repeat is harmless.
+RELEASE_ATTEMPTS = 4
+RELEASE_BACKOFF = 0.05
 
 # KEYS: lock, wait mark. ARGV: token, lease ms, wait-mark ms, channel, upload id, holder the
 # caller asked last time, "1" to ask even the same holder again.
@@ -146,7 +156,9 @@ class RedisLocker(Locker):
     ) -> None:
         """`redis` is a client (closed by `on_close`, if given) or a URL (client owned here)."""
         if isinstance(redis, str):
-            redis = make_client(redis)
+            redis = make_client(
+                redis, max_connections=DEFAULT_MAX_CONNECTIONS + LISTENER_CONNECTIONS
+            )
             on_close = redis.aclose
         if lease <= 0 or acquire_timeout < 0:
             raise ValueError("lease must be > 0 and acquire_timeout >= 0")
@@ -267,20 +279,38 @@ class RedisLocker(Locker):
             lock._renewal.cancel()
 
     async def _release(self, lock: RedisLock) -> None:
-        if self._closed:
-            return  # the client may be closed; the lease runs out as after a crash
         # Never raises: failing to release only delays the next holder until the lease ends,
         # and a release runs in `finally` blocks where an error would hide the real outcome.
-        try:
-            await self._release_script(
-                keys=[
-                    lock_key(self.prefix, lock.upload_id),
-                    upload_key(self.prefix, lock.upload_id, "wait"),
-                ],
-                args=[lock.token, self.channel, lock.upload_id],
-            )
-        except RedisError as exc:
-            log.warning("could not release upload %s (lease will expire): %s", lock.upload_id, exc)
+        keys = [
+            lock_key(self.prefix, lock.upload_id),
+            upload_key(self.prefix, lock.upload_id, "wait"),
+        ]
+        args = [lock.token, self.channel, lock.upload_id]
+        delay = RELEASE_BACKOFF
+        for attempt in range(1, RELEASE_ATTEMPTS + 1):
+            if self._closed:
+                return  # the client may be closed; the lease runs out as after a crash
+            try:
+                await self._release_script(keys=keys, args=args)
+                return
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # Past the lease's end there is nothing left to release.
+                if attempt == RELEASE_ATTEMPTS or time.monotonic() + delay >= lock._deadline:
+                    log.warning(
+                        "could not release upload %s after %d attempts (lease will expire): %s",
+                        lock.upload_id,
+                        attempt,
+                        exc,
+                    )
+                    return
+                log.info("retrying the release of upload %s: %s", lock.upload_id, exc)
+            except RedisError as exc:
+                log.warning(
+                    "could not release upload %s (lease will expire): %s", lock.upload_id, exc
+                )
+                return
+            await asyncio.sleep(delay)
+            delay *= 2
 
     async def _renew(self, lock: RedisLock) -> None:
         interval = self.lease / 3
