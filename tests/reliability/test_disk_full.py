@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,10 @@ from tests.support.servers import RedisServer, unique_prefix
 from tests.support.tusd_process import TusdProcess
 from tusd_py.app import create_app
 from tusd_py.config import Config
-from tusd_py.info import UploadInfo
 from tusd_py.locking.memory import MemoryLocker
 from tusd_py.protocol.context import TusContext
 from tusd_py.state.local import LocalState
-from tusd_py.stores.base import Commit
+from tusd_py.stores import file as file_store
 from tusd_py.stores.file import FileStore
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -159,26 +159,18 @@ def test_disk_full(state: str, tmp_path: Path, request: pytest.FixtureRequest) -
     record(f"disk-full-{state}", {"disk": how, **figures})
 
 
-class QuotaFileStore(FileStore):
-    """Writes that would take the directory past `quota` bytes fail with ENOSPC."""
+def fill_disk_past(quota: int, directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file store's writes that would take `directory` past `quota` bytes fail with ENOSPC,
+    as a full disk's do (the store maps the error where it writes)."""
+    write_all = file_store._write_all
 
-    def __init__(self, directory: Path, quota: int) -> None:
-        super().__init__(directory)
-        self.quota = quota
+    def limited(f: io.FileIO, pieces: list[bytes]) -> None:
+        used = sum(entry.stat().st_size for entry in os.scandir(directory))
+        if used + sum(len(piece) for piece in pieces) > quota:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_all(f, pieces)
 
-    def _used(self) -> int:
-        return sum(entry.stat().st_size for entry in os.scandir(self.directory))
-
-    async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
-        async def limited() -> AsyncIterator[bytes]:
-            used = self._used()
-            async for chunk in chunks:
-                used += len(chunk)
-                if used > self.quota:
-                    raise OSError(errno.ENOSPC, "No space left on device")
-                yield chunk
-
-        return await super().write(info, limited(), commit)
+    monkeypatch.setattr(file_store, "_write_all", limited)
 
 
 def in_process_scenario(
@@ -194,7 +186,9 @@ def in_process_scenario(
         redis: RedisServer = request.getfixturevalue("redis")
         settings |= {"redis_url": redis.url, "redis_prefix": unique_prefix()}
     config = Config(**settings)
-    store = QuotaFileStore(directory, DISK)
+    directory.mkdir(parents=True, exist_ok=True)
+    fill_disk_past(DISK, directory, request.getfixturevalue("monkeypatch"))
+    store = FileStore(directory)
     if state == "redis":
         from tusd_py.redis_backends import build_redis_backends
 

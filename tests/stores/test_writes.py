@@ -63,8 +63,12 @@ async def test_a_failing_chunk_source_commits_nothing_more(
         await store.write(info, failing_after(data[:sent], SourceFailed()), commits)
     committed = commits.offsets[-1] if commits.offsets else 0
     assert info.offset == committed
-    assert await store.stored_offset(info) == committed
-    assert await (await medium.open()).stored_offset(info) == committed
+    for instance in (store, await medium.open()):
+        stored = await instance.stored_offset(info)
+        if medium.undoes_landed_bytes:
+            assert stored == committed
+        else:  # whole parts that landed anyway, never more than was sent
+            assert committed <= stored <= sent
     await write(store, info, data[committed:])
     await store.finish(info)
     assert sha256(await stored_bytes(store, info)) == sha256(data)

@@ -65,7 +65,8 @@ class DataStore(ABC):
 
     @abstractmethod
     async def create(self, info: UploadInfo) -> None:
-        """Make room for a new upload, fill `info.storage`, and save the `.info` copy."""
+        """Make room for a new upload, put in `info.storage` what the store needs to find it
+        again (nothing, when the id is enough: the file store), and save the `.info` copy."""
 
     @abstractmethod
     async def save_info(self, info: UploadInfo) -> None:
@@ -92,8 +93,11 @@ class DataStore(ABC):
         """Append `chunks` at `info.offset` and return the new offset.
 
         Call `commit(offset)` whenever bytes up to `offset` are durable (at the latest before
-        returning). If `chunks` raises, commit nothing more, undo what is not committed, re-raise.
-        The caller guarantees `chunks` never goes past the upload's length.
+        returning). If `chunks` raises, commit nothing more, undo what is not committed where the
+        medium allows it, and re-raise the error as it is. (S3 cannot delete a part that landed
+        while its upload was being cancelled: `stored_offset` may then count those bytes, which
+        are the client's bytes at their offsets.) The caller guarantees `chunks` never goes past
+        the upload's length.
         """
 
     async def finish(self, info: UploadInfo) -> None:  # noqa: B027 - optional hook

@@ -243,10 +243,8 @@ class _FileWriter:
             try:
                 await self._receive(chunks)
                 await self._finish()
-            except BaseException as exc:
+            except BaseException:
                 await self._abandon()
-                if isinstance(exc, OSError):
-                    raise _disk_error(exc) from exc
                 raise
         finally:
             self.store._buffered -= self.buffered
@@ -267,12 +265,17 @@ class _FileWriter:
             due = loop.time() - self.last_commit >= COMMIT_INTERVAL
             crowded = store._buffered > COALESCE_BUDGET
             if self.buffered >= WRITE_SIZE or due or crowded:
-                if self.pending is not None:
-                    await self.pending
-                    self._count_pending()
-                if self.committing is not None and self.committing.done():
-                    await self._settle()  # raises what the commit raised
-                self._flush(due)
+                # Disk errors are mapped here, not around the loop: an error of the chunk source
+                # (an OSError too, perhaps) goes back to the caller as it is.
+                try:
+                    if self.pending is not None:
+                        await self.pending
+                        self._count_pending()
+                    if self.committing is not None and self.committing.done():
+                        await self._settle()  # raises what the commit raised
+                    self._flush(due)
+                except OSError as exc:
+                    raise _disk_error(exc) from exc
 
     def _count_pending(self) -> None:
         """The write in a thread has completed (it was awaited): its bytes are written."""
@@ -298,15 +301,18 @@ class _FileWriter:
 
     async def _finish(self) -> None:
         """Write the rest and close the file, then wait for the commit under way."""
-        if self.pending is not None:
-            await self.pending
-            self._count_pending()
-        self.closed = True  # by the call below, whatever it raises
-        data, size, self.buffer, self.buffered = self.buffer, self.buffered, [], 0
-        self.store._buffered -= size
-        await self.store._blocking(_write_and_close, self.f, data)
-        self.written += size
-        await self._settle()
+        try:
+            if self.pending is not None:
+                await self.pending
+                self._count_pending()
+            self.closed = True  # by the call below, whatever it raises
+            data, size, self.buffer, self.buffered = self.buffer, self.buffered, [], 0
+            self.store._buffered -= size
+            await self.store._blocking(_write_and_close, self.f, data)
+            self.written += size
+            await self._settle()
+        except OSError as exc:
+            raise _disk_error(exc) from exc
 
     async def _commit_at(self, written: int) -> None:
         try:
