@@ -3,7 +3,8 @@
 `tus_factory(**config)` builds `create_app(Config(...))` for the current backend, runs its
 lifespan and gives an `httpx.AsyncClient` on it; `server` and `client` are the default instance.
 A backend is a list of config parts (one function each): adding a combination is one line in
-`BACKENDS`. The Redis and S3 parts start their session servers only when a test needs them.
+`BACKENDS`. The Redis, S3 and Azure parts start their session servers only when a test needs
+them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
+from tests.support.azurite import unique_container
 from tests.support.s3_client import new_bucket, s3_client
 from tusd_py.app import create_app
 from tusd_py.config import Config
@@ -51,6 +53,14 @@ def s3_storage(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"s3_bucket": bucket, "s3_endpoint": server.endpoint, "s3_region": "us-east-1"}
 
 
+def azure_storage(request: pytest.FixtureRequest) -> dict[str, Any]:
+    server = request.getfixturevalue("azurite")
+    request.getfixturevalue("monkeypatch").setenv(
+        "AZURE_STORAGE_CONNECTION_STRING", server.connection_string
+    )
+    return {"azure_container": unique_container(), "azure_endpoint": server.endpoint}
+
+
 def memory_storage(request: pytest.FixtureRequest) -> dict[str, Any]:
     # The memory store has no option of its own (it is not in the CLI's store table): it takes
     # the default's place, so each app gets its own, as it gets its own upload directory.
@@ -66,6 +76,8 @@ BACKENDS: dict[str, tuple[ConfigPart, ...]] = {
     "file-redis": (redis_state,),
     "s3-local": (s3_storage, local_state),
     "s3-redis": (s3_storage, redis_state),
+    "azure-local": (azure_storage, local_state),
+    "azure-redis": (azure_storage, redis_state),
 }
 
 
@@ -123,6 +135,15 @@ class TusServer:
             objects = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
             multipart = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
             return {o["Key"] for o in objects} | {f"multipart:{u['Key']}" for u in multipart}
+        if self.config.azure_container:
+            from azure.storage.blob import ContainerClient
+
+            connection = os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+            container = ContainerClient.from_connection_string(
+                connection, self.config.azure_container
+            )
+            with container:
+                return set(container.list_blob_names()) if container.exists() else set()
         return set(os.listdir(self.config.upload_dir))
 
 
