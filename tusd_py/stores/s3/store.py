@@ -125,7 +125,9 @@ class S3Store(DataStore):
     def use_redis(self, config: Config) -> None:
         """Keep incomplete parts in Redis unless `--s3-tails s3` (tails.py)."""
         if config.redis_url and self.tails_choice != "s3":
-            client = make_client(config.redis_url, decode=False)  # tails are bytes
+            client = make_client(  # tails are bytes
+                config.redis_url, decode=False, max_connections=config.redis_max_connections
+            )
             self.use_redis_tails(RedisTails(client, config.redis_prefix))
 
     def use_redis_tails(self, tails: RedisTails) -> None:
