@@ -241,6 +241,24 @@ class _Server(uvicorn.Server):
     callback=_duration,
     help="How often post-receive runs while a request body arrives.",
 )
+@click.option(
+    "--hooks-post-workers",
+    default=16,
+    type=click.IntRange(min=1),
+    help="post-* hook deliveries in flight at once, each on its own connection.",
+)
+@click.option(
+    "--hooks-post-queue-size",
+    default=10000,
+    type=click.IntRange(min=1),
+    help="post-* hook events waiting for a worker; events beyond it are dropped and counted.",
+)
+@click.option(
+    "--hooks-post-drain-timeout",
+    default="10s",
+    callback=_duration,
+    help="On shutdown, keep delivering queued post-* hook events this long, then drop them.",
+)
 def main(**options: Any) -> None:
     """Run a tus resumable-upload server."""
     cors = options.pop("cors_origins")

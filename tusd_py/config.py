@@ -95,6 +95,9 @@ class Config:
         ]
     )
     progress_hooks_interval: float = 1.0
+    hooks_post_workers: int = 16  # post-* deliveries in flight (each its own connection)
+    hooks_post_queue_size: int = 10_000  # post-* events waiting; more are dropped and counted
+    hooks_post_drain_timeout: float = 10.0  # how long shutdown delivers what is queued
 
     # Operations
     log_format: LogFormat = "text"

@@ -38,6 +38,12 @@ UPLOADS_TERMINATED = Counter(
 )
 HOOK_INVOCATIONS = Counter("tusd_hook_invocations", "Hooks invoked, by hook.", ["hook"])
 HOOK_ERRORS = Counter("tusd_hook_errors", "Hooks that failed, by hook.", ["hook"])
+HOOK_DROPPED = Counter(
+    "tusd_hook_dropped",
+    "post-* hook events dropped undelivered (queue full, or left at shutdown), by hook.",
+    ["hook"],
+)
+HOOK_QUEUED = Gauge("tusd_hook_queued", "post-* hook events waiting for a delivery worker.")
 S3_REQUEST_DURATION = Histogram(
     "tusd_s3_request_duration_seconds",
     "Duration of S3 requests, by operation and outcome (ok or error).",

@@ -32,6 +32,7 @@ async def receiver() -> AsyncIterator[HookReceiver]:
     try:
         yield hook_receiver
     finally:
+        hook_receiver.release()
         await runner.cleanup()
 
 

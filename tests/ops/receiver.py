@@ -1,12 +1,15 @@
 """A real HTTP hook receiver for tests: aiohttp on a free loopback port, in the test's loop.
 
 It records every hook request (JSON body and headers) and answers with what the test scripted
-per hook type: a JSON object, a status, or a raw body.
+per hook type: a JSON object, a status, or a raw body; it can also hold the answer for a while
+(`delay`, or `delays` per hook type) or close the connection without answering (`hang_up`).
+`release()` ends every held answer at once, so a test never waits for a sleeping receiver.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +47,14 @@ class HookReceiver:
     deliveries: list[Delivery] = field(default_factory=list)
     scripts: dict[str, Script] = field(default_factory=dict)
     delay: float = 0.0
+    delays: dict[str, float] = field(default_factory=dict)
+    hang_up: set[str] = field(default_factory=set)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        """Answer every request held by `delay`/`delays` now, and hold none from here on."""
+        self.released.set()
 
     def answer(self, hook: str, status: int = 200, body: Any = None) -> None:
         """Answer every `hook` request with `status` and `body` (JSON unless bytes)."""
@@ -67,8 +77,14 @@ class HookReceiver:
         body = await request.json()
         self.deliveries.append(Delivery(body, dict(request.headers)))
         self.arrived.set()
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        delay = self.delays.get(body["Type"], self.delay)
+        if delay and not self.released.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), delay)
+        if body["Type"] in self.hang_up:
+            assert request.transport is not None
+            request.transport.abort()
+            raise ConnectionResetError("the receiver hung up")
         script = self.scripts.get(body["Type"])
         status, answer = script(body) if script is not None else (200, {})
         if isinstance(answer, bytes):

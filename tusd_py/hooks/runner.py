@@ -6,7 +6,10 @@ it, so hooks, metrics and logs can never disagree about what happened.
 
 Blocking hooks (pre-*) run before the server answers: a failure answers 500 and changes nothing,
 a rejection answers the hook's status (400 by default) with its body and headers. Non-blocking
-hooks (post-*) run in background tasks; their failures are logged and counted, never answered.
+hooks (post-*) go into a bounded queue that a fixed number of workers deliver from, so a slow
+receiver costs queue room, never request latency or pre-* connections; when the queue is full an
+event is dropped, counted and (once per burst) logged. Their failures are logged and counted,
+never answered.
 post-receive runs every `progress_interval` seconds while a body arrives and once at its end; it
 can stop the upload, which the protocol layer then removes, as tusd does.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import inspect
 import logging
@@ -50,7 +54,6 @@ HookFunction = Callable[[HookEvent], HookResult | Awaitable[HookResult]]
 StorageDescriber = Callable[[UploadInfo], dict[str, str] | None]
 
 
-
 class ReceivingBody(Protocol):
     """The request body being stored (protocol/body.py's reader), as post-receive sees it."""
 
@@ -68,8 +71,22 @@ class UploadStopped(Exception):
         self.error = error
 
 
-# How long shutdown waits for post-* deliveries still in flight.
+# The defaults of --hooks-post-workers, --hooks-post-queue-size and --hooks-post-drain-timeout.
+POST_WORKERS = 16
+POST_QUEUE_SIZE = 10_000
 DRAIN_TIMEOUT = 10.0
+
+AnswerCallback = Callable[[HookResponse | None], None]
+
+
+@dataclasses.dataclass
+class _Queued:
+    """A post-* event waiting for a worker, with the context (request and upload ids for the
+    logs) of the request that caused it."""
+
+    event: HookEvent
+    on_answer: AnswerCallback | None
+    context: contextvars.Context
 
 
 class Hooks:
@@ -81,13 +98,23 @@ class Hooks:
         http_events: Iterable[HookType] = DEFAULT_HTTP_EVENTS,
         progress_interval: float = 1.0,
         describe_storage: StorageDescriber | None = None,
+        post_workers: int = POST_WORKERS,
+        post_queue_size: int = POST_QUEUE_SIZE,
+        drain_timeout: float = DRAIN_TIMEOUT,
     ) -> None:
         self.functions = {HookType(name): fn for name, fn in (functions or {}).items()}
         self.http = http
         self.http_events = frozenset(http_events) if http is not None else frozenset()
         self.progress_interval = progress_interval
         self._describe_storage = describe_storage or (lambda info: None)
-        self._background: set[asyncio.Task[None]] = set()
+        self.post_workers = max(1, post_workers)
+        self.post_queue_size = max(1, post_queue_size)
+        self.drain_timeout = drain_timeout
+        self._queue: asyncio.Queue[_Queued] | None = None  # and the workers: on first use
+        self._workers: list[asyncio.Task[None]] = []
+        self._delivering = 0
+        self._dropping = False  # in a burst of drops, which was logged when it began
+        self._closed = False
 
     @classmethod
     def from_config(
@@ -104,6 +131,7 @@ class Hooks:
                 backoff=config.hooks_http_backoff,
                 timeout=config.hooks_http_timeout,
                 forward_headers=config.hooks_http_forward_headers,
+                post_connections=config.hooks_post_workers,
             )
         return cls(
             functions,
@@ -111,19 +139,44 @@ class Hooks:
             http_events=parse_hook_types(config.hooks_enabled_events),
             progress_interval=config.progress_hooks_interval,
             describe_storage=describe_storage,
+            post_workers=config.hooks_post_workers,
+            post_queue_size=config.hooks_post_queue_size,
+            drain_timeout=config.hooks_post_drain_timeout,
         )
 
     def enabled(self, hook_type: HookType) -> bool:
         return hook_type in self.functions or hook_type in self.http_events
 
     async def close(self) -> None:
-        """Let post-* deliveries in flight finish (bounded), then close the HTTP client."""
-        if self._background:
-            _, pending = await asyncio.wait(self._background, timeout=DRAIN_TIMEOUT)
-            for task in pending:
-                task.cancel()
+        """Deliver the queued post-* events for up to `drain_timeout` seconds, drop the rest
+        (one log line), then close the HTTP client."""
+        self._closed = True
+        queue = self._queue
+        if queue is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.drain_timeout):
+                    await queue.join()
+            cancelled = self._delivering
+            for worker in self._workers:
+                worker.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            dropped = 0
+            while not queue.empty():
+                self._discard(queue.get_nowait())
+                metrics.HOOK_QUEUED.dec()
+                dropped += 1
+            if dropped or cancelled:
+                log.warning(
+                    "shutdown: post-* hook deliveries did not finish within %gs; "
+                    "%d queued events dropped, %d deliveries in flight cancelled",
+                    self.drain_timeout,
+                    dropped,
+                    cancelled,
+                )
         if self.http is not None:
             await self.http.close()
+        # Ready for another run of the app (a lifespan may run again, in another loop).
+        self._queue, self._workers, self._dropping, self._closed = None, [], False, False
 
     # --- lifecycle points, called by the protocol handlers ------------------------------------
 
@@ -279,20 +332,65 @@ class Hooks:
             ) from exc
 
     def _fire(
-        self,
-        hook_type: HookType,
-        info: UploadInfo,
-        on_answer: Callable[[HookResponse | None], None] | None = None,
+        self, hook_type: HookType, info: UploadInfo, on_answer: AnswerCallback | None = None
     ) -> None:
+        """Queue a post-* event for the workers; drop it when the queue is full."""
         if not self.enabled(hook_type):
             return
-        task = asyncio.create_task(self._deliver(self._event(hook_type, info), on_answer))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        queued = _Queued(self._event(hook_type, info), on_answer, contextvars.copy_context())
+        if self._closed:
+            self._drop(queued)
+            return
+        queue = self._started()
+        try:
+            queue.put_nowait(queued)
+        except asyncio.QueueFull:
+            self._drop(queued)
+            return
+        metrics.HOOK_QUEUED.inc()
+        if self._dropping and queue.qsize() <= self.post_queue_size // 2:
+            self._dropping = False  # the burst is over: the next drop is logged again
 
-    async def _deliver(
-        self, event: HookEvent, on_answer: Callable[[HookResponse | None], None] | None
-    ) -> None:
+    def _started(self) -> asyncio.Queue[_Queued]:
+        if self._queue is None:
+            queue: asyncio.Queue[_Queued] = asyncio.Queue(self.post_queue_size)
+            self._queue = queue
+            self._workers = [
+                asyncio.create_task(self._work(queue), name=f"tusd-post-hooks-{n}")
+                for n in range(self.post_workers)
+            ]
+        return self._queue
+
+    async def _work(self, queue: asyncio.Queue[_Queued]) -> None:
+        while True:
+            queued = await queue.get()
+            metrics.HOOK_QUEUED.dec()
+            self._delivering += 1
+            try:
+                # In a task of its own only to run in the context of the request that fired it.
+                await asyncio.create_task(
+                    self._deliver(queued.event, queued.on_answer), context=queued.context
+                )
+            finally:
+                self._delivering -= 1
+                queue.task_done()
+
+    def _drop(self, queued: _Queued) -> None:
+        if not self._dropping and not self._closed:
+            self._dropping = True
+            log.warning(
+                "the post-* hook queue is full (%d events): dropping new events until it is "
+                "half empty again (tusd_hook_dropped_total counts them)",
+                self.post_queue_size,
+            )
+        self._discard(queued)
+
+    def _discard(self, queued: _Queued) -> None:
+        metrics.HOOK_DROPPED.labels(queued.event.type.value).inc()
+        if queued.on_answer is not None:
+            queued.on_answer(None)
+
+    async def _deliver(self, event: HookEvent, on_answer: AnswerCallback | None) -> None:
         response: HookResponse | None = None
         try:
             response = await self._run(event)

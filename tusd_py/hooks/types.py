@@ -28,6 +28,11 @@ class HookType(StrEnum):
     PRE_TERMINATE = "pre-terminate"
     POST_TERMINATE = "post-terminate"
 
+    @property
+    def blocking(self) -> bool:
+        """pre-* hooks run while the client waits; post-* hooks are queued (runner.py)."""
+        return self.value.startswith("pre-")
+
 
 # tusd's defaults: pre-finish and pre-terminate cost a round trip on every upload, so they are
 # opt-in there and here.
