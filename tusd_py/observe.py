@@ -118,7 +118,7 @@ def _upload_id_in_path(path: str, base_path: str) -> str | None:
 
 def _method_label(scope: Scope) -> str:
     method: str = scope.get("method", "")
-    if method in ("POST", "GET"):
+    if method == "POST":
         for name, value in scope.get("headers", []):
             if name == b"x-http-method-override":
                 method = value.decode("latin-1").strip().upper()

@@ -90,3 +90,12 @@ async def test_override_does_not_turn_a_patch_into_a_delete(client: httpx.AsyncC
     )
     assert response.status_code == 204
     assert (await client.get(url)).content == b"abc"
+
+
+@pytest.mark.parametrize("override", ["DELETE", "PATCH", "POST"])
+async def test_a_get_is_never_overridden(client: httpx.AsyncClient, override: str) -> None:
+    url = await create(client, 3)
+    await client.patch(url, headers=patch_headers(0), content=b"abc")
+    response = await client.get(url, headers={**TUS, "X-HTTP-Method-Override": override})
+    assert response.status_code == 200 and response.content == b"abc"
+    assert (await head(client, url)).headers["Upload-Offset"] == "3"

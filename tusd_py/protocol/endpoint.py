@@ -32,10 +32,13 @@ _UPLOAD_METHODS = "HEAD, PATCH, DELETE, GET, OPTIONS"
 
 
 def effective_method(request: Request) -> str:
-    """The request's method, or the one named by `X-HTTP-Method-Override` on a POST or GET."""
+    """The request's method, or the one named by `X-HTTP-Method-Override` on a POST.
+
+    Only a POST, as tusd does: a GET is what links, prefetchers and `<img>` tags send, and must
+    never delete or change an upload."""
     method = request.method
     override = request.headers.get("x-http-method-override")
-    if override is not None and method in ("POST", "GET"):
+    if override is not None and method == "POST":
         override = override.strip().upper()
         if override not in _OVERRIDABLE:
             raise TusError(
