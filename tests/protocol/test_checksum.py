@@ -227,3 +227,22 @@ async def test_checksum_announced_as_trailer_is_400(client: httpx.AsyncClient) -
     assert_plain_error(response, 400)
     assert "trailer" in response.text
     assert (await head(client, url)).headers["Upload-Offset"] == "0"
+
+
+async def test_checksum_on_creation_with_upload(server: TusServer) -> None:
+    data = random.Random(5).randbytes(50_000)
+    headers = {**TUS, "Content-Type": OCTET, "Upload-Length": str(len(data))}
+    before = server.stored_names()
+    wrong = await server.client.post(
+        "/files/", headers={**headers, "Upload-Checksum": checksum("sha1", b"other")}, content=data
+    )
+    assert_plain_error(wrong, 460)
+    assert server.stored_names() == before, "the refused creation left nothing behind"
+    right = await server.client.post(
+        "/files/", headers={**headers, "Upload-Checksum": checksum("sha1", data)}, content=data
+    )
+    assert right.status_code == 201, right.text
+    assert right.headers["Upload-Offset"] == str(len(data))
+    assert await download_sha256(server.client, right.headers["Location"]) == (
+        hashlib.sha256(data).hexdigest()
+    )

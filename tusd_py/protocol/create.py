@@ -11,6 +11,7 @@ from tusd_py.info import UploadInfo
 from tusd_py.locking.held import held
 from tusd_py.metadata import parse_metadata
 from tusd_py.protocol.body import check_content_type, content_length, has_body
+from tusd_py.protocol.checksum import parse_checksum
 from tusd_py.protocol.concat import create_final, parse_upload_concat
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import parse_uint
@@ -79,8 +80,12 @@ async def handle_create(ctx: TusContext, request: Request) -> Response:
     length = parse_length(ctx, request)
     metadata_header, metadata = parse_metadata_header(ctx, request)
     with_body = has_body(request)
+    checksum = None
     if with_body:
         check_content_type(request)
+        checksum = parse_checksum(
+            request.headers.get("upload-checksum"), request.headers.get("trailer")
+        )
 
     info = UploadInfo(
         id=new_upload_id(),
@@ -98,7 +103,7 @@ async def handle_create(ctx: TusContext, request: Request) -> Response:
         reader = ctx.open_body(request)
         async with held(ctx.locker, info.id, lambda: reader.stop("handover")) as lock:
             try:
-                await append(ctx, info, lock, reader)
+                await append(ctx, info, lock, reader, checksum)
             except BaseException:
                 # The client never learns the Location, so nobody could resume or delete it.
                 await discard(ctx, info)
