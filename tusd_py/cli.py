@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import resource
 import socket
 import sys
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -129,7 +131,7 @@ class _Server(uvicorn.Server):
 @click.option(
     "--cors-credentials/--no-cors-credentials",
     default=False,
-    help="Allow credentialed CORS requests.",
+    help="Allow credentialed CORS requests (needs --cors-origins listing the origins, not *).",
 )
 @click.option(
     "--behind-proxy/--no-behind-proxy",
@@ -264,7 +266,20 @@ def main(**options: Any) -> None:
     cors = options.pop("cors_origins")
     options["cors_origins"] = [o.strip() for o in cors.split(",") if o.strip()]
     options["cors_allow_credentials"] = options.pop("cors_credentials")
-    run(Config(**options))
+    with refused_configuration():
+        config = Config(**options)
+    run(config)
+
+
+@contextlib.contextmanager
+def refused_configuration() -> Iterator[None]:
+    """A ValueError from building the configuration or the app (two stores chosen, a part size
+    out of range, ...) is one line on stderr and exit status 2."""
+    try:
+        yield
+    except ValueError as exc:
+        click.echo(f"tusd-py: error: {exc}", err=True)
+        sys.exit(2)
 
 
 def raise_open_file_limit() -> None:
@@ -285,7 +300,8 @@ def raise_open_file_limit() -> None:
 
 def run(config: Config) -> None:
     configure_logging(config.log_format, config.log_level)
-    app = create_app(config)
+    with refused_configuration():
+        app = create_app(config)
     store = app.state.tus.store
     if store.shared_medium and config.state_kind == "local":
         logging.getLogger("tusd_py").warning(

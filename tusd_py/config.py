@@ -112,6 +112,12 @@ class Config:
             self.base_path += "/"
         if self.max_size < 0:
             raise ValueError("max_size must be >= 0")
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            # Starlette answers a credentialed request from any origin with that origin: every
+            # site could then act with the user's cookies.
+            raise ValueError(
+                "--cors-credentials needs --cors-origins to list the origins allowed, not '*'"
+            )
         if self.s3_tails == "redis" and not self.redis_url:
             raise ValueError("s3_tails 'redis' needs redis_url")
 
