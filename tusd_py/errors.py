@@ -36,6 +36,11 @@ def not_found(upload_id: str) -> TusError:
     return TusError(404, "upload-not-found", f"upload {upload_id!r} does not exist")
 
 
+def upload_exists(upload_id: str) -> TusError:
+    """A creation (its id chosen by a pre-create hook) named an upload that exists."""
+    return TusError(409, "upload-exists", f"upload {upload_id!r} already exists")
+
+
 def gone(upload_id: str) -> TusError:
     return TusError(410, "upload-gone", f"upload {upload_id!r} has expired or was terminated")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -268,3 +270,35 @@ async def test_creation_body_over_max_size_with_deferred_length_is_413(
     )
     assert_plain_error(response, 413)
     assert server.stored_names() == set()
+
+
+async def test_a_hook_chosen_id_never_replaces_an_existing_upload(server: TusServer) -> None:
+    """A pre-create hook that names an existing upload gets 409; that upload is unchanged, and
+    of two creations racing for one new id exactly one wins (every store, every state)."""
+    from tusd_py.hooks import FileInfoChanges, HookResponse, Hooks
+
+    chosen = {"id": "doc-1"}
+    server.ctx.hooks = Hooks(
+        {"pre-create": lambda event: HookResponse(change_file_info=FileInfoChanges(**chosen))}
+    )
+    client = server.client
+    first = await client.post(
+        "/files/",
+        headers={**TUS, "Upload-Length": "3", "Content-Type": "application/offset+octet-stream"},
+        content=b"abc",
+    )
+    assert first.status_code == 201, first.text
+    again = await client.post(
+        "/files/",
+        headers={**TUS, "Upload-Length": "3", "Content-Type": "application/offset+octet-stream"},
+        content=b"xyz",
+    )
+    assert_plain_error(again, 409)
+    assert "already exists" in again.text
+    assert (await client.get(first.headers["Location"])).content == b"abc"
+
+    chosen["id"] = "doc-2"
+    racing = await asyncio.gather(
+        *(client.post("/files/", headers={**TUS, "Upload-Length": "5"}) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in racing) == [201, 409, 409, 409]

@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tusd_py.errors import lock_lost, offset_mismatch
+from tusd_py.errors import lock_lost, offset_mismatch, upload_exists
 from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
 from tusd_py.redis_client import (
@@ -74,14 +74,16 @@ return {0}
 )
 
 # KEYS: state, lock. ARGV: token ("" = unchecked), info, offset, expires_at, length,
-# finished ttl ms, expire-at ms, mode. Mode "set" writes `offset` as given, "keep" keeps a stored
-# offset, "max" never lowers one. Replies the offset now stored, or false when the lock is not ours.
+# finished ttl ms, expire-at ms, mode. Mode "new" writes only where no state exists (replies -1
+# otherwise), "keep" keeps a stored offset, "max" never lowers one. Replies the offset now
+# stored, or false when the lock is not ours.
 _PUT = (
     _SET_TTL
     + """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
 local offset = ARGV[3]
 local current = redis.call('HGET', KEYS[1], 'offset')
+if current and ARGV[8] == 'new' then return -1 end
 if current and (ARGV[8] == 'keep'
     or (ARGV[8] == 'max' and tonumber(current) > tonumber(offset))) then
   offset = current
@@ -183,7 +185,7 @@ class RedisState(StateStore):
         return [length, int(self.finished_ttl * 1000), expire_at_ms]
 
     async def create(self, info: UploadInfo) -> None:
-        await self._write(info, info.offset, token="", mode="set")
+        await self._write(info, info.offset, token="", mode="new")
 
     async def get(self, upload_id: str) -> UploadInfo | None:
         with redis_errors():
@@ -249,6 +251,8 @@ class RedisState(StateStore):
             )
         if stored is None:
             raise lock_lost(info.id)
+        if stored == -1:
+            raise upload_exists(info.id)
         current = int(text(stored))
         if mode != "max":
             info.offset = current

@@ -86,7 +86,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock, BlobSasPermissions, ContentSettings, generate_blob_sas
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient, ExponentialRetry
 
-from tusd_py.errors import TusError, lock_lost, storage_unavailable
+from tusd_py.errors import TusError, lock_lost, storage_unavailable, upload_exists
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.stores.base import Commit, DataStore
@@ -531,7 +531,7 @@ class AzureStore(DataStore):
             try:
                 await blob.upload_blob(b"", overwrite=False)
             except ResourceExistsError:
-                raise TusError(409, "upload-exists", f"upload {info.id!r} already exists") from None
+                raise upload_exists(info.id) from None
         await self.save_info(info)
 
     async def declare_length(self, info: UploadInfo) -> None:

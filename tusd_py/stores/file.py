@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 import aiofiles
 import aiofiles.os
 
-from tusd_py.errors import TusError
+from tusd_py.errors import TusError, upload_exists
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.stores.base import Commit, DataStore
@@ -432,7 +432,7 @@ class FileStore(DataStore):
         try:
             await self._blocking(_create_files, data, self._info_path(info.id), text)
         except FileExistsError:
-            raise TusError(409, "upload-exists", f"upload {info.id!r} already exists") from None
+            raise upload_exists(info.id) from None
         except OSError as exc:
             raise _disk_error(exc) from exc
 

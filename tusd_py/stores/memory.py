@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tusd_py.errors import TusError
+from tusd_py.errors import TusError, upload_exists
 from tusd_py.info import UploadInfo
 from tusd_py.stores.base import Commit, DataStore
 
@@ -59,7 +59,7 @@ class MemoryStore(DataStore):
 
     async def create(self, info: UploadInfo) -> None:
         if info.id in self.uploads:
-            raise TusError(409, "upload-exists", f"upload {info.id!r} already exists")
+            raise upload_exists(info.id)
         info.storage = {"type": "memory"}
         self.uploads[info.id] = MemoryUpload(info.to_json())
 

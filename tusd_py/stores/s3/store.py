@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from tusd_py.errors import TusError
+from tusd_py.errors import TusError, upload_exists
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.redis_client import make_client
@@ -35,6 +36,9 @@ from tusd_py.stores.s3.writer import PatchWriter
 
 if TYPE_CHECKING:
     from tusd_py.config import Config, S3Tails
+
+# What a conditional PUT answers when the object exists (AWS, and some S3-compatible services).
+_EXISTS = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
 DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_BUFFER_SIZE = 64 * MIB
@@ -173,14 +177,40 @@ class S3Store(DataStore):
             "multipart_upload_id": None,
             "tails": RedisTails.kind if in_redis else SegmentTails.kind,
         }
+        info.storage = storage
+        # The `.info` is written only where none exists (a conditional PUT), so an id a
+        # pre-create hook chose that names an existing upload is refused before that upload's
+        # object is touched: a second multipart upload on its key changes nothing until it is
+        # completed, and is aborted here.
         if info.length == 0:
             # Complete at once: S3 cannot complete a multipart upload without parts.
+            await self._save_new_info(info)
             await self.client.call("put_object", info.id, Key=key, Body=b"")
-        else:
-            response = await self.client.call("create_multipart_upload", info.id, Key=key)
-            storage["multipart_upload_id"] = response["UploadId"]
-        info.storage = storage
-        await self.save_info(info)
+            return
+        response = await self.client.call("create_multipart_upload", info.id, Key=key)
+        storage["multipart_upload_id"] = response["UploadId"]
+        try:
+            await self._save_new_info(info)
+        except TusError as exc:
+            if exc.code == "upload-exists":
+                with contextlib.suppress(TusError):
+                    await self.client.call(
+                        "abort_multipart_upload", None, Key=key, UploadId=response["UploadId"]
+                    )
+            raise
+
+    async def _save_new_info(self, info: UploadInfo) -> None:
+        stored = await self.client.call(
+            "put_object",
+            info.id,
+            Key=info_key(self.prefix, info.id),
+            Body=info.to_json().encode(),
+            ContentType="application/json",
+            IfNoneMatch="*",
+            missing=_EXISTS,
+        )
+        if stored is None:
+            raise upload_exists(info.id)
 
     async def save_info(self, info: UploadInfo) -> None:
         await self.client.call(
