@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 from tusclient.client import TusClient
 
+from tests.support import tus_requests
 from tests.support.source_files import MakeFile, SourceFile
-from tests.support.tus_requests import download_sha256, head
+from tests.support.tus_requests import head
 from tests.support.tusd_process import TusdProcess
 
 MiB = 1024 * 1024
@@ -18,15 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def assert_stored(server: TusdProcess, url: str, source: SourceFile) -> None:
-    assert url.startswith(server.endpoint), f"upload URL {url} is not under {server.endpoint}"
-    response = head(url)
-    assert response.status_code in (200, 204), f"HEAD {url}: {response.status_code}"
-    assert response.headers["Upload-Offset"] == str(source.size)
-    assert response.headers["Upload-Length"] == str(source.size)
-    pairs = [pair.split(" ", 1) for pair in response.headers["Upload-Metadata"].split(",")]
-    stored = {key: base64.b64decode(value[0]).decode() if value else "" for key, *value in pairs}
-    assert stored == METADATA
-    assert download_sha256(url) == (source.size, source.sha256)
+    tus_requests.assert_stored(server, url, source, METADATA)
 
 
 def test_chunked_upload_with_metadata(tusd: TusdProcess, make_file: MakeFile) -> None:
@@ -41,9 +32,7 @@ def test_chunked_upload_with_metadata(tusd: TusdProcess, make_file: MakeFile) ->
     assert_stored(tusd, uploader.url, source)
 
 
-def test_stopped_upload_resumed_by_a_new_uploader(
-    tusd: TusdProcess, make_file: MakeFile
-) -> None:
+def test_stopped_upload_resumed_by_a_new_uploader(tusd: TusdProcess, make_file: MakeFile) -> None:
     source = make_file(3 * MiB + 4321)
     with source.path.open("rb") as stream:
         first = TusClient(tusd.endpoint).uploader(

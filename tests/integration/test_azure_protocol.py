@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.azurite import AzuriteServer, unique_container
+from tests.support.in_process import app_client, store_of
+from tests.support.payloads import payload
 from tests.support.servers import RedisServer, unique_prefix
-from tusd_py.app import create_app
 from tusd_py.config import Config
 from tusd_py.expiry import sweep_once
 from tusd_py.hooks import HookEvent
@@ -34,28 +33,12 @@ def credentials(azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
 
 
-@contextlib.asynccontextmanager
-async def tus_app(
+def tus_app(
     azurite: AzuriteServer, container: str, **options: Any
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
     hooks = options.pop("hooks", None)
     config = Config(azure_container=container, azure_endpoint=azurite.endpoint, **options)
-    app = create_app(config, hooks=hooks)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://tus.test") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
-
-
-def store_of(client: httpx.AsyncClient) -> AzureStore:
-    store = client.app.state.tus.store  # type: ignore[attr-defined]
-    assert isinstance(store, AzureStore)
-    return store
-
-
-def payload(size: int, seed: int = 5) -> bytes:
-    return random.Random(seed).randbytes(size)
+    return app_client(config, hooks=hooks)
 
 
 async def create(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
@@ -73,7 +56,7 @@ async def patch(client: httpx.AsyncClient, url: str, offset: int, body: bytes) -
 
 
 async def blob_names(client: httpx.AsyncClient) -> set[str]:
-    container = store_of(client)._containers()
+    container = store_of(client, AzureStore)._containers()
     return {str(item.name) async for item in container.list_blobs()}
 
 
@@ -98,7 +81,7 @@ async def test_an_upload_in_chunks_lands_as_one_blob(azurite: AzuriteServer) -> 
         (event,) = events
         assert event.storage == {
             "Type": "azurestore",
-            "Container": store_of(tus).container,
+            "Container": store_of(tus, AzureStore).container,
             "Key": upload_id,
         }
         response = await tus.delete(url, headers=TUS)

@@ -8,8 +8,6 @@ are made small (64 KiB) so that a few hundred KiB cross many block boundaries.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import random
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.azurite import ACCOUNT, ACCOUNT_KEY, AzuriteServer, unique_container
+from tests.support.payloads import chunked, payload, sha256
 from tests.support.processes import free_port
 from tusd_py.errors import TusError, lock_lost
 from tusd_py.info import UploadInfo
@@ -37,20 +36,6 @@ async def store(azurite: AzuriteServer) -> AsyncIterator[AzureStore]:
         yield store
     finally:
         await store.close()
-
-
-def payload(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-async def chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
-    for pos in range(0, len(data), size):
-        yield data[pos : pos + size]
-        await asyncio.sleep(0)
 
 
 class Source:

@@ -20,10 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.in_process import app_client, store_of
+from tests.support.payloads import payload
 from tests.support.s3_client import bucket_keys
 from tests.support.servers import S3Server
 from tests.support.tusd_process import TusdProcess
-from tusd_py.app import create_app
 from tusd_py.config import Config
 from tusd_py.stores.s3 import MIB, S3Store
 
@@ -36,22 +37,8 @@ async def tus(s3: S3Server, bucket: str) -> AsyncIterator[httpx.AsyncClient]:
     config = Config(
         s3_bucket=bucket, s3_endpoint=s3.endpoint, s3_region="us-east-1", s3_part_size=5 * MIB
     )
-    app = create_app(config)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://tus.test") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
-
-
-def store_of(client: httpx.AsyncClient) -> S3Store:
-    store = client.app.state.tus.store  # type: ignore[attr-defined]
-    assert isinstance(store, S3Store)
-    return store
-
-
-def payload(size: int, seed: int = 5) -> bytes:
-    return random.Random(seed).randbytes(size)
+    async with app_client(config) as client:
+        yield client
 
 
 async def create(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
@@ -65,7 +52,7 @@ async def patch_in_chunks(
     client: httpx.AsyncClient, url: str, data: bytes, chunk: int
 ) -> list[dict[str, int]]:
     """PATCH `data` in `chunk`-sized requests; returns the S3 calls each one cost."""
-    store = store_of(client)
+    store = store_of(client, S3Store)
     costs = []
     for offset in range(0, len(data), chunk):
         before = Counter(store.request_counts)

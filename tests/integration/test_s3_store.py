@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import random
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -23,6 +22,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.support.fault_proxy import FAULTS, STALL, FaultProxy, Request, every_nth, random_faults
+from tests.support.payloads import chunked, payload, sha256
 from tests.support.s3_client import bucket_keys, new_bucket, s3_client
 from tests.support.servers import S3Server
 from tusd_py.errors import TusError, lock_lost
@@ -51,24 +51,6 @@ async def opened(s3: S3Server | str, bucket: str, **options: Any) -> AsyncIterat
         yield store
     finally:
         await store.close()
-
-
-def payload(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-async def chunked(data: bytes, sizes: Iterable[int] | int) -> AsyncIterator[bytes]:
-    sizes = iter([sizes] * (len(data) // sizes + 1) if isinstance(sizes, int) else sizes)
-    pos = 0
-    while pos < len(data):
-        step = next(sizes, len(data) - pos)
-        yield data[pos : pos + step]
-        pos += step
-        await asyncio.sleep(0)
 
 
 async def failing_after(data: bytes, chunk: int, exc: BaseException) -> AsyncIterator[bytes]:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import random
 from collections.abc import AsyncIterator
 
+from tests.support.payloads import chunked
 from tusd_py.ids import new_upload_id
 from tusd_py.info import ConcatKind, UploadInfo
 from tusd_py.stores.base import DataStore, Reader
 
 CHUNK = 64 * 1024
-
-
-def payload(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def new_info(length: int | None, concat: ConcatKind | None = None) -> UploadInfo:
@@ -32,10 +22,8 @@ def new_info(length: int | None, concat: ConcatKind | None = None) -> UploadInfo
     )
 
 
-async def chunks(data: bytes, size: int = CHUNK) -> AsyncIterator[bytes]:
-    for position in range(0, len(data), size):
-        yield data[position : position + size]
-        await asyncio.sleep(0)
+def chunks(data: bytes, size: int = CHUNK) -> AsyncIterator[bytes]:
+    return chunked(data, size)
 
 
 async def failing_after(data: bytes, exc: BaseException) -> AsyncIterator[bytes]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tests.stores.conftest import Medium
-from tests.stores.helpers import new_info, payload, read, sha256, stored_bytes, uploaded
+from tests.stores.helpers import new_info, read, stored_bytes, uploaded
+from tests.support.payloads import payload, sha256
 from tusd_py.stores.base import Concatenater, DataStore
 
 READ_LENGTH = 1024 * 1024 + 1000

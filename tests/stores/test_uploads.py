@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from tests.stores.conftest import Medium
-from tests.stores.helpers import new_info, payload, stored_bytes, uploaded, write
+from tests.stores.helpers import new_info, stored_bytes, uploaded, write
+from tests.support.payloads import payload
 from tusd_py.stores.base import DataStore, capabilities
 
 

@@ -13,11 +13,10 @@ from tests.stores.helpers import (
     chunks,
     failing_after,
     new_info,
-    payload,
-    sha256,
     stored_bytes,
     write,
 )
+from tests.support.payloads import payload, sha256
 from tusd_py.stores.base import DataStore, LengthDeferrer
 
 

@@ -6,15 +6,14 @@ every request it sent, so a failure names the request and the status that went w
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from tests.support import tus_requests
 from tests.support.source_files import SourceFile
-from tests.support.tus_requests import download_sha256, head
 from tests.support.tusd_process import TusdProcess
 
 JS_DIR = Path(__file__).resolve().parents[1] / "e2e" / "js"
@@ -47,15 +46,8 @@ def upload_with_js(endpoint: str, source: SourceFile, **options: Any) -> dict[st
 
 
 def assert_stored(server: TusdProcess, url: str, source: SourceFile) -> None:
-    assert url.startswith(server.endpoint), f"upload URL {url} is not under {server.endpoint}"
-    response = head(url)
-    assert response.status_code in (200, 204), f"HEAD {url}: {response.status_code}"
-    assert response.headers["Upload-Offset"] == str(source.size)
-    assert response.headers["Upload-Length"] == str(source.size)
-    sent = {key: base64.b64encode(value.encode()).decode() for key, value in METADATA.items()}
-    stored = dict(pair.split(" ", 1) for pair in response.headers["Upload-Metadata"].split(","))
-    assert stored == sent
-    assert download_sha256(url) == (source.size, source.sha256)
+    """The upload is complete, with the metadata `upload_with_js` sent, and reads back whole."""
+    tus_requests.assert_stored(server, url, source, METADATA)
 
 
 def requests_of(result: dict[str, Any], method: str) -> list[dict[str, Any]]:

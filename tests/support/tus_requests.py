@@ -1,12 +1,17 @@
-"""tus requests to a real server over httpx: HEAD, download and digest, wait for an offset."""
+"""tus requests to a real server over httpx: HEAD, download and digest, wait for an offset,
+and the check that a finished upload reads back whole."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import httpx
+
+from tests.support.source_files import SourceFile
+from tests.support.tusd_process import TusdProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -28,6 +33,21 @@ def download_sha256(url: str) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
+
+
+def assert_stored(
+    server: TusdProcess, url: str, source: SourceFile, metadata: Mapping[str, str]
+) -> None:
+    """The upload at `url` is complete, has `metadata`, and downloads as `source`."""
+    assert url.startswith(server.endpoint), f"upload URL {url} is not under {server.endpoint}"
+    response = head(url)
+    assert response.status_code in (200, 204), f"HEAD {url}: {response.status_code}"
+    assert response.headers["Upload-Offset"] == str(source.size)
+    assert response.headers["Upload-Length"] == str(source.size)
+    pairs = [pair.split(" ", 1) for pair in response.headers["Upload-Metadata"].split(",")]
+    stored = {key: base64.b64decode(value[0]).decode() if value else "" for key, *value in pairs}
+    assert stored == metadata
+    assert download_sha256(url) == (source.size, source.sha256)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

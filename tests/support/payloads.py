@@ -1,0 +1,28 @@
+"""Bytes to upload in-process: reproducible payloads, their digest, and request bodies in chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator, Iterable
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    """`size` pseudo-random bytes, the same for the same seed."""
+    return random.Random(seed).randbytes(size)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def chunked(data: bytes, sizes: Iterable[int] | int) -> AsyncIterator[bytes]:
+    """`data` as a request body: chunks of `sizes` (one size, or one each, then the rest)."""
+    sizes = iter([sizes] * (len(data) // sizes + 1) if isinstance(sizes, int) else sizes)
+    pos = 0
+    while pos < len(data):
+        step = next(sizes, len(data) - pos)
+        yield data[pos : pos + step]
+        pos += step
+        await asyncio.sleep(0)
