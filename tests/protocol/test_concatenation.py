@@ -383,3 +383,32 @@ async def test_partial_whose_completion_failed_is_completed_first(
     response = await final(client, url, await partial(client, b"tail"))
     assert response.status_code == 201, response.text
     await assert_content(client, response.headers["Location"], data + b"tail")
+
+
+async def test_a_claimed_partial_cannot_be_deleted(client: httpx.AsyncClient) -> None:
+    parts = [data_of(100, 30), data_of(200, 31)]
+    urls = [await partial(client, parts[0]), await partial(client, parts[1], finish=False)]
+    url = (await final(client, *urls)).headers["Location"]
+    for claimed in urls:
+        refused = await client.delete(claimed, headers=TUS)
+        assert_plain_error(refused, 409)
+        assert "delete the final first" in refused.text
+    assert (await patch(client, urls[1], 0, parts[1])).status_code == 204
+    await assert_content(client, url, b"".join(parts))
+
+
+async def test_deleting_an_unassembled_final_frees_its_partials(client: httpx.AsyncClient) -> None:
+    parts = [data_of(100, 32), data_of(200, 33)]
+    urls = [await partial(client, parts[0]), await partial(client, parts[1], finish=False)]
+    first = (await final(client, *urls)).headers["Location"]
+    assert (await client.delete(first, headers=TUS)).status_code == 204
+    # Free again: another final may claim them, and then assembles from them.
+    second = await final(client, *urls)
+    assert second.status_code == 201, second.text
+    assert (await patch(client, urls[1], 0, parts[1])).status_code == 204
+    await assert_content(client, second.headers["Location"], b"".join(parts))
+    # Or, freed by a deletion, a partial can be deleted.
+    spare = await partial(client, b"xyz", finish=False)
+    third = (await final(client, spare)).headers["Location"]
+    assert (await client.delete(third, headers=TUS)).status_code == 204
+    assert (await client.delete(spare, headers=TUS)).status_code == 204

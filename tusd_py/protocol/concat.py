@@ -172,17 +172,46 @@ async def _assemble(
             log.warning("could not delete partial %s of final %s: %s", partial.id, final.id, exc)
 
 
-async def _undo_final(
-    ctx: TusContext, final: UploadInfo, partials: list[UploadInfo], locks: dict[str, Lock]
+async def _release_partials(
+    ctx: TusContext, final_id: str, partials: list[UploadInfo], locks: dict[str, Lock]
 ) -> None:
+    """The partials `final_id` claimed are free again (for another final, or to be deleted)."""
     for partial in partials:
-        if partial.part_of == final.id:
+        if partial.part_of == final_id:
             partial.part_of = None
             try:
                 await ctx.state.update(partial, locks[partial.id])
             except Exception:
-                log.exception("could not release partial %s from final %s", partial.id, final.id)
+                log.exception("could not release partial %s from final %s", partial.id, final_id)
+
+
+async def _undo_final(
+    ctx: TusContext, final: UploadInfo, partials: list[UploadInfo], locks: dict[str, Lock]
+) -> None:
+    await _release_partials(ctx, final.id, partials, locks)
     await discard(ctx, final)
+
+
+def check_deletable(info: UploadInfo, final: UploadInfo | None) -> None:
+    """A partial claimed by an unfinished final cannot go: the final could never be assembled.
+    `final` is the final that `info` names in `part_of`, if any."""
+    if final is not None and final.concat == "final" and not final.finished:
+        raise TusError(
+            409,
+            "partial-claimed",
+            f"upload {info.id!r} is a partial of the unfinished final upload {final.id!r}; "
+            "delete the final first",
+        )
+
+
+async def after_delete(ctx: TusContext, info: UploadInfo) -> None:
+    """Called with no lock held once `info` was deleted: an unassembled final frees its
+    partials, so they can be deleted or joined into another final."""
+    if info.concat != "final" or info.finished:
+        return
+    async with all_held(ctx.locker, info.parts) as locks:
+        partials = [p for upload_id in info.parts if (p := await ctx.state.get(upload_id))]
+        await _release_partials(ctx, info.id, partials, locks)
 
 
 async def create_final(
