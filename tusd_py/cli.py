@@ -136,7 +136,7 @@ class _Server(uvicorn.Server):
 @click.option(
     "--behind-proxy/--no-behind-proxy",
     default=False,
-    help="Trust Forwarded / X-Forwarded-* for Location URLs.",
+    help="Trust Forwarded / X-Forwarded-* for Location URLs and the client's address.",
 )
 @click.option(
     "--redis-url", default=None, help="Keep upload state and locks in this Redis (many instances)."
@@ -330,6 +330,10 @@ def run(config: Config) -> None:
         timeout_graceful_shutdown=30,
         timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
         h11_max_incomplete_event_size=config.max_header_size,
+        # uvicorn trusts X-Forwarded-For/-Proto from 127.0.0.1 by default: without a proxy in
+        # front, any local client could then choose its address (hooks' RemoteAddr) and scheme.
+        proxy_headers=config.behind_proxy,
+        forwarded_allow_ips="*" if config.behind_proxy else None,
     )
     server = _Server(uv_config)
     server.tus = app.state.tus
