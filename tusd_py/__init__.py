@@ -1,4 +1,4 @@
-"""tusd-py: a tus resumable-upload server for local files or S3, with shared state in Redis."""
+"""tusd-py: a tus resumable-upload server for local files, S3 or Azure, with state in Redis."""
 
 from tusd_py.app import create_app
 from tusd_py.config import Config
@@ -6,5 +6,15 @@ from tusd_py.errors import TusError
 from tusd_py.info import UploadInfo
 from tusd_py.stores.base import Capability, DataStore
 from tusd_py.stores.file import FileStore
+from tusd_py.stores.memory import MemoryStore
 
-__all__ = ["Capability", "Config", "DataStore", "FileStore", "TusError", "UploadInfo", "create_app"]
+__all__ = [
+    "Capability",
+    "Config",
+    "DataStore",
+    "FileStore",
+    "MemoryStore",
+    "TusError",
+    "UploadInfo",
+    "create_app",
+]

@@ -102,8 +102,8 @@ def build_state(config: Config, store: DataStore) -> tuple[StateStore, Locker]:
     return LocalState(store), MemoryLocker(config.lock_acquire_timeout)
 
 
-def build_context(config: Config) -> TusContext:
-    store = build_store(config)
+def build_context(config: Config, store: DataStore | None = None) -> TusContext:
+    store = store or build_store(config)
     state, locker = build_state(config, store)
     return TusContext(config=config, store=store, state=state, locker=locker)
 
@@ -120,15 +120,17 @@ def create_app(
     *,
     context: TusContext | None = None,
     hooks: Mapping[HookType | str, HookFunction] | None = None,
+    store: DataStore | None = None,
 ) -> Starlette:
     """The tus server: the endpoint at `config.base_path`, CORS, and store lifecycles.
 
     Mount it in another Starlette/FastAPI app with `Mount("/uploads", app=create_app(cfg))`;
     `Location` headers follow the mount point. `hooks` maps hook names ("pre-create", ...) to
-    Python functions, sync or async (docs/hooks.md).
+    Python functions, sync or async (docs/hooks.md). `store` replaces the store the config
+    selects (e.g. `MemoryStore()`, or a store of your own: docs/stores.md).
     """
     config = config or Config()
-    ctx = context or build_context(config)
+    ctx = context or build_context(config, store)
     if context is None or hooks is not None or config.hooks_http:
         ctx.hooks = Hooks.from_config(config, hooks, describe_storage=ctx.store.describe)
 
