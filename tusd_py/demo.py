@@ -1,4 +1,5 @@
-"""The demo page (`--demo`): drop files, watch them upload, pause, resume, download.
+"""The demo page (`--demo`): drop files, watch them upload (speed, time left), pause, resume
+(after a page reload too), cancel, download.
 
 Its uploader is tusd_py/static/tus-client.js, our own small tus client: no third-party code, no
 CDN, so the page works offline and shows exactly what this server expects from a client.

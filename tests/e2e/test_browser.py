@@ -65,14 +65,93 @@ def test_demo_page_upload_with_pause_and_resume(
     head = httpx.head(url, headers=TUS, timeout=10)
     assert head.headers["Upload-Offset"] == str(source.size)
     # Resuming sent only the missing bytes: the server received the file exactly once.
-    metrics = httpx.get(origin + "/metrics", timeout=10).text
-    received = next(
+    assert metric(origin, "tusd_bytes_received_total") == source.size
+
+
+def metric(origin: str, name: str) -> float:
+    text = httpx.get(origin + "/metrics", timeout=10).text
+    return next(
         sample.value
-        for family in text_string_to_metric_families(metrics)
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == "tusd_bytes_received_total"
+        if sample.name == name
     )
-    assert received == source.size
+
+
+def test_demo_page_resumes_after_a_reload(
+    tusd_factory: StartTusd, make_file: MakeFile, page: Page
+) -> None:
+    server = tusd_factory("--demo")
+    origin = server.endpoint.removesuffix("/files/")
+    source = make_file(6 * 1024 * 1024)
+    page.goto(origin + "/")
+    throttle_uploads(page, 1024 * 1024)
+    page.set_input_files("#files", source.path)
+    row = ".upload"
+    wait_for(page, f"Number(document.querySelector('{row}')?.dataset.offset) > 1024 * 1024", 30)
+    url = page.evaluate(f"document.querySelector('{row}').dataset.url")
+    page.reload()
+    kept = stable_offset(url)  # what the interrupted PATCH committed
+    assert 0 < kept < source.size, kept
+    throttle_uploads(page, -1)
+
+    # The same file, chosen again on the new page: its upload goes on where the server is.
+    page.set_input_files("#files", source.path)
+    assert page.evaluate(f"document.querySelector('{row}').dataset.resumed") == "true"
+    wait_for(page, f"document.querySelector('{row}').dataset.state === 'done'", 60)
+    assert page.evaluate(f"document.querySelector('{row}').dataset.url") == url
+    assert download_sha256(url) == (source.size, source.sha256)
+    assert metric(origin, "tusd_uploads_created_total") == 1
+    assert metric(origin, "tusd_bytes_received_total") == source.size, "nothing was sent twice"
+    # Finished: the page forgets it, so the same file chosen again is a new upload.
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('tusd-py::'))") == []
+    page.screenshot(path=ARTIFACTS / "demo-resumed.png")
+
+
+def test_demo_page_cancel_removes_the_upload(
+    tusd_factory: StartTusd, make_file: MakeFile, page: Page
+) -> None:
+    server = tusd_factory("--demo")
+    origin = server.endpoint.removesuffix("/files/")
+    source = make_file(4 * 1024 * 1024)
+    page.goto(origin + "/")
+    throttle_uploads(page, 512 * 1024)
+    page.set_input_files("#files", source.path)
+    row = ".upload"
+    wait_for(page, f"Number(document.querySelector('{row}')?.dataset.offset) > 256 * 1024", 30)
+    url = page.evaluate(f"document.querySelector('{row}').dataset.url")
+    page.click(f"{row} button.cancel")
+    status = wait_for(
+        page,
+        f"document.querySelector('{row}').dataset.state === 'cancelled' && "
+        f"!document.querySelector('{row} .status').textContent.endsWith('…') && "
+        f"document.querySelector('{row} .status').textContent",
+    )
+    assert status.startswith("cancelled: the server removed"), status
+    assert page.evaluate(f"document.querySelectorAll('{row} button').length") == 0
+    assert httpx.head(url, headers=TUS, timeout=10).status_code in (404, 410)
+
+
+def test_demo_page_offers_no_retry_for_a_refused_upload(
+    tusd_factory: StartTusd, make_file: MakeFile, page: Page
+) -> None:
+    server = tusd_factory("--demo", "--max-size", "1024")
+    origin = server.endpoint.removesuffix("/files/")
+    page.goto(origin + "/")
+    page.set_input_files("#files", make_file(4096).path)
+    row = ".upload"
+    state = wait_for(
+        page,
+        f"document.querySelector('{row}')?.dataset.state !== 'uploading' && "
+        f"document.querySelector('{row}').dataset.state",
+    )
+    assert state == "failed"
+    status = page.evaluate(f"document.querySelector('{row} .status').textContent")
+    assert status.startswith("the server refused this upload:") and "1024" in status, status
+    assert page.evaluate(f"document.querySelector('{row} button.toggle')") is None
+    # The page has its icon (no 404 in the console for /favicon.ico).
+    icon = page.evaluate("document.querySelector('link[rel=icon]').href")
+    assert httpx.get(icon, timeout=10).status_code == 200
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
 // A small tus 1.0.0 client for browsers: creation, uploads in one or more PATCH requests with
-// progress, pause and resume (HEAD, then PATCH from the server's offset), and retries.
+// progress, pause and resume (HEAD, then PATCH from the server's offset), retries, and resume
+// after a page reload: the upload URL is kept in localStorage under the file's fingerprint
+// (name, size, modification time, endpoint) until the upload finishes or is cancelled.
 //
 //   import { TusUpload } from './tus-client.js'
 //   const upload = new TusUpload(file, { endpoint: '/files/', onProgress, onSuccess, onError })
-//   upload.start(); upload.pause(); upload.start()
+//   upload.start(); upload.pause(); upload.start(); await upload.abort()
 //
 // It is the demo page's uploader and a readable reference for what this server expects. For
-// production apps, tus-js-client and Uppy do much more (fingerprints, parallel uploads, ...).
+// production apps, tus-js-client and Uppy do much more (parallel uploads, many storages, ...).
 
 const TUS_VERSION = '1.0.0'
 
@@ -30,9 +32,29 @@ function encodeMetadata(metadata) {
 }
 
 // Statuses worth another try: the network (0), a lock still held by our previous request (423),
-// an offset that moved under us (409: HEAD tells the truth), and server trouble.
-function retriable(status) {
+// an offset that moved under us (409: HEAD tells the truth), and server trouble. Anything else
+// (413 too large, 400, 403, ...) fails the same way again.
+export function retriable(status) {
   return status === 0 || status === 409 || status === 423 || status === 429 || status >= 500
+}
+
+const STORAGE_PREFIX = 'tusd-py::'
+
+function remembered(key) {
+  try {
+    return window.localStorage.getItem(key)
+  } catch {
+    return null // storage disabled (private mode, a sandboxed frame): no resume after reload
+  }
+}
+
+function remember(key, value) {
+  try {
+    if (value === null) window.localStorage.removeItem(key)
+    else window.localStorage.setItem(key, value)
+  } catch {
+    // as above
+  }
 }
 
 export class TusUpload {
@@ -49,7 +71,10 @@ export class TusUpload {
       onError: () => {},
       ...options,
     }
-    this.url = null
+    const { name, size, lastModified } = file
+    this.fingerprint = `${STORAGE_PREFIX}${this.options.endpoint}::${name}::${size}::${lastModified}`
+    this.url = remembered(this.fingerprint)
+    this.resumed = this.url !== null // from an upload an earlier page started
     this.offset = 0
     this.paused = true
     this.finished = false
@@ -73,6 +98,7 @@ export class TusUpload {
 
   async abort() {
     this.pause()
+    remember(this.fingerprint, null)
     if (this.url) await this._request('DELETE', this.url)
   }
 
@@ -83,6 +109,7 @@ export class TusUpload {
       while (!this.paused && this.offset < this.file.size) await this._patch()
       if (this.paused) return
       this.finished = true
+      remember(this.fingerprint, null)
       this.options.onSuccess(this)
     } catch (err) {
       if (this.paused) return
@@ -111,10 +138,18 @@ export class TusUpload {
     this.url = new URL(location, new URL(this.options.endpoint, window.location.href)).href
     this.offset = 0
     this._attempt = 0
+    remember(this.fingerprint, this.url)
   }
 
   async _head() {
     const res = await this._request('HEAD', this.url)
+    if ((res.status === 404 || res.status === 410) && this.resumed) {
+      // The remembered upload expired or was removed: start a new one.
+      remember(this.fingerprint, null)
+      this.url = null
+      this.resumed = false
+      return this._create()
+    }
     if (res.status !== 200 && res.status !== 204) throw this._failure('resume the upload', res)
     this.offset = Number(res.getResponseHeader('Upload-Offset'))
     this._progress(this.offset)
