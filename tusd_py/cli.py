@@ -339,6 +339,8 @@ def run(config: Config) -> None:
     server.tus = app.state.tus
     shown_host = f"[{host}]" if ":" in host else host
     print(f"tusd-py listening on http://{shown_host}:{port}{config.base_path}", flush=True)
+    if config.demo:
+        print(f"tusd-py demo page at http://{shown_host}:{port}/", flush=True)
     server.run(sockets=[sock])
     sys.exit(0 if server.started else 1)
 

@@ -33,6 +33,7 @@ def test_demo_page_upload_with_pause_and_resume(
 ) -> None:
     server = tusd_factory("--demo")
     origin = server.endpoint.removesuffix("/files/")
+    assert f"tusd-py demo page at {origin}/" in server.output
     source = make_file(4 * 1024 * 1024)
     page.goto(origin + "/")
     # Slow enough to pause in the middle of the single PATCH that carries the whole file. (Set
