@@ -53,13 +53,26 @@ def _hook_events(ctx: click.Context, param: click.Parameter, value: str) -> list
 
 
 class _Server(uvicorn.Server):
-    """On SIGINT/SIGTERM, end in-flight PATCH bodies at once so they commit and answer."""
+    """On SIGINT/SIGTERM, end in-flight PATCH bodies at once so they commit and answer, shut
+    down, and exit 0: uvicorn would raise the signal again once it is done (exit 143, or
+    "Aborted!" and 1 for Ctrl-C), which reports a clean shutdown as a failure."""
 
     tus: TusContext
+    # Printed once the server really serves: the stores opened and the socket accepts.
+    announce: list[str]
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            for line in self.announce:
+                print(line, flush=True)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.tus.stop_all_readers()
         super().handle_exit(sig, frame)
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
 
 
 @click.command(context_settings={"auto_envvar_prefix": "TUSD", "show_default": True})
@@ -313,8 +326,8 @@ def run(config: Config) -> None:
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((config.host, config.port))
-    # Listen now, so a client that reads the line below can connect at once; connections
-    # wait in the backlog until uvicorn starts accepting.
+    # Bind and listen here, so that --port 0 knows its port for the start-up line (printed by
+    # _Server once it serves) and a busy port fails before anything else starts.
     sock.listen(2048)
     host, port = sock.getsockname()[:2]
     raise_open_file_limit()
@@ -338,9 +351,9 @@ def run(config: Config) -> None:
     server = _Server(uv_config)
     server.tus = app.state.tus
     shown_host = f"[{host}]" if ":" in host else host
-    print(f"tusd-py listening on http://{shown_host}:{port}{config.base_path}", flush=True)
+    server.announce = [f"tusd-py listening on http://{shown_host}:{port}{config.base_path}"]
     if config.demo:
-        print(f"tusd-py demo page at http://{shown_host}:{port}/", flush=True)
+        server.announce.append(f"tusd-py demo page at http://{shown_host}:{port}/")
     server.run(sockets=[sock])
     sys.exit(0 if server.started else 1)
 

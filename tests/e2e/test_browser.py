@@ -7,6 +7,7 @@ screenshots land in test-artifacts/ for a human to look at.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,10 @@ def test_demo_page_upload_with_pause_and_resume(
 ) -> None:
     server = tusd_factory("--demo")
     origin = server.endpoint.removesuffix("/files/")
-    assert f"tusd-py demo page at {origin}/" in server.output
+    deadline = time.monotonic() + 5  # printed right after the line TusdProcess waits for
+    while f"tusd-py demo page at {origin}/" not in server.output:
+        assert time.monotonic() < deadline, server.output
+        time.sleep(0.05)
     source = make_file(4 * 1024 * 1024)
     page.goto(origin + "/")
     # Slow enough to pause in the middle of the single PATCH that carries the whole file. (Set
