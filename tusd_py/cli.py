@@ -274,6 +274,7 @@ class _Server(uvicorn.Server):
     callback=_duration,
     help="On shutdown, keep delivering queued post-* hook events this long, then drop them.",
 )
+@click.version_option(package_name="tusd-py", prog_name="tusd-py")
 def main(**options: Any) -> None:
     """Run a tus resumable-upload server."""
     cors = options.pop("cors_origins")
@@ -293,6 +294,12 @@ def refused_configuration() -> Iterator[None]:
     except ValueError as exc:
         click.echo(f"tusd-py: error: {exc}", err=True)
         sys.exit(2)
+
+
+# --help shows each option's TUSD_* variable beside its default.
+for _param in main.params:
+    if isinstance(_param, click.Option) and _param.name != "version":
+        _param.show_envvar = True
 
 
 def raise_open_file_limit() -> None:

@@ -43,8 +43,8 @@ def render_options(command: click.Command | None = None) -> str:
         "| --- | --- | --- | --- |",
     ]
     for param in command.params:
-        if not isinstance(param, click.Option) or param.name is None:
-            continue
+        if not isinstance(param, click.Option) or param.name is None or param.is_eager:
+            continue  # eager options (--version, --help) answer and exit: no configuration
         names = " / ".join(f"`{name}`" for name in (*param.opts, *param.secondary_opts))
         env = f"`{ENV_PREFIX}_{param.name.upper()}`"
         description = param.help or ""

@@ -29,3 +29,15 @@ def test_a_wrong_configuration_is_one_line_and_status_2(args: list[str], says: s
     assert len(lines) == 1 and lines[0].startswith("tusd-py: error: "), done.stderr
     assert says in lines[0]
     assert "listening" not in done.stdout
+
+
+def test_help_names_each_variable_and_version_prints_the_version() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "tusd_py", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0
+    assert "env var: TUSD_UPLOAD_DIR" in shown.stdout and "default: ./data" in shown.stdout
+    version = subprocess.run(
+        [sys.executable, "-m", "tusd_py", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0 and version.stdout.startswith("tusd-py, version ")
