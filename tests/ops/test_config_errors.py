@@ -36,7 +36,9 @@ def test_help_names_each_variable_and_version_prints_the_version() -> None:
         [sys.executable, "-m", "tusd_py", "--help"], capture_output=True, text=True, timeout=60
     )
     assert shown.returncode == 0
-    assert "env var: TUSD_UPLOAD_DIR" in shown.stdout and "default: ./data" in shown.stdout
+    text = " ".join(shown.stdout.split())  # click wraps the help text
+    assert "--upload-dir TEXT Directory of the local file store. [env var: TUSD_UPLOAD_DIR;" in text
+    assert "TUSD_UPLOAD_DIR; default: ./data]" in text
     version = subprocess.run(
         [sys.executable, "-m", "tusd_py", "--version"], capture_output=True, text=True, timeout=60
     )
