@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.azurite import azurite  # noqa: F401  (the session's Azurite)
+from tests.support.hook_receiver import receiver  # noqa: F401  (a hook receiver per test)
 from tests.support.servers import S3_ENV, RedisServer, S3Server, redis_server, s3_server
 
 

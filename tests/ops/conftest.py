@@ -11,7 +11,6 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from tests.ops.receiver import HookReceiver, start_receiver
 from tusd_py.app import create_app
 from tusd_py.config import Config
 
@@ -24,16 +23,6 @@ ALL_EVENTS = [
     "pre-terminate",
     "post-terminate",
 ]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[HookReceiver]:
-    hook_receiver, runner = await start_receiver()
-    try:
-        yield hook_receiver
-    finally:
-        hook_receiver.release()
-        await runner.cleanup()
 
 
 AppFactory = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]

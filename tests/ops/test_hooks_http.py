@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from tests.ops.conftest import ALL_EVENTS, AppFactory
 from tests.ops.helpers import TUS, create, metadata, patch, slow_body
-from tests.ops.receiver import HookReceiver
+from tests.support.hook_receiver import HookReceiver
 from tests.support.processes import free_port
 
 

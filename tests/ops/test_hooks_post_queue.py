@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import statistics
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,17 +24,20 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.ops.conftest import AppFactory
-from tests.ops.helpers import TUS, create
-from tests.ops.receiver import HookReceiver
+from tests.ops.helpers import create
+from tests.support.hook_load import (
+    UPLOADS,
+    misbehave,
+    p99,
+    root,
+    upload_many,
+)
+from tests.support.hook_receiver import HookReceiver
 from tests.support.tusd_process import TusdProcess
 from tusd_py.hooks import HookEvent, HookType, HttpHookClient, HTTPRequestInfo
 from tusd_py.info import UploadInfo
 from tusd_py.request_context import current_request
 
-UPLOADS = 150
-AT_ONCE = 50
-BODY = b"x" * 1024
-POST_EVENTS = ("post-create", "post-receive", "post-finish", "post-terminate")
 DRAIN = 1.0
 QUEUE_FULL = "the post-* hook queue is full"
 SHUTDOWN_DROP = "shutdown: post-* hook deliveries did not finish"
@@ -56,45 +58,6 @@ async def stop_server(server: TusdProcess) -> float:
     return time.perf_counter() - start
 
 
-async def upload_many(endpoint: str) -> tuple[list[float], list[float], list[int]]:
-    """UPLOADS uploads, AT_ONCE at a time: creation latencies, PATCH latencies, statuses."""
-    creations: list[float] = []
-    patches: list[float] = []
-    statuses: list[int] = []
-    slots = asyncio.Semaphore(AT_ONCE)
-
-    async def one(client: httpx.AsyncClient) -> None:
-        async with slots:
-            start = time.perf_counter()
-            created = await create(client, len(BODY))
-            creations.append(time.perf_counter() - start)
-            statuses.append(created.status_code)
-            if created.status_code != 201:
-                return
-            headers = {
-                **TUS,
-                "Upload-Offset": "0",
-                "Content-Type": "application/offset+octet-stream",
-            }
-            start = time.perf_counter()
-            patched = await client.patch(created.headers["Location"], headers=headers, content=BODY)
-            patches.append(time.perf_counter() - start)
-            statuses.append(patched.status_code)
-
-    limits = httpx.Limits(max_connections=AT_ONCE)
-    async with httpx.AsyncClient(base_url=root(endpoint), limits=limits, timeout=120) as client:
-        await asyncio.gather(*(one(client) for _ in range(UPLOADS)))
-    return creations, patches, statuses
-
-
-def root(endpoint: str) -> str:
-    return endpoint.removesuffix("/files/")
-
-
-def p99(latencies: list[float]) -> float:
-    return statistics.quantiles(latencies, n=100)[98]
-
-
 async def metric(server: TusdProcess, line_start: str) -> float:
     async with httpx.AsyncClient() as client:
         text = (await client.get(root(server.endpoint) + "/metrics")).text
@@ -102,16 +65,6 @@ async def metric(server: TusdProcess, line_start: str) -> float:
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)
     ]
     return sum(values)
-
-
-def misbehave(receiver: HookReceiver, how: str) -> None:
-    for hook in POST_EVENTS:
-        if how == "sleeps":
-            receiver.delays[hook] = 20.0  # far beyond the latency bound and the drain timeout
-        elif how == "answers 500":
-            receiver.answer(hook, status=500, body=b"down")
-        else:
-            receiver.hang_up.add(hook)
 
 
 @pytest.mark.parametrize("how", ["sleeps", "answers 500", "hangs up"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.ops.conftest import AppFactory
 from tests.ops.helpers import TUS, create, metadata, patch
-from tests.ops.receiver import HookReceiver
+from tests.support.hook_receiver import HookReceiver
 from tusd_py import TusError
 from tusd_py.hooks import FileInfoChanges, HookEvent, HookResponse, HookType, HTTPResponse
 

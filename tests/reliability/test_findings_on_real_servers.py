@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ops.receiver import start_receiver
 from tests.reliability.rawhttp import request
 from tests.reliability.setups import SETUPS, Setup, make_setup
+from tests.support.hook_receiver import start_receiver
 from tests.support.servers import RedisServer, S3Server
 from tests.support.tusd_process import TusdProcess
 

@@ -19,16 +19,16 @@ import random
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.ops.receiver import HookReceiver, start_receiver
-from tests.ops.test_hooks_post_queue import misbehave, upload_many
 from tests.reliability.figures import record
 from tests.reliability.setups import SETUPS, Setup, make_setup, rss_bytes
+from tests.support.hook_load import misbehave, upload_many
+from tests.support.hook_receiver import HookReceiver
 from tests.support.servers import RedisServer, S3Server
 from tests.support.tusd_process import TusdProcess
 
@@ -239,16 +239,6 @@ async def test_memory_per_upload_with_8kb_metadata(setup: Setup) -> None:
 
 
 # --- a bad post-* hook receiver, on Redis state ---------------------------------------------
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[HookReceiver]:
-    hook_receiver, runner = await start_receiver()
-    try:
-        yield hook_receiver
-    finally:
-        hook_receiver.release()
-        await runner.cleanup()
 
 
 async def test_a_bad_post_hook_receiver_on_redis_state(

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 Answer = tuple[int, Any]  # (status, JSON-able body, or bytes sent as they are)
@@ -109,3 +110,14 @@ async def start_receiver() -> tuple[HookReceiver, web.AppRunner]:
     port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     receiver.url = f"http://127.0.0.1:{port}/hooks"
     return receiver, runner
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[HookReceiver]:
+    """A hook receiver on a free port for one test; sleeping deliveries end with the test."""
+    hook_receiver, runner = await start_receiver()
+    try:
+        yield hook_receiver
+    finally:
+        hook_receiver.release()
+        await runner.cleanup()
