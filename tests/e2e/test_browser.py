@@ -83,18 +83,25 @@ def metric(origin: str, name: str) -> float:
     )
 
 
+def start_demo_upload(page: Page, origin: str, path: Path, bytes_per_second: int, past: int) -> str:
+    """Choose `path` on the demo page at `origin`, uploading at `bytes_per_second`; returns the
+    upload's URL once the page has sent more than `past` bytes."""
+    page.goto(origin + "/")
+    throttle_uploads(page, bytes_per_second)
+    page.set_input_files("#files", path)
+    wait_for(page, f"Number(document.querySelector('.upload')?.dataset.offset) > {past}", 30)
+    url: str = page.evaluate("document.querySelector('.upload').dataset.url")
+    return url
+
+
 def test_demo_page_resumes_after_a_reload(
     tusd_factory: StartTusd, make_file: MakeFile, page: Page
 ) -> None:
     server = tusd_factory("--demo")
     origin = server.endpoint.removesuffix("/files/")
     source = make_file(6 * 1024 * 1024)
-    page.goto(origin + "/")
-    throttle_uploads(page, 1024 * 1024)
-    page.set_input_files("#files", source.path)
+    url = start_demo_upload(page, origin, source.path, 1024 * 1024, 1024 * 1024)
     row = ".upload"
-    wait_for(page, f"Number(document.querySelector('{row}')?.dataset.offset) > 1024 * 1024", 30)
-    url = page.evaluate(f"document.querySelector('{row}').dataset.url")
     page.reload()
     kept = stable_offset(url)  # what the interrupted PATCH committed
     assert 0 < kept < source.size, kept
@@ -119,12 +126,8 @@ def test_demo_page_cancel_removes_the_upload(
     server = tusd_factory("--demo")
     origin = server.endpoint.removesuffix("/files/")
     source = make_file(4 * 1024 * 1024)
-    page.goto(origin + "/")
-    throttle_uploads(page, 512 * 1024)
-    page.set_input_files("#files", source.path)
+    url = start_demo_upload(page, origin, source.path, 512 * 1024, 256 * 1024)
     row = ".upload"
-    wait_for(page, f"Number(document.querySelector('{row}')?.dataset.offset) > 256 * 1024", 30)
-    url = page.evaluate(f"document.querySelector('{row}').dataset.url")
     page.click(f"{row} button.cancel")
     status = wait_for(
         page,
