@@ -1,4 +1,4 @@
-from tusd_py.locking.base import Lock, Locker, ReleaseRequest
+from tusd_py.locking.base import HolderReader, Lock, Locker, ReleaseRequest
 from tusd_py.locking.memory import MemoryLocker
 
-__all__ = ["Lock", "Locker", "MemoryLocker", "ReleaseRequest"]
+__all__ = ["HolderReader", "Lock", "Locker", "MemoryLocker", "ReleaseRequest"]

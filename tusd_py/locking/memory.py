@@ -15,6 +15,7 @@ class _MemoryLock(Lock):
         self.token = secrets.token_hex(16)
         self.on_release_request = on_release_request
         self.released = asyncio.Event()
+        self.asked_to_let_go = False
         self._locker = locker
 
     @property
@@ -46,6 +47,23 @@ class MemoryLocker(Locker):
         lock = _MemoryLock(self, upload_id, on_release_request)
         self._held[upload_id] = lock
         return lock
+
+    async def holder(self, upload_id: str) -> str | None:
+        lock = self._held.get(upload_id)
+        return None if lock is None else lock.token
+
+    async def let_go(self, upload_id: str, holder: str) -> None:
+        lock = self._held.get(upload_id)
+        if lock is None or lock.token != holder:
+            return
+        if not lock.asked_to_let_go:
+            lock.asked_to_let_go = True  # one request for every reader waiting on this holder
+            lock.on_release_request()
+        try:
+            async with asyncio.timeout(self.acquire_timeout):
+                await lock.released.wait()
+        except TimeoutError:
+            raise locked(upload_id) from None
 
     def _release(self, lock: _MemoryLock) -> None:
         if self._held.get(lock.upload_id) is lock:

@@ -7,6 +7,9 @@
   itself, publishes "free" so the waiter retries at once instead of at its next poll.
 - Waiters also poll with a short backoff capped by the lease's remaining time, so a crashed
   holder's lease is taken over right after it expires and lost messages cost only a poll.
+- `let_go` (a reader such as HEAD, which does not take the lock) marks itself as a waiter and
+  publishes the same release request, then polls until the holder's token is gone; readers in
+  one instance waiting for one holder share that loop.
 - A background task per held lock renews the lease at a third of its length; a renewal that
   finds another token (or cannot reach Redis before the lease ends) marks the lock invalid and
   asks the holder to stop. State writes check the token in Redis, so a stale holder never wins.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import secrets
@@ -74,6 +78,17 @@ if holder ~= ARGV[6] or ARGV[7] == '1' then
   redis.call('PUBLISH', ARGV[4], 'release ' .. ARGV[5] .. ' ' .. holder)
 end
 return {0, holder, redis.call('PTTL', KEYS[1])}
+"""
+
+# KEYS: lock, wait mark. ARGV: holder's token, wait-mark ms, channel, upload id, "1" to ask.
+# Replies -2 when `holder` no longer holds the lock, else the lease's remaining ms (PTTL).
+_LET_GO = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -2 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+if ARGV[5] == '1' then
+  redis.call('PUBLISH', ARGV[3], 'release ' .. ARGV[4] .. ' ' .. ARGV[1])
+end
+return redis.call('PTTL', KEYS[1])
 """
 
 # KEYS: lock. ARGV: token, lease ms.
@@ -169,10 +184,12 @@ class RedisLocker(Locker):
         self.acquire_timeout = acquire_timeout
         self.channel = f"{self.prefix}:locks"
         self._acquire_script = redis.register_script(_ACQUIRE)
+        self._let_go_script = redis.register_script(_LET_GO)
         self._renew_script = redis.register_script(_RENEW)
         self._release_script = redis.register_script(_RELEASE)
         self._held: dict[str, RedisLock] = {}  # by token
         self._waiters: dict[str, set[asyncio.Event]] = {}  # by upload id
+        self._letting_go: dict[tuple[str, str], asyncio.Task[None]] = {}  # by (id, holder)
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closed = False
@@ -243,6 +260,78 @@ class RedisLocker(Locker):
                 if not waiters:
                     del self._waiters[upload_id]
 
+    async def holder(self, upload_id: str) -> str | None:
+        with redis_errors():
+            token = await self._client.get(lock_key(self.prefix, upload_id))
+        return None if token is None else text(token)
+
+    async def let_go(self, upload_id: str, holder: str) -> None:
+        if self._closed:
+            raise RuntimeError("RedisLocker is closed")
+        key = (upload_id, holder)
+        task = self._letting_go.get(key)
+        if task is None:
+            task = asyncio.create_task(
+                self._wait_for_let_go(upload_id, holder), name=f"tusd-lock-let-go-{upload_id}"
+            )
+            self._letting_go[key] = task
+            task.add_done_callback(functools.partial(self._let_go_done, key))
+        # Shielded: one reader giving up (client gone) must not end the others' wait.
+        await asyncio.shield(task)
+
+    def _let_go_done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        self._letting_go.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every reader that still waits has seen it
+
+    async def _wait_for_let_go(self, upload_id: str, holder: str) -> None:
+        await self._ensure_listener()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.acquire_timeout
+        keys = [lock_key(self.prefix, upload_id), upload_key(self.prefix, upload_id, "wait")]
+        wake = asyncio.Event()
+        self._waiters.setdefault(upload_id, set()).add(wake)
+        last_ask = -math.inf
+        delay = MIN_POLL
+        try:
+            while True:
+                wake.clear()
+                now = loop.time()
+                ask = now - last_ask >= REASK_INTERVAL
+                with redis_errors():
+                    pttl = int(
+                        await self._let_go_script(
+                            keys=keys,
+                            args=[
+                                holder,
+                                WAIT_MARK_MS,
+                                self.channel,
+                                upload_id,
+                                "1" if ask else "0",
+                            ],
+                        )
+                    )
+                if pttl == -2:
+                    return
+                if ask:
+                    last_ask = now
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise locked(upload_id)
+                pause = min(delay, remaining)
+                if pttl >= 0:
+                    pause = min(pause, pttl / 1000 + 0.002)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await wake.wait()
+                delay = min(delay * 2, MAX_POLL)
+        finally:
+            waiters = self._waiters.get(upload_id)
+            if waiters is not None:
+                waiters.discard(wake)
+                if not waiters:
+                    del self._waiters[upload_id]
+
     async def close(self) -> None:
         """Stop listening and renewing. Held leases are not released: they expire, as after a
         crash, since their holders may still be writing."""
@@ -252,6 +341,7 @@ class RedisLocker(Locker):
         tasks: list[asyncio.Task[None]] = []
         if self._listener is not None:
             tasks.append(self._listener)
+        tasks.extend(self._letting_go.values())
         for lock in list(self._held.values()):
             lock._lost = True
             if lock._renewal is not None:

@@ -286,7 +286,7 @@ async def offset_retrieval(
     if draft.version >= 6:
         forbidden += ("Upload-Length",)
     reject_fields(request, forbidden, "an offset retrieval")
-    info = await current_info(ctx, upload_id)  # a running append hands over and commits first
+    info = await current_info(ctx, upload_id)  # a running append is asked to commit first
     return response(204, {**state_headers(ctx, draft, info), "Cache-Control": "no-store"})
 
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from tusd_py.errors import TusError
+from tusd_py.errors import TusError, gone, not_found
 from tusd_py.hooks import UploadStopped
 from tusd_py.info import UploadInfo
-from tusd_py.locking.base import Lock
+from tusd_py.locking.base import HolderReader, Lock
 from tusd_py.locking.held import held
 from tusd_py.protocol.body import BodyReader
 from tusd_py.protocol.checksum import Checksum, guarded
-from tusd_py.protocol.context import TusContext
+from tusd_py.protocol.context import TusContext, is_expired
 from tusd_py.stores.base import LengthDeferrer
 
 log = logging.getLogger("tusd_py")
@@ -149,12 +149,29 @@ async def complete_upload(ctx: TusContext, info: UploadInfo, lock: Lock | None) 
 
 
 async def current_info(ctx: TusContext, upload_id: str) -> UploadInfo:
-    """The upload's info under its lock, so that a PATCH still running for it hands over and
-    commits first, and completed if its last bytes arrived but completion failed: the offset
-    answered is then the one the client can resume from, and a full one means done."""
-    async with held(ctx.locker, upload_id) as lock:
-        info = await ctx.existing(upload_id)
-        await complete_upload(ctx, info, lock)
+    """The upload's info for a reader (HEAD, offset retrieval), without taking its lock.
+
+    A request still holding the lock (a PATCH whose client resumed) is asked to let go and is
+    waited for, so it commits first: the offset answered is then the one the client can resume
+    from. Readers of one upload never wait for each other. An upload whose last bytes arrived but
+    whose completion failed is completed first, under the lock (only then is it taken)."""
+    state = ctx.state
+    if isinstance(state, HolderReader):
+        info, holder = await state.get_with_holder(upload_id)  # one round trip with Redis
+    else:
+        holder = await ctx.locker.holder(upload_id)
+        info = await state.get(upload_id)
+    if holder is not None:
+        await ctx.locker.let_go(upload_id, holder)
+        info = await state.get(upload_id)
+    if info is None:
+        raise not_found(upload_id)
+    if is_expired(info):
+        raise gone(upload_id)
+    if info.finished and not info.completed:
+        async with held(ctx.locker, upload_id) as lock:
+            info = await ctx.existing(upload_id)
+            await complete_upload(ctx, info, lock)
     return info
 
 

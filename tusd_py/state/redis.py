@@ -109,6 +109,13 @@ return {ARGV[1], ARGV[2], ARGV[3]}
 )
 
 
+# KEYS: state, lock. ARGV: the state's fields. Replies {holder's token or nil, field values}: a
+# HEAD's "is it locked" and state read in one round trip.
+_GET_WITH_HOLDER = """
+return {redis.call('GET', KEYS[2]), redis.call('HMGET', KEYS[1], unpack(ARGV))}
+"""
+
+
 def _info_json(info: UploadInfo) -> str:
     data = asdict(info)
     del data["offset"], data["expires_at"]
@@ -154,6 +161,7 @@ class RedisState(StateStore):
         self._commit = redis.register_script(_COMMIT)
         self._put = redis.register_script(_PUT)
         self._rebuild = redis.register_script(_REBUILD)
+        self._get_with_holder = redis.register_script(_GET_WITH_HOLDER)
 
     async def open(self) -> None:
         # Not fatal: requests answer 503 until Redis is reachable, and succeed afterwards.
@@ -195,6 +203,18 @@ class RedisState(StateStore):
         if values[0] is None or values[1] is None:
             return await self._rebuild_from_store(upload_id)
         return _decode(values)
+
+    async def get_with_holder(self, upload_id: str) -> tuple[UploadInfo | None, str | None]:
+        """`get`, and the token of the upload's lock holder (None: free), in one round trip."""
+        with redis_errors():
+            reply: list[Any] = await self._get_with_holder(
+                keys=self._keys(upload_id), args=list(_FIELDS)
+            )
+        holder = None if reply[0] is None else text(reply[0])
+        values = reply[1]
+        if values[0] is None or values[1] is None:
+            return await self._rebuild_from_store(upload_id), holder
+        return _decode(values), holder
 
     async def commit(self, info: UploadInfo, offset: int, lock: Lock) -> None:
         if not lock.valid:
