@@ -148,10 +148,10 @@ def _complete_field(version: int, done: bool) -> dict[str, str]:
     return {"Upload-Complete": "?1" if done else "?0"}
 
 
-@pytest.mark.parametrize("version", [3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("version", [3, 4, 5, 6, 7, 8, 9])
 def test_ietf_raw_http_interrupted_append(tusd: TusdProcess, version: int) -> None:
     """Every interop version through uvicorn: create, a PATCH cut off half way, offset
-    retrieval, the completing PATCH; the download matches."""
+    retrieval (from 9 by GET as well), the completing PATCH; the download matches."""
     data = bytes(range(256)) * 8192  # 2 MiB
     interop = {"Upload-Draft-Interop-Version": str(version)}
     created = httpx.post(
@@ -183,6 +183,11 @@ def test_ietf_raw_http_interrupted_append(tusd: TusdProcess, version: int) -> No
         time.sleep(0.05)
     assert 0 < offset <= MiB // 2
     assert state.headers["Upload-Length"] == str(len(data))
+    if version >= 9:
+        by_get = httpx.get(url, headers=interop)
+        assert (by_get.status_code, by_get.content) == (204, b"")
+        assert by_get.headers["Upload-Offset"] == str(offset)
+        assert by_get.headers["Cache-Control"] == "no-store"
     assert state.headers["Upload-Incomplete" if version == 3 else "Upload-Complete"] == (
         "?1" if version == 3 else "?0"
     )

@@ -1,4 +1,4 @@
-"""The IETF resumable-upload draft, interop versions 3 to 8, on the tus endpoint (raw HTTP)."""
+"""The IETF resumable-upload draft, interop versions 3 to 9, on the tus endpoint (raw HTTP)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.protocol.conftest import TusServer
+from tests.protocol.conftest import TusFactory, TusServer
 from tests.protocol.helpers import TUS, assert_plain_error, b64, chunked
 
-VERSIONS = [3, 4, 5, 6, 7, 8]
+VERSIONS = [3, 4, 5, 6, 7, 8, 9]
 
 
 class Draft:
@@ -206,10 +206,19 @@ async def test_bytes_past_the_length_are_400(client: httpx.AsyncClient, draft: D
     assert_plain_error(response, 400)
 
 
-async def test_head_with_upload_offset_is_400(client: httpx.AsyncClient, draft: Draft) -> None:
+async def test_state_fields_on_offset_retrieval_and_cancellation(
+    client: httpx.AsyncClient, draft: Draft
+) -> None:
+    """Drafts up to -05 (interop 6) make them a 400; later drafts dropped the rule."""
     url = (await create(client, draft, False)).headers["Location"]
-    response = await client.head(url, headers=draft.base(**{"Upload-Offset": "0"}))
-    assert response.status_code == 400
+    fields = draft.base(**{"Upload-Offset": "0"}, **draft.complete(False))
+    head = await client.head(url, headers=fields)
+    delete = await client.delete(url, headers=fields)
+    if draft.version <= 6:
+        assert (head.status_code, delete.status_code) == (400, 400)
+    else:
+        assert (head.status_code, delete.status_code) == (204, 204)
+        assert head.headers["Upload-Offset"] == "0"
 
 
 async def test_cancellation(client: httpx.AsyncClient, draft: Draft) -> None:
@@ -230,11 +239,110 @@ async def test_unknown_upload_is_404(client: httpx.AsyncClient, draft: Draft) ->
 async def test_options_announces_limits(client: httpx.AsyncClient, draft: Draft) -> None:
     response = await client.options("/files/", headers=draft.base())
     assert response.status_code == 204
+    assert response.headers["Allow"] == "OPTIONS, POST, PUT, PATCH"
     if draft.version >= 6:
         assert response.headers["Upload-Limit"] == "min-size=0"
+    # Drafts -10 and -11 (interop 8) require Accept-Patch; -12 (interop 9) removed it again.
+    assert response.headers.get("Accept-Patch") == (
+        "application/partial-upload" if draft.version == 8 else None
+    )
 
 
-@pytest.mark.parametrize("version", [6, 7, 8])
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+async def test_creation_by_put_and_patch(
+    client: httpx.AsyncClient, draft: Draft, method: str
+) -> None:
+    """Any request with content to the endpoint can start an upload, not only POST."""
+    headers = draft.base(**draft.complete(True))
+    created = await client.request(method, "/files/", headers=headers, content=b"put it here")
+    assert created.status_code == 201, created.text
+    assert draft.is_complete(created)
+    assert (await client.get(created.headers["Location"], headers=TUS)).content == b"put it here"
+
+
+async def test_get_is_offset_retrieval_from_interop_9(client: httpx.AsyncClient) -> None:
+    """Draft -12 defines GET on the upload resource as an offset retrieval (HEAD recommended);
+    before 9 an IETF GET is a download."""
+    draft = Draft(9)
+    url = (await create(client, draft, False, b"abc", **{"Upload-Length": "5"})).headers["Location"]
+    state = await client.get(url, headers=draft.base())
+    assert state.status_code == 204, state.text
+    assert state.content == b""
+    assert state.headers["Upload-Offset"] == "3"
+    assert state.headers["Upload-Complete"] == "?0"
+    assert state.headers["Upload-Length"] == "5"
+    assert state.headers["Upload-Limit"].startswith("min-size=0")
+    assert state.headers["Cache-Control"] == "no-store"
+    done = await client.patch(url, headers=draft.append_headers(3, True), content=b"de")
+    assert done.status_code == 204, done.text
+    state = await client.get(url, headers=draft.base())
+    assert (state.status_code, state.content) == (204, b"")
+    assert state.headers["Upload-Complete"] == "?1"
+    assert (await client.get(url, headers=Draft(8).base())).content == b"abcde"
+    assert (await client.get(url, headers=TUS)).content == b"abcde"
+
+
+async def test_errors_of_creation_and_append_say_incomplete_from_interop_9(
+    client: httpx.AsyncClient, draft: Draft
+) -> None:
+    """From 9 `Upload-Complete: ?0` marks a response as the resumable-upload protocol's own,
+    errors included; before 9 only the 409 carries the field."""
+    [(name, incomplete)] = draft.complete(False).items()
+    labelled = incomplete if draft.version >= 9 else None
+    inconsistent = await create(client, draft, True, b"12345", **{"Upload-Length": "10"})
+    assert_plain_error(inconsistent, 400)
+    assert inconsistent.headers.get(name) == labelled
+    url = (await create(client, draft, True, b"done")).headers["Location"]
+    on_complete = await client.patch(url, headers=draft.append_headers(4, True), content=b"more")
+    assert_plain_error(on_complete, 400)
+    assert on_complete.headers.get(name) == labelled
+    unknown = await client.patch(
+        "/files/0123456789abcdef0123456789abcdef",
+        headers=draft.append_headers(0, True),
+        content=b"x",
+    )
+    assert_plain_error(unknown, 404)
+    assert unknown.headers.get(name) == labelled
+    retrieval = await client.head("/files/0123456789abcdef0123456789abcdef", headers=draft.base())
+    assert retrieval.status_code == 404
+    assert name not in retrieval.headers
+
+
+async def test_too_large_answers_the_limits(tus_factory: TusFactory, draft: Draft) -> None:
+    client = (await tus_factory(max_size=100)).client
+    response = await create(client, draft, False, **{"Upload-Length": "101"})
+    assert_plain_error(response, 413)
+    expected = "min-size=0,max-size=100" if draft.version >= 6 else None
+    assert response.headers.get("Upload-Limit") == expected
+
+
+async def test_browsers_can_read_the_draft_fields(tus_factory: TusFactory) -> None:
+    """CORS exposes what an IETF client reads: Location, Upload-Offset, Upload-Complete,
+    Upload-Length and Upload-Limit (issue 15)."""
+    origin = "https://app.example"
+    client = (await tus_factory(cors_origins=[origin])).client
+    draft = Draft(9)
+    created = await create(client, draft, False, **{"Upload-Length": "3", "Origin": origin})
+    assert created.status_code == 201, created.text
+    assert created.headers["Upload-Limit"].startswith("min-size=0,max-age=")
+    exposed = {
+        item.strip().lower() for item in created.headers["Access-Control-Expose-Headers"].split(",")
+    }
+    wanted = {"location", "upload-offset", "upload-complete", "upload-length", "upload-limit"}
+    assert wanted <= exposed
+    preflight = await client.options(
+        created.headers["Location"],
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "upload-draft-interop-version, upload-complete, "
+            "upload-offset, content-type",
+        },
+    )
+    assert preflight.status_code == 200, preflight.text
+
+
+@pytest.mark.parametrize("version", [6, 7, 8, 9])
 async def test_append_must_be_partial_upload(client: httpx.AsyncClient, version: int) -> None:
     draft = Draft(version)
     url = (await create(client, draft, False)).headers["Location"]
@@ -242,7 +350,7 @@ async def test_append_must_be_partial_upload(client: httpx.AsyncClient, version:
     assert_plain_error(await client.patch(url, headers=headers, content=b"x"), 415)
 
 
-@pytest.mark.parametrize("version", [7, 8])
+@pytest.mark.parametrize("version", [7, 8, 9])
 async def test_append_must_say_whether_it_completes(
     client: httpx.AsyncClient, version: int
 ) -> None:
@@ -253,19 +361,19 @@ async def test_append_must_say_whether_it_completes(
     assert_plain_error(await client.patch(url, headers=headers, content=b"x"), 400)
 
 
-@pytest.mark.parametrize("version", [4, 5, 6, 7, 8])
+@pytest.mark.parametrize("version", [4, 5, 6, 7, 8, 9])
 async def test_creation_needs_upload_complete(client: httpx.AsyncClient, version: int) -> None:
     response = await client.post("/files/", headers=Draft(version).base(), content=b"x")
     assert_plain_error(response, 400)
 
 
-@pytest.mark.parametrize("value", ["2", "9", "x", ""])
+@pytest.mark.parametrize("value", ["2", "10", "x", ""])
 async def test_unsupported_interop_version_is_400(client: httpx.AsyncClient, value: str) -> None:
     response = await client.post(
         "/files/", headers={"Upload-Draft-Interop-Version": value, "Upload-Complete": "?1"}
     )
     assert_plain_error(response, 400)
-    assert "3 to 8" in response.text
+    assert "3 to 9" in response.text
 
 
 async def test_malformed_upload_complete_is_400(client: httpx.AsyncClient) -> None:

@@ -4,11 +4,15 @@ A request carrying `Upload-Draft-Interop-Version` is handled here; everything el
 Both protocols share the uploads, the locks and the streaming `append()`, so an upload can be
 inspected or downloaded either way.
 
-Interop versions 3 to 8 (drafts -01 to -11):
+Interop versions 3 to 9 (drafts -01 to -12):
     3       `Upload-Incomplete` (inverted) instead of `Upload-Complete`; an absent one = complete
     4, 5    `Upload-Complete`; append responses 201
-    6       PATCH must be `application/partial-upload`; `Upload-Limit`; `Upload-Length`
-    7, 8    `Upload-Complete` required on PATCH; append responses 204; `max-age` limit
+    6       PATCH must be `application/partial-upload`; `Upload-Limit`; `Upload-Length`; the
+            last drafts that make HEAD/DELETE with `Upload-Offset` or the completeness field 400
+    7, 8    `Upload-Complete` required on PATCH; append responses 204; `max-age` limit;
+            8 (drafts -10, -11) also requires `Accept-Patch` on OPTIONS
+    9       GET on an upload is an offset retrieval; every creation or append response, errors
+            included, says `Upload-Complete: ?0` unless the upload is complete
 
 Mapping onto tus: an upload is complete when its length is known and reached. `Upload-Length`
 and, on a request with `Upload-Complete: ?1`, `Content-Length` declare the length up front; a
@@ -63,8 +67,10 @@ from tusd_py.protocol.uploads import (
 from tusd_py.protocol.urls import endpoint_url
 
 INTEROP_HEADER = "upload-draft-interop-version"
-VERSIONS = range(3, 9)
+VERSIONS = range(3, 10)
 PARTIAL_UPLOAD = "application/partial-upload"
+# Creation is any request with content to the endpoint (the drafts name POST, PUT and PATCH).
+CREATION_METHODS = ("POST", "PUT", "PATCH")
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,18 @@ class Draft:
             )
         value = raw.strip() == "?1"
         return not value if self.version == 3 else value
+
+    @property
+    def refuses_state_fields_on_reads(self) -> bool:
+        """Drafts up to -05 answer 400 to HEAD and DELETE with `Upload-Offset` or the completeness
+        field (HEAD also `Upload-Length`, from 6); later drafts drop the rule: they are ignored."""
+        return self.version <= 6
+
+    @property
+    def labels_every_response(self) -> bool:
+        """From 9 (draft -12) `Upload-Complete` on a creation or append response says whether the
+        response comes from the resumable-upload protocol (?0) or the finished upload (?1)."""
+        return self.version >= 9
 
 
 def interop_version(request: Request) -> Draft:
@@ -215,24 +233,54 @@ async def transfer(
 
 async def handle_ietf(ctx: TusContext, request: Request, method: str, upload_id: str) -> Response:
     draft = interop_version(request)
+    try:
+        return await dispatch(ctx, request, draft, method, upload_id)
+    except TusError as error:
+        add_draft_fields(ctx, draft, method, error)
+        raise
+
+
+def add_draft_fields(ctx: TusContext, draft: Draft, method: str, error: TusError) -> None:
+    """The fields the draft asks for on an error: `Upload-Limit` on a 413 caused by the limits
+    (from 6), and from 9 `Upload-Complete: ?0` on a failed creation or append (the answer is the
+    resumable-upload protocol's, not the finished upload's)."""
+    if error.status == 413:
+        for name, value in upload_limit(ctx, draft).items():
+            error.headers.setdefault(name, value)
+    if draft.labels_every_response and method in CREATION_METHODS:
+        for name, value in draft.complete_field(False).items():
+            error.headers.setdefault(name, value)
+
+
+async def dispatch(
+    ctx: TusContext, request: Request, draft: Draft, method: str, upload_id: str
+) -> Response:
     if method == "OPTIONS":
-        return response(204, {"Allow": "OPTIONS, POST", **upload_limit(ctx, draft)})
+        return options(ctx, draft)
     if upload_id == "":
-        if method != "POST":
+        if method not in CREATION_METHODS:
             raise TusError(405, "method-not-allowed", f"{method} is not allowed here")
         return await create(ctx, request, draft)
     if not is_valid_upload_id(upload_id):
         raise TusError(404, "upload-not-found", "the path does not name an upload")
-    if method == "HEAD":
+    if method == "HEAD" or (method == "GET" and draft.version >= 9):
         return await offset_retrieval(ctx, request, draft, upload_id)
     if method == "PATCH":
         return await upload_append(ctx, request, draft, upload_id)
     if method == "DELETE":
-        reject_fields(request, ("Upload-Offset", draft.complete_header), "a cancellation")
+        if draft.refuses_state_fields_on_reads:
+            reject_fields(request, ("Upload-Offset", draft.complete_header), "a cancellation")
         return await handle_delete(ctx, upload_id)
     if method == "GET":
         return await handle_download(ctx, request, upload_id)
     raise TusError(405, "method-not-allowed", f"{method} is not allowed on an upload")
+
+
+def options(ctx: TusContext, draft: Draft) -> Response:
+    headers = {"Allow": ", ".join(("OPTIONS", *CREATION_METHODS)), **upload_limit(ctx, draft)}
+    if draft.version == 8:  # required by drafts -10 and -11, dropped again in -12
+        headers["Accept-Patch"] = PARTIAL_UPLOAD
+    return response(204, headers)
 
 
 async def create(ctx: TusContext, request: Request, draft: Draft) -> Response:
@@ -282,10 +330,11 @@ async def create(ctx: TusContext, request: Request, draft: Draft) -> Response:
 async def offset_retrieval(
     ctx: TusContext, request: Request, draft: Draft, upload_id: str
 ) -> Response:
-    forbidden: tuple[str, ...] = ("Upload-Offset", draft.complete_header)
-    if draft.version >= 6:
-        forbidden += ("Upload-Length",)
-    reject_fields(request, forbidden, "an offset retrieval")
+    if draft.refuses_state_fields_on_reads:
+        forbidden: tuple[str, ...] = ("Upload-Offset", draft.complete_header)
+        if draft.version >= 6:
+            forbidden += ("Upload-Length",)
+        reject_fields(request, forbidden, "an offset retrieval")
     info = await current_info(ctx, upload_id)  # a running append is asked to commit first
     return response(204, {**state_headers(ctx, draft, info), "Cache-Control": "no-store"})
 
