@@ -38,6 +38,7 @@ from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
 from tusd_py.locking.held import held
 from tusd_py.metadata import encode_metadata
+from tusd_py.protocol.access import check_access
 from tusd_py.protocol.body import (
     OFFSET_OCTET_STREAM,
     BodyReader,
@@ -223,6 +224,7 @@ async def handle_ietf(ctx: TusContext, request: Request, method: str, upload_id:
         return await create(ctx, request, draft)
     if not is_valid_upload_id(upload_id):
         raise TusError(404, "upload-not-found", "the path does not name an upload")
+    await check_access(ctx, upload_id, method)  # HEAD, PATCH, DELETE, GET; before any lock
     if method == "HEAD":
         return await offset_retrieval(ctx, request, draft, upload_id)
     if method == "PATCH":
