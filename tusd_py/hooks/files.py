@@ -109,12 +109,12 @@ async def _communicate(
 
     async def read_output() -> bytes:
         assert process.stdout
-        output = await process.stdout.read(MAX_OUTPUT_BYTES + 1)
-        if len(output) > MAX_OUTPUT_BYTES:
-            raise HookError(f"the hook's output is larger than {MAX_OUTPUT_BYTES} bytes")
-        while await process.stdout.read(65536):
-            pass  # read to the end, so the hook never blocks on a full pipe
-        return output
+        output = bytearray()
+        while chunk := await process.stdout.read(65536):
+            output += chunk
+            if len(output) > MAX_OUTPUT_BYTES:
+                raise HookError(f"the hook's output is larger than {MAX_OUTPUT_BYTES} bytes")
+        return bytes(output)
 
     async def read_errors() -> str:
         assert process.stderr
