@@ -5,6 +5,7 @@ A refusal must leave the upload exactly as it was: offset, bytes on disk, and th
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import httpx
 from tests.ops.conftest import AppFactory
 from tests.ops.helpers import TUS, create, metadata, patch
 from tests.support.hook_receiver import HookReceiver
+from tests.support.tusd_process import TusdProcess
 from tusd_py.hooks import HookEvent, HookResponse, HTTPResponse
 
 PRE_ACCESS = ["pre-access"]
@@ -263,3 +265,29 @@ async def test_the_ietf_draft_requests_are_checked_too(tus_app: AppFactory, tmp_
     assert append.text == "no such upload"
     assert seen == [("HEAD", "read"), ("PATCH", "write"), ("DELETE", "write"), ("GET", "read")]
     assert (tmp_path / "uploads" / upload_id(url)).read_bytes() == b""
+
+
+async def test_a_real_server_process_asks_the_receiver(
+    receiver: HookReceiver, tmp_path: Path
+) -> None:
+    """End to end: `python -m tusd_py` with --hooks-http and pre-access enabled."""
+    args = ("--hooks-http", receiver.url, "--hooks-enabled-events", "pre-access")
+    server = await asyncio.to_thread(TusdProcess, tmp_path / "uploads", args)
+    try:
+        async with httpx.AsyncClient() as client:
+            created = await client.post(server.endpoint, headers={**TUS, "Upload-Length": "3"})
+            url = created.headers["Location"]
+            receiver.scripts["pre-access"] = lambda body: (
+                200,
+                {"RejectAccess": body["Event"]["HTTPRequest"]["Method"] == "PATCH"},
+            )
+            refused = await patch(client, url, 0, b"abc")
+            head = await client.head(url, headers=TUS)
+    finally:
+        await asyncio.to_thread(server.stop)
+    assert refused.status_code == 403
+    assert head.status_code == 200 and head.headers["Upload-Offset"] == "0"
+    assert [d.body["Event"]["Access"]["Mode"] for d in receiver.of("pre-access")] == [
+        "write",
+        "read",
+    ]
