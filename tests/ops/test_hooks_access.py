@@ -14,6 +14,7 @@ import httpx
 from tests.ops.conftest import AppFactory
 from tests.ops.helpers import TUS, create, metadata, patch
 from tests.support.hook_receiver import HookReceiver
+from tests.support.servers import RedisServer, unique_prefix
 from tests.support.tusd_process import TusdProcess
 from tusd_py.hooks import HookEvent, HookResponse, HTTPResponse
 
@@ -291,3 +292,33 @@ async def test_a_real_server_process_asks_the_receiver(
         "write",
         "read",
     ]
+
+
+async def test_with_redis_state_a_refusal_changes_nothing_there(
+    tus_app: AppFactory, redis: RedisServer, tmp_path: Path
+) -> None:
+    """On a real redis-server: the hook reads the info from Redis, a refused PATCH and DELETE
+    leave the offset and the upload there."""
+    refuse = False
+
+    def pre_access(event: HookEvent) -> HookResponse:
+        return HookResponse(reject_access=refuse)
+
+    async with tus_app(
+        hooks={"pre-access": pre_access}, redis_url=redis.url, redis_prefix=unique_prefix()
+    ) as client:
+        url = (await create(client, 5, **{"Upload-Metadata": metadata(owner="ana")})).headers[
+            "Location"
+        ]
+        assert (await patch(client, url, 0, b"abc")).status_code == 204
+        refuse = True
+        statuses = [
+            (await patch(client, url, 3, b"de")).status_code,
+            (await client.delete(url, headers=TUS)).status_code,
+            (await client.head(url, headers=TUS)).status_code,
+        ]
+        refuse = False
+        head = await client.head(url, headers=TUS)
+    assert statuses == [403, 403, 403]
+    assert head.status_code == 200 and head.headers["Upload-Offset"] == "3"
+    assert (tmp_path / "uploads" / upload_id(url)).read_bytes() == b"abc"
