@@ -111,8 +111,8 @@ class Hooks:
         self,
         functions: Mapping[HookType | str, HookFunction] | None = None,
         *,
-        http: HookTransport | None = None,
-        http_events: Iterable[HookType] = DEFAULT_HTTP_EVENTS,
+        transport: HookTransport | None = None,
+        transport_events: Iterable[HookType] = DEFAULT_HTTP_EVENTS,
         progress_interval: float = 1.0,
         describe_storage: StorageDescriber | None = None,
         post_workers: int = POST_WORKERS,
@@ -120,10 +120,11 @@ class Hooks:
         drain_timeout: float = DRAIN_TIMEOUT,
     ) -> None:
         self.functions = {HookType(name): fn for name, fn in (functions or {}).items()}
-        # `http` is the transport: an HttpHookClient or a FileHookRunner; `http_events` are the
-        # events it gets (--hooks-enabled-events).
-        self.http = http
-        self.http_events = frozenset(http_events) if http is not None else frozenset()
+        # An HttpHookClient or a FileHookRunner, and the events it gets (--hooks-enabled-events).
+        self.transport = transport
+        self.transport_events = (
+            frozenset(transport_events) if transport is not None else frozenset()
+        )
         self.progress_interval = progress_interval
         self._describe_storage = describe_storage or (lambda info: None)
         self.post_workers = max(1, post_workers)
@@ -142,11 +143,11 @@ class Hooks:
         functions: Mapping[HookType | str, HookFunction] | None = None,
         describe_storage: StorageDescriber | None = None,
     ) -> Hooks:
-        http: HookTransport | None = None
+        transport: HookTransport | None = None
         if config.hooks_dir:
-            http = FileHookRunner(config.hooks_dir, timeout=config.hooks_http_timeout)
+            transport = FileHookRunner(config.hooks_dir, timeout=config.hooks_http_timeout)
         elif config.hooks_http:
-            http = HttpHookClient(
+            transport = HttpHookClient(
                 config.hooks_http,
                 retries=config.hooks_http_retry,
                 backoff=config.hooks_http_backoff,
@@ -156,8 +157,8 @@ class Hooks:
             )
         return cls(
             functions,
-            http=http,
-            http_events=parse_hook_types(config.hooks_enabled_events),
+            transport=transport,
+            transport_events=parse_hook_types(config.hooks_enabled_events),
             progress_interval=config.progress_hooks_interval,
             describe_storage=describe_storage,
             post_workers=config.hooks_post_workers,
@@ -170,7 +171,9 @@ class Hooks:
 
     def _transported(self, hook_type: HookType) -> bool:
         return (
-            hook_type in self.http_events and self.http is not None and self.http.handles(hook_type)
+            hook_type in self.transport_events
+            and self.transport is not None
+            and self.transport.handles(hook_type)
         )
 
     async def close(self) -> None:
@@ -199,8 +202,8 @@ class Hooks:
                     dropped,
                     cancelled,
                 )
-        if self.http is not None:
-            await self.http.close()
+        if self.transport is not None:
+            await self.transport.close()
         # Ready for another run of the app (a lifespan may run again, in another loop).
         self._queue, self._workers, self._dropping, self._closed = None, [], False, False
 
@@ -347,8 +350,12 @@ class Hooks:
                         "not a HookResponse or None"
                     )
                 response = result or response
-            if self.http is not None and self._transported(event.type) and not response.rejects:
-                response = _combine(response, await self.http.call(event))
+            if (
+                self.transport is not None
+                and self._transported(event.type)
+                and not response.rejects
+            ):
+                response = _combine(response, await self.transport.call(event))
             response.validate()
             return response
         except TusError:
