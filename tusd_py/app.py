@@ -131,7 +131,7 @@ def create_app(
     """
     config = config or Config()
     ctx = context or build_context(config, store)
-    if context is None or hooks is not None or config.hooks_http:
+    if context is None or hooks is not None or config.hooks_http or config.hooks_dir:
         ctx.hooks = Hooks.from_config(config, hooks, describe_storage=ctx.store.describe)
 
     @contextlib.asynccontextmanager

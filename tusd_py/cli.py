@@ -224,10 +224,16 @@ class _Server(uvicorn.Server):
     "--hooks-http", default=None, help="POST hook events as JSON to this URL (tusd's format)."
 )
 @click.option(
+    "--hooks-dir",
+    default=None,
+    help="Run the executable named after each hook event in this directory (tusd's file hooks).",
+)
+@click.option(
     "--hooks-enabled-events",
     default="pre-create,post-create,post-receive,post-terminate,post-finish",
     callback=_hook_events,
-    help="Comma-separated hook events sent to --hooks-http ('' = none).",
+    help="Comma-separated hook events sent to --hooks-http or --hooks-dir ('' = none; "
+    "pre-finish, pre-terminate and pre-access are off unless listed).",
 )
 @click.option(
     "--hooks-http-retry",
@@ -242,7 +248,7 @@ class _Server(uvicorn.Server):
     "--hooks-http-timeout",
     default="15s",
     callback=_duration,
-    help="Give up on one hook request after this long.",
+    help="Give up on one hook request (or a --hooks-dir hook's run) after this long.",
 )
 @click.option(
     "--hooks-http-forward-headers",

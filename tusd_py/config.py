@@ -79,8 +79,10 @@ class Config:
     redis_prefix: str = "tusd"
     redis_max_connections: int = 256  # per instance; more commands at once wait for one
 
-    # Hooks (see docs/hooks.md); HTTP hooks are off until hooks_http is set
+    # Hooks (see docs/hooks.md); HTTP hooks are off until hooks_http is set, file hooks until
+    # hooks_dir is (one of the two, as in tusd)
     hooks_http: str | None = None
+    hooks_dir: str | None = None
     hooks_http_retry: int = 3
     hooks_http_backoff: float = 1.0
     hooks_http_timeout: float = 15.0
@@ -118,6 +120,8 @@ class Config:
             raise ValueError(
                 "--cors-credentials needs --cors-origins to list the origins allowed, not '*'"
             )
+        if self.hooks_http and self.hooks_dir:
+            raise ValueError("choose one of --hooks-http and --hooks-dir, not both")
         if self.s3_tails == "redis" and not self.redis_url:
             raise ValueError("s3_tails 'redis' needs redis_url")
 

@@ -1,9 +1,12 @@
 """Hooks: Python functions or HTTP webhooks called at each point of an upload's life."""
 
+from tusd_py.hooks.files import FileHookRunner
 from tusd_py.hooks.http import HttpHookClient
-from tusd_py.hooks.runner import HookFunction, Hooks, UploadStopped
+from tusd_py.hooks.runner import HookFunction, Hooks, HookTransport, UploadStopped
 from tusd_py.hooks.types import (
     DEFAULT_HTTP_EVENTS,
+    AccessInfo,
+    AccessMode,
     FileInfoChanges,
     HookError,
     HookEvent,
@@ -16,6 +19,9 @@ from tusd_py.hooks.types import (
 
 __all__ = [
     "DEFAULT_HTTP_EVENTS",
+    "AccessInfo",
+    "AccessMode",
+    "FileHookRunner",
     "FileInfoChanges",
     "HTTPRequestInfo",
     "HTTPResponse",
@@ -23,6 +29,7 @@ __all__ = [
     "HookEvent",
     "HookFunction",
     "HookResponse",
+    "HookTransport",
     "HookType",
     "Hooks",
     "HttpHookClient",

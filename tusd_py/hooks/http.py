@@ -21,7 +21,14 @@ from collections.abc import Iterable
 
 import aiohttp
 
-from tusd_py.hooks.types import HookError, HookEvent, HookResponse, canonical_header
+from tusd_py.hooks.types import (
+    HookError,
+    HookEvent,
+    HookResponse,
+    HookType,
+    canonical_header,
+    snippet,
+)
 
 log = logging.getLogger("tusd_py.hooks")
 
@@ -58,6 +65,9 @@ class HttpHookClient:
         self._pre = _Pool(pre_connections, timeout)
         self._post = _Pool(post_connections, timeout)
 
+    def handles(self, hook_type: HookType) -> bool:
+        return True  # the receiver decides what to do with each event
+
     async def close(self) -> None:
         await self._pre.close()
         await self._post.close()
@@ -78,8 +88,8 @@ class HttpHookClient:
                 problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
             else:
                 if 200 <= status < 300:
-                    return _parse_answer(answer)
-                problem = f"the receiver answered {status}: {_snippet(answer)}"
+                    return HookResponse.from_answer(answer, "the receiver's answer")
+                problem = f"the receiver answered {status}: {snippet(answer)}"
                 if status < 500:
                     raise HookError(problem)  # a deliberate answer; retrying will not change it
             if attempt < attempts:
@@ -141,18 +151,3 @@ class _Pool:
                 return response.status, answer
         finally:
             self._slots.release()
-
-
-def _parse_answer(answer: bytes) -> HookResponse:
-    if not answer.strip():
-        return HookResponse()  # "nothing to change", as many post-* receivers answer
-    try:
-        data = json.loads(answer)
-    except ValueError:
-        raise HookError(f"the receiver's answer is not JSON: {_snippet(answer)}") from None
-    return HookResponse.from_json(data)
-
-
-def _snippet(answer: bytes) -> str:
-    text = answer[:200].decode("utf-8", errors="replace").strip()
-    return repr(text) if text else "(empty body)"

@@ -1,8 +1,11 @@
 """`Hooks`: runs Python hook functions and HTTP hooks at each point of an upload's life.
 
-The protocol handlers call one method per lifecycle point (`pre_create`, `created`, `receiving`,
-`finished`, `pre_terminate`, `terminated`); each also counts the event in the metrics and logs
-it, so hooks, metrics and logs can never disagree about what happened.
+The protocol handlers call one method per lifecycle point (`pre_access`, `pre_create`, `created`,
+`receiving`, `finished`, `pre_terminate`, `terminated`); each also counts the event in the
+metrics and logs it, so hooks, metrics and logs can never disagree about what happened.
+
+Besides Python functions, one transport delivers events outside the process: HTTP hooks
+(http.py) or file hooks (files.py), as tusd runs one hook handler at a time.
 
 Blocking hooks (pre-*) run before the server answers: a failure answers 500 and changes nothing,
 a rejection answers the hook's status (400 by default) with its body and headers. Non-blocking
@@ -27,14 +30,18 @@ from typing import TYPE_CHECKING, Protocol
 
 from tusd_py import metrics
 from tusd_py.errors import TusError
+from tusd_py.hooks.files import FileHookRunner
 from tusd_py.hooks.http import HttpHookClient
 from tusd_py.hooks.types import (
     DEFAULT_HTTP_EVENTS,
+    AccessInfo,
+    AccessMode,
     HookError,
     HookEvent,
     HookResponse,
     HookType,
     HTTPRequestInfo,
+    HTTPResponse,
     parse_hook_types,
     snapshot,
 )
@@ -52,6 +59,16 @@ HookResult = HookResponse | None
 HookFunction = Callable[[HookEvent], HookResult | Awaitable[HookResult]]
 # The store's `describe`: the `Storage` object of hook events.
 StorageDescriber = Callable[[UploadInfo], dict[str, str] | None]
+
+
+class HookTransport(Protocol):
+    """Delivers an event outside the process and returns its answer (HTTP or file hooks)."""
+
+    def handles(self, hook_type: HookType) -> bool: ...
+
+    async def call(self, event: HookEvent) -> HookResponse: ...
+
+    async def close(self) -> None: ...
 
 
 class ReceivingBody(Protocol):
@@ -94,8 +111,8 @@ class Hooks:
         self,
         functions: Mapping[HookType | str, HookFunction] | None = None,
         *,
-        http: HttpHookClient | None = None,
-        http_events: Iterable[HookType] = DEFAULT_HTTP_EVENTS,
+        transport: HookTransport | None = None,
+        transport_events: Iterable[HookType] = DEFAULT_HTTP_EVENTS,
         progress_interval: float = 1.0,
         describe_storage: StorageDescriber | None = None,
         post_workers: int = POST_WORKERS,
@@ -103,8 +120,11 @@ class Hooks:
         drain_timeout: float = DRAIN_TIMEOUT,
     ) -> None:
         self.functions = {HookType(name): fn for name, fn in (functions or {}).items()}
-        self.http = http
-        self.http_events = frozenset(http_events) if http is not None else frozenset()
+        # An HttpHookClient or a FileHookRunner, and the events it gets (--hooks-enabled-events).
+        self.transport = transport
+        self.transport_events = (
+            frozenset(transport_events) if transport is not None else frozenset()
+        )
         self.progress_interval = progress_interval
         self._describe_storage = describe_storage or (lambda info: None)
         self.post_workers = max(1, post_workers)
@@ -123,9 +143,11 @@ class Hooks:
         functions: Mapping[HookType | str, HookFunction] | None = None,
         describe_storage: StorageDescriber | None = None,
     ) -> Hooks:
-        http = None
-        if config.hooks_http:
-            http = HttpHookClient(
+        transport: HookTransport | None = None
+        if config.hooks_dir:
+            transport = FileHookRunner(config.hooks_dir, timeout=config.hooks_http_timeout)
+        elif config.hooks_http:
+            transport = HttpHookClient(
                 config.hooks_http,
                 retries=config.hooks_http_retry,
                 backoff=config.hooks_http_backoff,
@@ -135,8 +157,8 @@ class Hooks:
             )
         return cls(
             functions,
-            http=http,
-            http_events=parse_hook_types(config.hooks_enabled_events),
+            transport=transport,
+            transport_events=parse_hook_types(config.hooks_enabled_events),
             progress_interval=config.progress_hooks_interval,
             describe_storage=describe_storage,
             post_workers=config.hooks_post_workers,
@@ -145,7 +167,14 @@ class Hooks:
         )
 
     def enabled(self, hook_type: HookType) -> bool:
-        return hook_type in self.functions or hook_type in self.http_events
+        return hook_type in self.functions or self._transported(hook_type)
+
+    def _transported(self, hook_type: HookType) -> bool:
+        return (
+            hook_type in self.transport_events
+            and self.transport is not None
+            and self.transport.handles(hook_type)
+        )
 
     async def close(self) -> None:
         """Deliver the queued post-* events for up to `drain_timeout` seconds, drop the rest
@@ -173,12 +202,27 @@ class Hooks:
                     dropped,
                     cancelled,
                 )
-        if self.http is not None:
-            await self.http.close()
+        if self.transport is not None:
+            await self.transport.close()
         # Ready for another run of the app (a lifespan may run again, in another loop).
         self._queue, self._workers, self._dropping, self._closed = None, [], False, False
 
     # --- lifecycle points, called by the protocol handlers ------------------------------------
+
+    async def pre_access(self, info: UploadInfo, mode: AccessMode) -> None:
+        """Before a HEAD, GET (mode "read"), PATCH or DELETE ("write") touches `info`'s upload:
+        may refuse (raises, 403 unless the answer names another error status). An allowed
+        access leaves the response alone: its status and body belong to the protocol."""
+        access = AccessInfo(mode, [snapshot(info)])
+        response = await self._blocking(
+            HookType.PRE_ACCESS, info, "the request was not served", access
+        )
+        if response is None or not response.reject_access:
+            return
+        _change_response(response)
+        raise _rejection(
+            response, "access-rejected", "the server refused access to this upload", 403
+        )
 
     async def pre_create(self, info: UploadInfo) -> None:
         """May reject (raises), set a custom id, or replace the metadata of `info`."""
@@ -277,13 +321,16 @@ class Hooks:
 
     # --- running hooks ------------------------------------------------------------------------
 
-    def _event(self, hook_type: HookType, info: UploadInfo) -> HookEvent:
+    def _event(
+        self, hook_type: HookType, info: UploadInfo, access: AccessInfo | None = None
+    ) -> HookEvent:
         request = current_request.get()
         return HookEvent(
             hook_type,
             snapshot(info),
             HTTPRequestInfo.from_scope(request.scope) if request is not None else HTTPRequestInfo(),
             self._describe_storage(info),
+            access,
         )
 
     async def _run(self, event: HookEvent) -> HookResponse:
@@ -303,9 +350,12 @@ class Hooks:
                         "not a HookResponse or None"
                     )
                 response = result or response
-            rejected = response.reject_upload or response.reject_termination
-            if event.type in self.http_events and self.http is not None and not rejected:
-                response = _combine(response, await self.http.call(event))
+            if (
+                self.transport is not None
+                and self._transported(event.type)
+                and not response.rejects
+            ):
+                response = _combine(response, await self.transport.call(event))
             response.validate()
             return response
         except TusError:
@@ -319,12 +369,16 @@ class Hooks:
             raise HookError(f"{type(exc).__name__}: {exc}") from exc
 
     async def _blocking(
-        self, hook_type: HookType, info: UploadInfo, outcome: str
+        self,
+        hook_type: HookType,
+        info: UploadInfo,
+        outcome: str,
+        access: AccessInfo | None = None,
     ) -> HookResponse | None:
         if not self.enabled(hook_type):
             return None
         try:
-            return await self._run(self._event(hook_type, info))
+            return await self._run(self._event(hook_type, info, access))
         except HookError as exc:
             log.error("%s hook failed: %s", hook_type.value, exc)
             raise TusError(
@@ -414,9 +468,11 @@ def _change_response(response: HookResponse) -> None:
         request.change_response(response.http_response)
 
 
-def _rejection(response: HookResponse, code: str, message: str) -> TusError:
+def _rejection(response: HookResponse, code: str, message: str, default: int = 400) -> TusError:
     http = response.http_response
-    status = http.status_code if http is not None and http.status_code >= 400 else 400
+    status = http.status_code if http is not None and http.status_code >= 400 else default
+    # A refusal answered with a success status would tell the client something happened.
+    _change_response(HookResponse(http_response=HTTPResponse(status)))
     return TusError(status, code, message)
 
 
@@ -430,4 +486,5 @@ def _combine(first: HookResponse, later: HookResponse) -> HookResponse:
         change_file_info=later.change_file_info or first.change_file_info,
         stop_upload=first.stop_upload or later.stop_upload,
         reject_termination=first.reject_termination or later.reject_termination,
+        reject_access=first.reject_access or later.reject_access,
     )

@@ -8,10 +8,11 @@ receiver written for tusd works unchanged. Python hooks get and return the typed
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from starlette.types import Scope
 
@@ -27,6 +28,7 @@ class HookType(StrEnum):
     POST_FINISH = "post-finish"
     PRE_TERMINATE = "pre-terminate"
     POST_TERMINATE = "post-terminate"
+    PRE_ACCESS = "pre-access"
 
     @property
     def blocking(self) -> bool:
@@ -35,7 +37,8 @@ class HookType(StrEnum):
 
 
 # tusd's defaults: pre-finish and pre-terminate cost a round trip on every upload, so they are
-# opt-in there and here.
+# opt-in there and here; pre-access (tusd PR #1077) costs one on every HEAD, PATCH, GET and
+# DELETE, and is opt-in too.
 DEFAULT_HTTP_EVENTS: tuple[HookType, ...] = (
     HookType.PRE_CREATE,
     HookType.POST_CREATE,
@@ -109,6 +112,20 @@ def canonical_header(name: str) -> str:
     return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
+AccessMode = Literal["read", "write"]
+
+
+@dataclass
+class AccessInfo:
+    """pre-access only: how the request uses the uploads it names (tusd PR #1077's `Access`).
+
+    `mode` is "read" for HEAD and GET, "write" for PATCH and DELETE; `files` are the uploads
+    the request touches (a list, as a concatenation touches several; one upload here)."""
+
+    mode: AccessMode
+    files: list[UploadInfo]
+
+
 @dataclass
 class HookEvent:
     """What a hook is told: which hook, a snapshot of the upload, and the client request."""
@@ -117,27 +134,34 @@ class HookEvent:
     upload: UploadInfo
     request: HTTPRequestInfo
     storage: dict[str, Any] | None = None  # where the bytes live, as tusd describes it
+    access: AccessInfo | None = None  # pre-access only
 
     def to_json(self) -> dict[str, Any]:
-        info = self.upload
         pre_create = self.type is HookType.PRE_CREATE
+        event: dict[str, Any] = {
+            "Upload": self._upload_json(self.upload, hide_id=pre_create),
+            "HTTPRequest": self.request.to_json(),
+        }
+        if self.access is not None:
+            event["Access"] = {
+                "Mode": self.access.mode,
+                "Files": [self._upload_json(info) for info in self.access.files],
+            }
+        return {"Type": self.type.value, "Event": event}
+
+    def _upload_json(self, info: UploadInfo, *, hide_id: bool = False) -> dict[str, Any]:
         return {
-            "Type": self.type.value,
-            "Event": {
-                "Upload": {
-                    # tusd has no id before creation; receivers may rely on that.
-                    "ID": "" if pre_create else info.id,
-                    "Size": info.length or 0,
-                    "SizeIsDeferred": info.length is None,
-                    "Offset": info.offset,
-                    "MetaData": dict(info.metadata),
-                    "IsPartial": info.concat == "partial",
-                    "IsFinal": info.concat == "final",
-                    "PartialUploads": list(info.parts) if info.parts else None,
-                    "Storage": None if pre_create else self.storage,
-                },
-                "HTTPRequest": self.request.to_json(),
-            },
+            # tusd has no id before creation; receivers may rely on that.
+            "ID": "" if hide_id else info.id,
+            "Size": info.length or 0,
+            "SizeIsDeferred": info.length is None,
+            "Offset": info.offset,
+            "MetaData": dict(info.metadata),
+            "IsPartial": info.concat == "partial",
+            "IsFinal": info.concat == "final",
+            "PartialUploads": list(info.parts) if info.parts else None,
+            # The store describes the event's own upload; nothing exists before creation.
+            "Storage": self.storage if not hide_id and info.id == self.upload.id else None,
         }
 
 
@@ -179,6 +203,11 @@ class HookResponse:
     change_file_info: FileInfoChanges | None = None  # pre-create
     stop_upload: bool = False  # post-receive
     reject_termination: bool = False  # pre-terminate
+    reject_access: bool = False  # pre-access
+
+    @property
+    def rejects(self) -> bool:
+        return self.reject_upload or self.reject_termination or self.reject_access
 
     @classmethod
     def from_json(cls, data: object) -> HookResponse:
@@ -195,7 +224,20 @@ class HookResponse:
             change_file_info=None if change is None else _file_info_changes(change),
             stop_upload=_bool(data, "StopUpload"),
             reject_termination=_bool(data, "RejectTermination"),
+            reject_access=_bool(data, "RejectAccess"),
         )
+
+    @classmethod
+    def from_answer(cls, answer: bytes, source: str) -> HookResponse:
+        """Parse the JSON text `source` ("the receiver", "the hook's output") answered; empty
+        means "nothing to change", as many post-* hooks answer."""
+        if not answer.strip():
+            return cls()
+        try:
+            data = json.loads(answer)
+        except ValueError:
+            raise HookError(f"{source} is not JSON: {snippet(answer)}") from None
+        return cls.from_json(data)
 
     def validate(self) -> None:
         """Check the parts that reach storage or the wire; raises `HookError`."""
@@ -219,6 +261,12 @@ class HookResponse:
             for name, value in http.headers.items():
                 if not _token(name) or any(c in value for c in "\r\n\0"):
                     raise HookError(f"HTTPResponse.Header has an invalid header {name!r}")
+
+
+def snippet(answer: bytes) -> str:
+    """The start of an answer, quoted, for error messages."""
+    text = answer[:200].decode("utf-8", errors="replace").strip()
+    return repr(text) if text else "(empty body)"
 
 
 def _bool(data: Mapping[str, Any], key: str) -> bool:

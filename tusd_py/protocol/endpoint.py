@@ -11,6 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from tusd_py.errors import TusError
 from tusd_py.ids import is_valid_upload_id
+from tusd_py.protocol.access import check_access
 from tusd_py.protocol.body import body_left_unread
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.create import handle_create
@@ -102,10 +103,12 @@ class TusEndpoint:
         if not is_valid_upload_id(sub_path):
             raise TusError(404, "upload-not-found", "the path does not name an upload")
         if method == "GET":
+            await check_access(ctx, sub_path, method)
             return await handle_download(ctx, request, sub_path)
         if method not in ("HEAD", "PATCH", "DELETE"):
             raise method_not_allowed(method, _UPLOAD_METHODS)
         check_tus_resumable(request.headers.get("tus-resumable"))
+        await check_access(ctx, sub_path, method)  # before any lock, body or change
         if method == "HEAD":
             return await handle_head(ctx, sub_path, request)
         if method == "PATCH":

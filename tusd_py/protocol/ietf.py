@@ -42,6 +42,7 @@ from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
 from tusd_py.locking.held import held
 from tusd_py.metadata import encode_metadata
+from tusd_py.protocol.access import check_access
 from tusd_py.protocol.body import (
     OFFSET_OCTET_STREAM,
     BodyReader,
@@ -263,6 +264,7 @@ async def dispatch(
         return await create(ctx, request, draft)
     if not is_valid_upload_id(upload_id):
         raise TusError(404, "upload-not-found", "the path does not name an upload")
+    await check_access(ctx, upload_id, method)  # HEAD, PATCH, DELETE, GET; before any lock
     if method == "HEAD" or (method == "GET" and draft.version >= 9):
         return await offset_retrieval(ctx, request, draft, upload_id)
     if method == "PATCH":
