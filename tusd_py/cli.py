@@ -21,6 +21,7 @@ from tusd_py.connections import http_protocol
 from tusd_py.hooks import parse_hook_types
 from tusd_py.logs import announcement, configure_logging
 from tusd_py.preflight import check_upload_dir, listening_socket
+from tusd_py.probes import warn_if_not_ready
 from tusd_py.protocol.context import TusContext
 from tusd_py.validation import ENV_PREFIX, check_store_options
 
@@ -88,6 +89,7 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
+            await warn_if_not_ready(self.tus)
             for line in self.announce:
                 print(line, flush=True)
 

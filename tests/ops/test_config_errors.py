@@ -74,6 +74,11 @@ def test_a_wrong_variable_names_itself(tmp_path: Path) -> None:
     assert "(--metrics-path / TUSD_METRICS_PATH)" in line
 
 
+def test_an_unknown_aws_profile_is_refused(tmp_path: Path) -> None:
+    line = refused(["--port", "0", "--s3-bucket", "b"], tmp_path, {"AWS_PROFILE": "no-such"})
+    assert "the AWS profile 'no-such' is not in the AWS config or credentials file" in line
+
+
 def test_a_busy_port_is_refused(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
