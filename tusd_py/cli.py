@@ -196,7 +196,13 @@ class _Server(uvicorn.Server):
 @click.option(
     "--s3-endpoint", default=None, help="S3 endpoint URL for S3-compatible stores (path-style)."
 )
-@click.option("--s3-region", default=None, help="S3 region.")
+@click.option(
+    "--s3-region",
+    default=None,
+    help="The bucket's S3 region (else AWS_DEFAULT_REGION or the profile's). Credentials come "
+    "from the AWS chain: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an "
+    "instance role.",
+)
 @click.option("--s3-prefix", default="", help="Key prefix for objects in the bucket.")
 @click.option(
     "--s3-part-size",
