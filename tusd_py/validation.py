@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 ENV_PREFIX = "TUSD"
 # Config fields whose CLI option is not simply `--<field-with-dashes>`.
 _OPTION_OF_FIELD = {"cors_allow_credentials": "cors_credentials"}
+# Config fields with no CLI option (embedding only): messages name the field itself.
+FIELDS_WITHOUT_OPTION = frozenset(
+    {"max_metadata_size", "expiration_sweep_interval", "s3_buffer_size"}
+)
 # Options that only mean something with the store they configure.
 STORE_ONLY_OPTIONS = {
     "s3_bucket": (
@@ -36,6 +40,8 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 def option_names(field: str) -> str:
     """'--s3-bucket / TUSD_S3_BUCKET' for the Config field `s3_bucket`."""
+    if field in FIELDS_WITHOUT_OPTION:
+        return f"Config.{field}"
     option = _OPTION_OF_FIELD.get(field, field)
     return f"--{option.replace('_', '-')} / {ENV_PREFIX}_{option.upper()}"
 
