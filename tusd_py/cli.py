@@ -15,12 +15,15 @@ from typing import Any
 import click
 import uvicorn
 
-from tusd_py.app import create_app
+from tusd_py.app import STORES, create_app
 from tusd_py.config import Config, parse_duration, parse_size
 from tusd_py.connections import http_protocol
 from tusd_py.hooks import parse_hook_types
-from tusd_py.logs import configure_logging
+from tusd_py.logs import announcement, configure_logging
+from tusd_py.preflight import check_upload_dir, listening_socket
+from tusd_py.probes import warn_if_not_ready
 from tusd_py.protocol.context import TusContext
+from tusd_py.validation import ENV_PREFIX, check_store_options
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -52,6 +55,28 @@ def _hook_events(ctx: click.Context, param: click.Parameter, value: str) -> list
         raise click.BadParameter(str(exc)) from None
 
 
+class _OneLineErrors(click.Command):
+    """A bad flag or variable is one line, `tusd-py: error: ...`, and exit status 2, like every
+    other refused configuration (click would print the usage and a hint on three more)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            message = exc.format_message()
+            if isinstance(exc, click.BadParameter) and exc.param is not None and exc.param.name:
+                message += f" ({ENV_PREFIX}_{exc.param.name.upper()})"
+            click.echo(f"tusd-py: error: {message}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 class _Server(uvicorn.Server):
     """On SIGINT/SIGTERM, end in-flight PATCH bodies at once so they commit and answer, shut
     down, and exit 0: uvicorn would raise the signal again once it is done (exit 143, or
@@ -64,6 +89,7 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
+            await warn_if_not_ready(self.tus)
             for line in self.announce:
                 print(line, flush=True)
 
@@ -75,7 +101,9 @@ class _Server(uvicorn.Server):
             captured.clear()
 
 
-@click.command(context_settings={"auto_envvar_prefix": "TUSD", "show_default": True})
+@click.command(
+    cls=_OneLineErrors, context_settings={"auto_envvar_prefix": ENV_PREFIX, "show_default": True}
+)
 @click.option("--host", default="127.0.0.1", help="Address to listen on.")
 @click.option("--port", default=8080, type=int, help="Port to listen on; 0 picks a free port.")
 @click.option("--base-path", default="/files/", help="Path of the tus endpoint.")
@@ -168,7 +196,13 @@ class _Server(uvicorn.Server):
 @click.option(
     "--s3-endpoint", default=None, help="S3 endpoint URL for S3-compatible stores (path-style)."
 )
-@click.option("--s3-region", default=None, help="S3 region.")
+@click.option(
+    "--s3-region",
+    default=None,
+    help="The bucket's S3 region (else AWS_DEFAULT_REGION or the profile's). Credentials come "
+    "from the AWS chain: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an "
+    "instance role.",
+)
 @click.option("--s3-prefix", default="", help="Key prefix for objects in the bucket.")
 @click.option(
     "--s3-part-size",
@@ -288,7 +322,20 @@ def main(**options: Any) -> None:
     options["cors_allow_credentials"] = options.pop("cors_credentials")
     with refused_configuration():
         config = Config(**options)
+        # Config sees only values that differ from the defaults; here an option given
+        # explicitly (even with its default value) counts too.
+        check_store_options(config, given_options(click.get_current_context()))
     run(config)
+
+
+def given_options(ctx: click.Context) -> set[str]:
+    """The options set on the command line or through their TUSD_* variable."""
+    explicit = {click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT}
+    return {
+        param.name
+        for param in ctx.command.params
+        if param.name and ctx.get_parameter_source(param.name) in explicit
+    }
 
 
 @contextlib.contextmanager
@@ -335,13 +382,14 @@ def run(config: Config) -> None:
             "run a single instance, or add Redis to scale out",
             store.storage_type,
         )
-    # Bind first so --port 0 can report the port it got before serving.
-    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
-    # Bind and listen here, so that --port 0 knows its port for the start-up line (printed by
-    # _Server once it serves) and a busy port fails before anything else starts.
-    sock.listen(2048)
+    if not any(getattr(config, option) for option, _, _ in STORES):
+        with refused_configuration():
+            check_upload_dir(config.upload_dir)
+    # Bind and listen here, last of the checks, so that --port 0 knows its port for the
+    # start-up line (printed by _Server once it serves) and a busy port fails before anything
+    # else starts.
+    with refused_configuration():
+        sock = listening_socket(config.host, config.port)
     host, port = sock.getsockname()[:2]
     raise_open_file_limit()
     uv_config = uvicorn.Config(
@@ -364,9 +412,13 @@ def run(config: Config) -> None:
     server = _Server(uv_config)
     server.tus = app.state.tus
     shown_host = f"[{host}]" if ":" in host else host
-    server.announce = [f"tusd-py listening on http://{shown_host}:{port}{config.base_path}"]
+    url = f"http://{shown_host}:{port}{config.base_path}"
+    server.announce = [announcement(f"tusd-py listening on {url}", config.log_format, url=url)]
     if config.demo:
-        server.announce.append(f"tusd-py demo page at http://{shown_host}:{port}/")
+        demo = f"http://{shown_host}:{port}/"
+        server.announce.append(
+            announcement(f"tusd-py demo page at {demo}", config.log_format, url=demo)
+        )
     server.run(sockets=[sock])
     sys.exit(0 if server.started else 1)
 

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tusd_py.validation import ConfigError, check_config
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 S3Tails = Literal["auto", "redis", "s3"]
@@ -113,17 +115,19 @@ class Config:
         if not self.base_path.endswith("/"):
             self.base_path += "/"
         if self.max_size < 0:
-            raise ValueError("max_size must be >= 0")
+            raise ConfigError("the largest upload must be 0 (no limit) or more", "max_size")
         if self.cors_allow_credentials and "*" in self.cors_origins:
             # Starlette answers a credentialed request from any origin with that origin: every
             # site could then act with the user's cookies.
-            raise ValueError(
-                "--cors-credentials needs --cors-origins to list the origins allowed, not '*'"
+            raise ConfigError(
+                "--cors-credentials needs --cors-origins to list the origins allowed, not '*'",
+                "cors_allow_credentials",
             )
         if self.hooks_http and self.hooks_dir:
             raise ValueError("choose one of --hooks-http and --hooks-dir, not both")
         if self.s3_tails == "redis" and not self.redis_url:
-            raise ValueError("s3_tails 'redis' needs redis_url")
+            raise ConfigError("--s3-tails redis needs --redis-url", "s3_tails")
+        check_config(self)
 
     @property
     def state_kind(self) -> Literal["local", "redis"]:

@@ -82,3 +82,14 @@ def configure_logging(log_format: LogFormat = "text", level: str = "info") -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def announcement(message: str, log_format: LogFormat, **fields: object) -> str:
+    """A start-up line for stdout ("listening on ..."): the message itself as text, or with
+    `--log-format json` a JSON object like every other line, so a log shipper parses them all."""
+    if log_format != "json":
+        return message
+    record = logging.makeLogRecord(
+        {"name": "tusd_py", "levelno": logging.INFO, "levelname": "INFO", "msg": message, **fields}
+    )
+    return JSONFormatter().format(record)

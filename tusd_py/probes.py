@@ -1,8 +1,9 @@
 """`/ready`: can this instance serve uploads right now? (`/health` only says it is alive.)
 
 Asks the data store and the state store to prove they are reachable (`ready()`: a Redis PING,
-an S3 HEAD of the bucket, a writable upload directory). A load balancer takes an instance that
-answers 503 out of rotation without restarting it.
+an S3 HEAD of the bucket, a writable upload directory). The CLI runs the same checks once at
+start-up and logs a warning for each problem (`warn_if_not_ready`). A load balancer takes an
+instance that answers 503 out of rotation without restarting it.
 """
 
 from __future__ import annotations
@@ -22,16 +23,29 @@ READY_TIMEOUT = 5.0
 
 
 async def readiness_problems(ctx: TusContext) -> list[str]:
-    problems: list[str] = []
-    for name, probe in (("storage", ctx.store.ready), ("state", ctx.state.ready)):
+    """What keeps this instance from serving uploads, one line each (empty: nothing)."""
+
+    async def problem(name: str, probe: Callable[[], Awaitable[None]]) -> str | None:
         try:
             async with asyncio.timeout(READY_TIMEOUT):
                 await probe()
         except TimeoutError:
-            problems.append(f"{name}: no answer within {READY_TIMEOUT:.0f}s")
+            return f"{name}: no answer within {READY_TIMEOUT:.0f}s"
         except Exception as exc:
-            problems.append(f"{name}: {getattr(exc, 'message', None) or exc}")
-    return problems
+            return f"{name}: {getattr(exc, 'message', None) or exc}"
+        return None
+
+    found = await asyncio.gather(
+        problem("storage", ctx.store.ready), problem("state", ctx.state.ready)
+    )
+    return [p for p in found if p is not None]
+
+
+async def warn_if_not_ready(ctx: TusContext) -> None:
+    """At start-up, one warning per problem (a missing bucket, no credentials, Redis down): the
+    server starts anyway, since the cause may be fixed while it runs, and /ready says the same."""
+    for found in await readiness_problems(ctx):
+        log.warning("not ready: %s (serving anyway; /ready answers 503 until fixed)", found)
 
 
 def ready_endpoint(ctx: TusContext) -> Callable[[Request], Awaitable[PlainTextResponse]]:

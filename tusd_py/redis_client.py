@@ -122,6 +122,9 @@ def redis_unavailable(exc: rexc.RedisError) -> TusError:
         return storage_unavailable(
             f"Redis connection pool exhausted: {exc}; retry shortly", retry_after=1
         )
+    if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError | rexc.NoPermissionError):
+        # A ConnectionError to redis-py, but no outage: the URL's credentials are wrong.
+        return storage_unavailable(f"Redis refused the credentials of --redis-url: {exc}")
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError):
         return storage_unavailable(f"Redis is unreachable: {exc}")
     # OOM, READONLY after a failover, cluster resharding, a script error: nothing the client

@@ -37,13 +37,13 @@ class RedisServer:
         self.proc = start_redis_process(self.port, self.workdir)
 
 
-def start_redis_process(port: int, workdir: str) -> subprocess.Popen[bytes]:
+def start_redis_process(port: int, workdir: str, *extra: str) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed; run scripts/test, which installs it")
     command = [
         binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        "--dir", workdir, "--protected-mode", "no",
+        "--dir", workdir, "--protected-mode", "no", *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(
         command,
@@ -55,10 +55,11 @@ def start_redis_process(port: int, workdir: str) -> subprocess.Popen[bytes]:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(*extra: str) -> Iterator[RedisServer]:
+    """`extra`: more redis-server arguments, e.g. "--requirepass", "secret"."""
     workdir = tempfile.mkdtemp(prefix="tusd-redis-")
     port = free_port()
-    server = RedisServer(port, start_redis_process(port, workdir), workdir)
+    server = RedisServer(port, start_redis_process(port, workdir, *extra), workdir)
     try:
         yield server
     finally:

@@ -25,7 +25,9 @@ STARTUP_TIMEOUT = 30.0
 class TusdProcess:
     """One `python -m tusd_py` process; output is drained by a thread so the pipe never fills."""
 
-    def __init__(self, upload_dir: Path, extra_args: tuple[str, ...]) -> None:
+    def __init__(
+        self, upload_dir: Path, extra_args: tuple[str, ...], env: dict[str, str] | None = None
+    ) -> None:
         self.upload_dir = upload_dir
         self.args = [
             sys.executable, "-m", "tusd_py",
@@ -40,7 +42,7 @@ class TusdProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             text=True,
             errors="replace",
         )

@@ -21,6 +21,8 @@ LAYERS: list[tuple[str, ...]] = [
         "tusd_py.info",
         "tusd_py.metadata",
         "tusd_py.metrics",
+        "tusd_py.validation",
+        "tusd_py.preflight",
         "tusd_py.config",
         "tusd_py.request_context",
         "tusd_py.redis_client",

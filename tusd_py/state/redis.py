@@ -15,12 +15,14 @@ that long after their expiry; the expiry sweep deletes expired and terminated on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from dataclasses import asdict
 from typing import Any
 
+from redis import exceptions as rexc
 from redis.asyncio import Redis
 
 from tusd_py.errors import lock_lost, offset_mismatch, upload_exists
@@ -164,12 +166,10 @@ class RedisState(StateStore):
         self._get_with_holder = redis.register_script(_GET_WITH_HOLDER)
 
     async def open(self) -> None:
-        # Not fatal: requests answer 503 until Redis is reachable, and succeed afterwards.
-        try:
-            with redis_errors():
-                await self._client.ping()
-        except Exception as exc:
-            log.warning("Redis is not reachable yet: %s", exc)
+        # Not fatal: requests answer 503 until Redis is reachable, and succeed afterwards. The
+        # start-up check (probes.warn_if_not_ready) warns about it, through `ready`.
+        with contextlib.suppress(rexc.RedisError):
+            await self._client.ping()
 
     async def ready(self) -> None:
         with redis_errors():

@@ -14,11 +14,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tusd_py.errors import gone
 from tusd_py.metrics import s3_request
 from tusd_py.stores.s3 import signing
-from tusd_py.stores.s3.errors import MISSING_KEY, NO_UPLOAD, s3_unavailable
+from tusd_py.stores.s3.errors import MISSING_KEY, NO_UPLOAD, bucket_problem, s3_unavailable
 
 if TYPE_CHECKING:
     from tusd_py.stores.s3.parts import PartBuffer
     from tusd_py.stores.s3.upload import S3Upload
+
+
+# The start-up and /ready checks answer within this (each of connect and read), without retries.
+PROBE_TIMEOUT = 3.0
 
 
 class S3Client:
@@ -58,6 +62,7 @@ class S3Client:
         self._stack: contextlib.AsyncExitStack | None = None
         #: The aiobotocore client while open.
         self.s3: Any = None
+        self._probe: Any = None  # the check's client, made on first use
         #: Logical S3 calls by operation (botocore's retries not included): what a PATCH costs.
         self.request_counts: Counter[str] = Counter()
 
@@ -78,7 +83,7 @@ class S3Client:
         if self._stack is not None:
             await self._stack.aclose()
         self._stack = None
-        self.s3 = None
+        self.s3 = self._probe = None
 
     async def call(
         self,
@@ -104,9 +109,36 @@ class S3Client:
                 return None
             if code in NO_UPLOAD and upload_id is not None:
                 raise gone(upload_id) from exc
-            raise s3_unavailable(operation, upload_id, exc) from exc
+            raise s3_unavailable(operation, upload_id, exc, self.bucket) from exc
         except BotoCoreError as exc:
-            raise s3_unavailable(operation, upload_id, exc) from exc
+            raise s3_unavailable(operation, upload_id, exc, self.bucket) from exc
+
+    async def check_bucket(self) -> None:
+        """HeadBucket without retries and with short timeouts (the start-up and /ready checks):
+        a `TusError` that says what is wrong, at once rather than after a minute of retries."""
+        if self._stack is None:
+            raise RuntimeError("S3Store.open() was not called")
+        if self._probe is None:
+            self._probe = await self._stack.enter_async_context(
+                get_session().create_client(
+                    "s3",
+                    endpoint_url=self.endpoint,
+                    region_name=self.region,
+                    config=self._config.merge(
+                        AioConfig(
+                            retries={"mode": "standard", "total_max_attempts": 1},
+                            connect_timeout=PROBE_TIMEOUT,
+                            read_timeout=PROBE_TIMEOUT,
+                        )
+                    ),
+                )
+            )
+        self.request_counts["head_bucket"] += 1
+        try:
+            with s3_request("head_bucket"):
+                await self._probe.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise bucket_problem(exc, self.bucket, self.endpoint) from exc
 
     # -- one multipart upload -----------------------------------------------------------------
 

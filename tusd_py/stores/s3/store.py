@@ -8,6 +8,9 @@ from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import botocore.session
+from botocore.exceptions import ProfileNotFound
+
 from tusd_py.errors import TusError, upload_exists
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
@@ -99,6 +102,13 @@ class S3Store(DataStore):
     @classmethod
     def from_config(cls, config: Config) -> S3Store:
         assert config.s3_bucket
+        try:  # botocore would raise this only once the server starts, as a traceback
+            botocore.session.get_session().get_scoped_config()
+        except ProfileNotFound as exc:
+            raise ValueError(
+                f"the AWS profile {exc.kwargs['profile']!r} is not in the AWS config or "
+                "credentials file (AWS_PROFILE)"
+            ) from None
         store = cls(
             config.s3_bucket,
             endpoint=config.s3_endpoint,
@@ -153,7 +163,7 @@ class S3Store(DataStore):
         await self.client.open()
 
     async def ready(self) -> None:
-        await self.client.call("head_bucket", None)
+        await self.client.check_bucket()
 
     async def close(self) -> None:
         await self.parts.close()
