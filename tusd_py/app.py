@@ -67,7 +67,8 @@ CORS_EXPOSE_HEADERS = [
     "Retry-After",
     "X-Request-ID",
 ]
-CORS_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"]
+# PUT: the IETF draft creates uploads by PUT as well as POST and PATCH.
+CORS_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE", "PUT"]
 
 
 # The store table: each store, the option that selects it, and its module (imported only when

@@ -9,7 +9,7 @@ from tests.protocol.conftest import TusFactory
 from tests.protocol.helpers import TUS, create, patch_headers, upload
 
 ORIGIN = "https://app.example"
-ALLOWED_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE"]
+ALLOWED_METHODS = ["POST", "HEAD", "PATCH", "OPTIONS", "GET", "DELETE", "PUT"]
 REQUEST_HEADERS = [
     "Authorization",
     "Origin",
