@@ -453,6 +453,9 @@ class AzureStore(DataStore):
         if self._token_credential is not None:
             await self._token_credential.close()
         self._service = self._container = self._token_credential = None
+        # aiohttp closes its sockets in a callback of the next loop iteration; give it that one,
+        # or a loop ending right after close() collects them unclosed (ResourceWarning).
+        await asyncio.sleep(0)
 
     async def ready(self) -> None:
         with _azure_errors("Get Container Properties", None):
