@@ -31,7 +31,7 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from typing import Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -99,23 +99,9 @@ def part_ids(ctx: TusContext, request: Request, urls: list[str]) -> list[str]:
     ids: list[str] = []
     seen: set[str] = set()
     for url in urls:
-        try:
-            target = urlsplit(urljoin(base, url))
-        except ValueError:  # e.g. an unclosed IPv6 bracket
-            raise bad_request(
-                f"Upload-Concat names {url!r}, which is not a URL", "foreign-partial"
-            ) from None
-        # The scheme may differ behind a TLS-terminating proxy; host and path may not.
-        foreign = target.netloc.lower() != base_parts.netloc.lower() or not target.path.startswith(
-            base_parts.path
-        )
-        upload_id = target.path[len(base_parts.path) :]
-        if foreign or not is_valid_upload_id(upload_id):
-            raise bad_request(
-                f"Upload-Concat names {url!r}, which is not an upload URL of this server "
-                f"(expected {base}<id>)",
-                "foreign-partial",
-            )
+        upload_id = _plain_upload_id(url, base, base_parts.path)
+        if upload_id is None:
+            upload_id = _resolved_upload_id(url, base, base_parts)
         if upload_id in seen:
             raise bad_request(
                 f"Upload-Concat names the partial upload {upload_id!r} twice", "duplicate-partial"
@@ -123,6 +109,37 @@ def part_ids(ctx: TusContext, request: Request, urls: list[str]) -> list[str]:
         seen.add(upload_id)
         ids.append(upload_id)
     return ids
+
+
+def _plain_upload_id(url: str, base: str, base_path: str) -> str | None:
+    """The id of a URL in one of the forms clients send (`<base><id>`, `<base path><id>`, `<id>`),
+    without the cost of resolving it (a final may name a thousand); None for any other form.
+    An id has no dots, slashes, `%`, `?` or `#`, so resolving such a URL would give the same."""
+    for prefix in (base, base_path, ""):
+        if url.startswith(prefix) and is_valid_upload_id(url[len(prefix) :]):
+            return url[len(prefix) :]
+    return None
+
+
+def _resolved_upload_id(url: str, base: str, base_parts: SplitResult) -> str:
+    try:
+        target = urlsplit(urljoin(base, url))
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise bad_request(
+            f"Upload-Concat names {url!r}, which is not a URL", "foreign-partial"
+        ) from None
+    # The scheme may differ behind a TLS-terminating proxy; host and path may not.
+    foreign = target.netloc.lower() != base_parts.netloc.lower() or not target.path.startswith(
+        base_parts.path
+    )
+    upload_id = target.path[len(base_parts.path) :]
+    if foreign or not is_valid_upload_id(upload_id):
+        raise bad_request(
+            f"Upload-Concat names {url!r}, which is not an upload URL of this server "
+            f"(expected {base}<id>)",
+            "foreign-partial",
+        )
+    return upload_id
 
 
 def concat_headers(info: UploadInfo, endpoint: str | None) -> dict[str, str]:
