@@ -23,6 +23,8 @@ from tests.reliability.rawhttp import request
 from tests.reliability.setups import SETUPS, Setup, make_setup
 from tests.support.hook_receiver import start_receiver
 from tests.support.servers import RedisServer, S3Server
+from tests.support.socket_http import RawHTTP
+from tests.support.tus_requests import wait_until
 from tests.support.tusd_process import TusdProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -235,3 +237,56 @@ async def test_12_a_wrong_checksum_on_creation_with_upload_leaves_nothing(setup:
             assert right.status_code == 201 and right.headers["Upload-Offset"] == str(len(data))
             assert await content(client, right.headers["Location"]) == (200, data)
     assert "Traceback" not in server.output
+
+
+def chunked_patch(url: str, *pieces: bytes, pause: float = 0.3) -> RawHTTP:
+    """A chunked PATCH at offset 0 whose raw `pieces` go out `pause` seconds apart."""
+    conn = RawHTTP(url)
+    conn.send_head(
+        "PATCH",
+        {**TUS, "Upload-Offset": 0, "Content-Type": OCTETS, "Transfer-Encoding": "chunked"},
+    )
+    for n, piece in enumerate(pieces):
+        if n:
+            time.sleep(pause)
+        conn.send(piece)
+    return conn
+
+
+def offset_of(url: str) -> str:
+    return httpx.head(url, headers=TUS, timeout=30).headers["Upload-Offset"]
+
+
+def test_14_a_chunked_patch_refused_for_bad_framing_commits_nothing(setup: Setup) -> None:
+    """Finding 14: a chunked PATCH whose framing breaks after its first chunk has arrived is
+    answered 400 by uvicorn and commits none of its bytes (it committed that chunk before);
+    a chunked PATCH whose client goes away keeps the bytes received (tus's resume model)."""
+    data = bytes(range(256)) * 40
+    with setup.server() as server:
+        url = httpx.post(
+            server.endpoint, headers={**TUS, "Upload-Length": str(len(data))}, timeout=30
+        ).headers["Location"]
+        first = b"%x\r\n%s\r\n" % (1000, data[:1000])
+        for broken in (b"ZZ\r\n" + data[1000:1010] + b"\r\n0\r\n\r\n", b"10\r\n" + b"x" * 40):
+            with chunked_patch(url, first, broken) as conn:
+                assert conn.read_response().status == 400
+            assert offset_of(url) == "0"
+
+        with chunked_patch(url, first) as conn:  # the client goes away after one chunk
+            time.sleep(0.3)
+        assert wait_until(lambda: offset_of(url) == "1000", 10), offset_of(url)
+
+        rest = httpx.patch(
+            url,
+            headers={**TUS, "Upload-Offset": "1000", "Content-Type": OCTETS},
+            content=data[1000:],
+            timeout=30,
+        )
+        assert rest.status_code == 204, rest.text
+        stored = httpx.get(url, headers=TUS, timeout=30)
+        assert (stored.status_code, stored.content) == (200, data)
+    assert "Traceback" not in server.output
+    refusals = [
+        line for line in server.lines if "tusd_py.access: PATCH" in line and " 400 " in line
+    ]
+    assert len(refusals) == 2, server.output
