@@ -89,7 +89,7 @@ class _Server(uvicorn.Server):
 @click.option(
     "--max-concat-parts",
     default=1000,
-    type=click.IntRange(min=1),
+    type=int,  # Config refuses < 1 in one line; click's range error would be four
     help="Most partial uploads one Upload-Concat: final may name; more are answered 400.",
 )
 @click.option(

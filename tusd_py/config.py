@@ -116,7 +116,7 @@ class Config:
         if self.max_size < 0:
             raise ValueError("max_size must be >= 0")
         if self.max_concat_parts < 1:
-            raise ValueError("max_concat_parts must be >= 1")
+            raise ValueError(f"--max-concat-parts must be at least 1, got {self.max_concat_parts}")
         if self.cors_allow_credentials and "*" in self.cors_origins:
             # Starlette answers a credentialed request from any origin with that origin: every
             # site could then act with the user's cookies.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -125,3 +127,18 @@ async def test_two_finals_racing_for_the_same_partials(client: httpx.AsyncClient
         statuses = sorted(a.status_code for a in answers)
         assert statuses[0] == 201, [a.text for a in answers]
         assert statuses[1] in (400, 404), [a.text for a in answers]
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_limit_below_one_is_one_line_and_status_2(value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tusd_py", "--port", "0", "--max-concat-parts", value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert (
+        done.stderr.strip() == f"tusd-py: error: --max-concat-parts must be at least 1, got {value}"
+    )
+    assert "listening" not in done.stdout
