@@ -153,7 +153,7 @@ def concat_headers(info: UploadInfo, endpoint: str | None) -> dict[str, str]:
     return {}
 
 
-async def looked_up(
+async def _looked_up(
     ctx: TusContext, upload_ids: Sequence[str]
 ) -> AsyncGenerator[tuple[str, UploadInfo | None], None]:
     """Each id with its info (None: unknown), in order, looked up a growing window at a time
@@ -174,7 +174,7 @@ async def looked_up(
 
 async def _usable_partials(ctx: TusContext, upload_ids: Sequence[str]) -> list[UploadInfo]:
     """The infos of a new final's partials, in order; the first unusable one raises."""
-    async with contextlib.aclosing(looked_up(ctx, upload_ids)) as found:
+    async with contextlib.aclosing(_looked_up(ctx, upload_ids)) as found:
         return [_usable_partial(upload_id, info) async for upload_id, info in found]
 
 
@@ -182,7 +182,7 @@ async def _all_finished(ctx: TusContext, upload_ids: Sequence[str]) -> list[Uplo
     """The infos of a final's partials when every one exists and is finished, else None (found
     out at the first that is not)."""
     partials: list[UploadInfo] = []
-    async with contextlib.aclosing(looked_up(ctx, upload_ids)) as found:
+    async with contextlib.aclosing(_looked_up(ctx, upload_ids)) as found:
         async for _, partial in found:
             if partial is None or not partial.finished:
                 return None
@@ -290,7 +290,7 @@ async def after_delete(ctx: TusContext, info: UploadInfo) -> None:
     if info.concat != "final" or info.finished:
         return
     async with all_held(ctx.locker, info.parts) as locks:
-        partials = [p async for _, p in looked_up(ctx, info.parts) if p is not None]
+        partials = [p async for _, p in _looked_up(ctx, info.parts) if p is not None]
         await _release_partials(ctx, info.id, partials, locks)
 
 
