@@ -115,6 +115,12 @@ class _Server(uvicorn.Server):
     help="Largest upload accepted (0 = no limit), e.g. 5GiB.",
 )
 @click.option(
+    "--max-concat-parts",
+    default=1000,
+    type=int,  # Config refuses < 1 in one line; click's range error would be four
+    help="Most partial uploads one Upload-Concat: final may name; more are answered 400.",
+)
+@click.option(
     "--expiration",
     default="24h",
     callback=_duration,

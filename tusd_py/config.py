@@ -50,6 +50,9 @@ class Config:
     # Limits and timeouts (seconds)
     max_size: int = 0  # 0 = unlimited
     max_metadata_size: int = 8192
+    # Partials one `Upload-Concat: final` may name: far beyond what parallel-upload clients use
+    # (a handful), and with room in S3's 10,000 parts for several parts per partial.
+    max_concat_parts: int = 1000
     expiration: float = 24 * 3600.0  # 0 = uploads never expire
     expiration_sweep_interval: float = 300.0
     read_timeout: float = 60.0  # a PATCH body that sends nothing this long is cut off
@@ -116,6 +119,11 @@ class Config:
             self.base_path += "/"
         if self.max_size < 0:
             raise ConfigError("the largest upload must be 0 (no limit) or more", "max_size")
+        if self.max_concat_parts < 1:
+            raise ConfigError(
+                f"a final upload must be allowed at least 1 partial, got {self.max_concat_parts}",
+                "max_concat_parts",
+            )
         if self.cors_allow_credentials and "*" in self.cors_origins:
             # Starlette answers a credentialed request from any origin with that origin: every
             # site could then act with the user's cookies.

@@ -13,7 +13,11 @@ the limits live in a subclass of uvicorn's HTTP protocol class:
 
 What happens once a head is complete (bodies, idle keep-alive) is the app's and uvicorn's
 business: `--read-timeout` and `--body-min-rate` for bodies, `--keep-alive-timeout` between
-requests.
+requests. With one exception: when the parser finds a request's body malformed (broken chunked
+framing), uvicorn answers 400 and closes the connection itself, and the app sees only an
+`http.disconnect` — what it sees for a client that went away, whose bytes it must keep. The
+protocol class records the refusal in the request's scope state first
+(`protocol.body.refuse_framing`), so the app commits nothing more of a refused body.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import asyncio
 from typing import Any, cast
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from tusd_py.protocol.body import refuse_framing
 
 _base: type[asyncio.Protocol]
 try:
@@ -124,6 +130,19 @@ class _HeadLimits(asyncio.Protocol):
             transport.close()
 
 
+class _FramingRefusals(asyncio.Protocol):
+    """Mixed in before a uvicorn HTTP protocol class: marks the request whose body uvicorn
+    refuses (its `send_400_response`, called by both parsers on a parse error)."""
+
+    def send_400_response(self, msg: str) -> None:
+        cycle = getattr(self, "cycle", None)
+        # Only a request whose body is still arriving: a parse error after a complete body is
+        # the next, pipelined request's, which never reached the app.
+        if cycle is not None and not cycle.response_complete and cycle.more_body:
+            refuse_framing(cycle.scope.setdefault("state", {}))
+        super().send_400_response(msg)  # type: ignore[misc]
+
+
 def http_protocol(
     head_timeout: float, max_head_size: int, base: type[asyncio.Protocol] | None = None
 ) -> type[asyncio.Protocol]:
@@ -134,5 +153,6 @@ def http_protocol(
     base = base or _base
     namespace = {"head_timeout": head_timeout, "max_head_size": max_head_size}
     return cast(
-        type[asyncio.Protocol], type(f"Limited{base.__name__}", (_HeadLimits, base), namespace)
+        type[asyncio.Protocol],
+        type(f"Limited{base.__name__}", (_HeadLimits, _FramingRefusals, base), namespace),
     )

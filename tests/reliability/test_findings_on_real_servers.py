@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import re
+import secrets
 import time
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from tests.reliability.rawhttp import request
 from tests.reliability.setups import SETUPS, Setup, make_setup
 from tests.support.hook_receiver import start_receiver
 from tests.support.servers import RedisServer, S3Server
+from tests.support.socket_http import RawHTTP
+from tests.support.tus_requests import wait_until
 from tests.support.tusd_process import TusdProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -148,6 +151,35 @@ async def final(client: httpx.AsyncClient, endpoint: str, *urls: str) -> httpx.R
     return await client.post(endpoint, headers={**TUS, "Upload-Concat": "final;" + paths})
 
 
+async def test_7_a_final_of_thousands_of_ids_is_refused_before_any_lock(setup: Setup) -> None:
+    """Finding 7: `Upload-Concat: final;` with 10,000 ids whose first does not exist is a 404
+    within a fraction of the old 8-18 s (every id was locked before the first lookup); one id
+    over --max-concat-parts is a 400 naming the limit. The real partials named are untouched."""
+    with setup.server("--max-concat-parts", "10000", "--max-header-size", "1MiB") as server:
+        endpoint = server.endpoint
+        async with httpx.AsyncClient(timeout=60) as client:
+            real = [await partial(client, endpoint, b"%d" % n * 100, finish=True) for n in range(3)]
+            unknown = [f"/files/{secrets.token_hex(16)}" for _ in range(10_000 - len(real))]
+            # Warm up (connections to Redis and S3, lazy imports): the figure is the request's own.
+            assert (await final(client, endpoint, unknown[-1])).status_code == 404
+            started = time.monotonic()
+            refused = await final(client, endpoint, *unknown, *real)
+            took = time.monotonic() - started
+            assert refused.status_code == 404, refused.text
+            assert unknown[0].rsplit("/", 1)[1] in refused.text
+            assert took < 2.0, f"a 404 for 10,000 ids took {took:.2f} s"
+
+            over = await final(client, endpoint, *unknown, *real, f"/files/{secrets.token_hex(16)}")
+            assert over.status_code == 400, over.text
+            assert "at most 10000 (--max-concat-parts)" in over.text
+
+            made = await final(client, endpoint, *real)
+            assert made.status_code == 201, made.text
+            expected = b"".join(b"%d" % n * 100 for n in range(3))
+            assert await content(client, made.headers["Location"]) == (200, expected)
+    assert "Traceback" not in server.output
+
+
 async def test_11_concatenation_lifecycle(setup: Setup) -> None:
     """Finding 11: a partial claimed by an unfinished final cannot be deleted (409), and the
     final assembles once the partial is finished; deleting an unassembled final frees its
@@ -205,3 +237,64 @@ async def test_12_a_wrong_checksum_on_creation_with_upload_leaves_nothing(setup:
             assert right.status_code == 201 and right.headers["Upload-Offset"] == str(len(data))
             assert await content(client, right.headers["Location"]) == (200, data)
     assert "Traceback" not in server.output
+
+
+def chunked(
+    method: str, url: str, headers: dict[str, str | int], *pieces: bytes, pause: float = 0.3
+) -> RawHTTP:
+    """A request with a chunked body whose raw `pieces` go out `pause` seconds apart."""
+    conn = RawHTTP(url)
+    conn.send_head(
+        method, {**TUS, "Content-Type": OCTETS, "Transfer-Encoding": "chunked", **headers}
+    )
+    for n, piece in enumerate(pieces):
+        if n:
+            time.sleep(pause)
+        conn.send(piece)
+    return conn
+
+
+def offset_of(url: str) -> str:
+    return httpx.head(url, headers=TUS, timeout=30).headers["Upload-Offset"]
+
+
+def test_14_a_chunked_patch_refused_for_bad_framing_commits_nothing(setup: Setup) -> None:
+    """Finding 14: a chunked PATCH whose framing breaks after its first chunk has arrived is
+    answered 400 by uvicorn and commits none of its bytes (it committed that chunk before), and
+    such a creation-with-upload leaves nothing; a chunked PATCH whose client goes away keeps
+    the bytes received (tus's resume model)."""
+    data = bytes(range(256)) * 40
+    first = b"%x\r\n%s\r\n" % (1000, data[:1000])
+    length = {"Upload-Length": len(data)}
+    with setup.server() as server:
+        before = setup.stored()
+        with chunked("POST", server.endpoint, length, first, b"ZZ\r\n") as conn:
+            assert conn.read_response().status == 400
+        # uvicorn answers before the app has seen the refusal: the app's undoing follows.
+        assert wait_until(lambda: setup.stored() == before, 10), setup.stored() - before
+
+        url = httpx.post(server.endpoint, headers={**TUS, "Upload-Length": str(len(data))}).headers[
+            "Location"
+        ]
+        at_0 = {"Upload-Offset": 0}
+        for broken in (b"ZZ\r\n" + data[1000:1010] + b"\r\n0\r\n\r\n", b"10\r\n" + b"x" * 40):
+            with chunked("PATCH", url, at_0, first, broken) as conn:
+                assert conn.read_response().status == 400
+            assert offset_of(url) == "0"
+
+        with chunked("PATCH", url, at_0, first):  # the client goes away after one chunk
+            time.sleep(0.3)
+        assert wait_until(lambda: offset_of(url) == "1000", 10), offset_of(url)
+
+        rest = httpx.patch(
+            url,
+            headers={**TUS, "Upload-Offset": "1000", "Content-Type": OCTETS},
+            content=data[1000:],
+            timeout=30,
+        )
+        assert rest.status_code == 204, rest.text
+        stored = httpx.get(url, headers=TUS, timeout=30)
+        assert (stored.status_code, stored.content) == (200, data)
+    assert "Traceback" not in server.output
+    refusals = [line for line in server.lines if "tusd_py.access: " in line and " 400 " in line]
+    assert len(refusals) == 3, server.output

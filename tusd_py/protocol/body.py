@@ -9,26 +9,58 @@ for it (a slowloris trickling a byte now and then never goes idle). Only time sp
 `receive()` counts, so a server busy writing elsewhere (a slow S3) does not make its client look
 slow. Bytes beyond `limit` are never yielded: they raise a 413 instead.
 
+A request the HTTP layer refused as malformed (broken chunked framing: uvicorn answers 400 itself,
+closes the connection and hands the app an `http.disconnect`, the same as a client that went
+away) also raises instead of ending normally, so nothing more of it is committed. The app can
+only tell the two apart because our uvicorn protocol class (tusd_py/connections.py) records the
+refusal in the request's scope state (`refuse_framing`); other servers never record it.
+
 Below the reader: what every handler that takes a body asks of the request's headers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, MutableMapping
+from typing import Any
 
 from starlette.requests import Request
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from tusd_py.errors import TusError
 from tusd_py.protocol.headers import parse_uint
 
+# The key in a request's ASGI scope["state"] that says the HTTP layer refused its framing.
+FRAMING_REFUSED = "tusd.framing_refused"
+
+
+def refuse_framing(state: MutableMapping[str, Any]) -> None:
+    """Called by the HTTP layer, with the request's scope["state"], when it answered 400 for a
+    malformed body (the dict is shared by every copy of the scope)."""
+    state[FRAMING_REFUSED] = True
+
+
+def framing_refused(scope: Scope) -> bool:
+    return bool(scope.get("state", {}).get(FRAMING_REFUSED))
+
+
+def _never() -> bool:
+    return False
+
 
 class BodyReader:
     def __init__(
-        self, receive: Receive, limit: int | None, idle_timeout: float, min_rate: int = 0
+        self,
+        receive: Receive,
+        limit: int | None,
+        idle_timeout: float,
+        min_rate: int = 0,
+        refused: Callable[[], bool] = _never,
     ) -> None:
+        """`refused()` says whether the HTTP layer refused the body as malformed; asked when the
+        connection ends before the body does."""
         self._receive = receive
+        self._refused = refused
         self.limit = limit
         self._idle_timeout = idle_timeout
         self._min_rate = min_rate
@@ -94,6 +126,13 @@ class BodyReader:
                 finally:
                     self._waiting = False
                 if message["type"] == "http.disconnect":
+                    if self._refused():
+                        raise TusError(
+                            400,
+                            "malformed-body",
+                            "the request body's chunked framing is invalid; none of this "
+                            "request's bytes were stored",
+                        )
                     return
                 chunk: bytes = message.get("body", b"")
                 more = bool(message.get("more_body", False))

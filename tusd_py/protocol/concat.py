@@ -14,6 +14,11 @@ the final. A partial belongs to one final at most: naming it again is a 400 whil
 and a 404 once it is gone. Partials of a final that is deleted or expires before completion stay
 until the client deletes them or, while unfinished, they expire.
 
+Cost: a final names at most `--max-concat-parts` partials (400 beyond). Every partial is checked
+before any lock is taken — looked up a window at a time, concurrently — so a final naming
+thousands of unknown or unusable ids gets its 404/400 after a few lookups, not after taking
+thousands of locks. The checks run again under the locks, where they are authoritative.
+
 Locking: the final's creation takes its partials' locks (sorted by id), then the new final's;
 completion takes the final's lock, then its partials'. No request ever waits for a final's lock
 while it holds a partial's, so the two orders cannot deadlock.
@@ -21,9 +26,12 @@ while it holds a partial's, so the two orders cannot deadlock.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncGenerator, Sequence
 from typing import Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,6 +51,10 @@ log = logging.getLogger("tusd_py.concat")
 
 PARTIAL = "partial"
 FINAL_PREFIX = "final;"
+# Partials looked up at once: the first window is small so that a bad first id costs little, and
+# it doubles up to the largest so that a long list of good ones takes few round trips.
+FIRST_LOOKUP_WINDOW = 16
+LARGEST_LOOKUP_WINDOW = 256
 
 
 def parse_upload_concat(
@@ -65,6 +77,13 @@ def parse_upload_concat(
             raise bad_request(
                 "Upload-Concat: final; must list at least one partial upload URL", "invalid-concat"
             )
+        limit = ctx.config.max_concat_parts
+        if len(urls) > limit:
+            raise bad_request(
+                f"Upload-Concat: final; names {len(urls)} partial uploads; this server joins at "
+                f"most {limit} (--max-concat-parts)",
+                "too-many-partials",
+            )
         return urls
     raise bad_request(
         f"Upload-Concat must be 'partial' or 'final;<url> <url> …', got {value!r}",
@@ -78,30 +97,49 @@ def part_ids(ctx: TusContext, request: Request, urls: list[str]) -> list[str]:
     base = endpoint_url(request, ctx.config.behind_proxy)
     base_parts = urlsplit(base)
     ids: list[str] = []
+    seen: set[str] = set()
     for url in urls:
-        try:
-            target = urlsplit(urljoin(base, url))
-        except ValueError:  # e.g. an unclosed IPv6 bracket
-            raise bad_request(
-                f"Upload-Concat names {url!r}, which is not a URL", "foreign-partial"
-            ) from None
-        # The scheme may differ behind a TLS-terminating proxy; host and path may not.
-        foreign = target.netloc.lower() != base_parts.netloc.lower() or not target.path.startswith(
-            base_parts.path
-        )
-        upload_id = target.path[len(base_parts.path) :]
-        if foreign or not is_valid_upload_id(upload_id):
-            raise bad_request(
-                f"Upload-Concat names {url!r}, which is not an upload URL of this server "
-                f"(expected {base}<id>)",
-                "foreign-partial",
-            )
-        if upload_id in ids:
+        upload_id = _plain_upload_id(url, base, base_parts.path)
+        if upload_id is None:
+            upload_id = _resolved_upload_id(url, base, base_parts)
+        if upload_id in seen:
             raise bad_request(
                 f"Upload-Concat names the partial upload {upload_id!r} twice", "duplicate-partial"
             )
+        seen.add(upload_id)
         ids.append(upload_id)
     return ids
+
+
+def _plain_upload_id(url: str, base: str, base_path: str) -> str | None:
+    """The id of a URL in one of the forms clients send (`<base><id>`, `<base path><id>`, `<id>`),
+    without the cost of resolving it (a final may name a thousand); None for any other form.
+    An id has no dots, slashes, `%`, `?` or `#`, so resolving such a URL would give the same."""
+    for prefix in (base, base_path, ""):
+        if url.startswith(prefix) and is_valid_upload_id(url[len(prefix) :]):
+            return url[len(prefix) :]
+    return None
+
+
+def _resolved_upload_id(url: str, base: str, base_parts: SplitResult) -> str:
+    try:
+        target = urlsplit(urljoin(base, url))
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise bad_request(
+            f"Upload-Concat names {url!r}, which is not a URL", "foreign-partial"
+        ) from None
+    # The scheme may differ behind a TLS-terminating proxy; host and path may not.
+    foreign = target.netloc.lower() != base_parts.netloc.lower() or not target.path.startswith(
+        base_parts.path
+    )
+    upload_id = target.path[len(base_parts.path) :]
+    if foreign or not is_valid_upload_id(upload_id):
+        raise bad_request(
+            f"Upload-Concat names {url!r}, which is not an upload URL of this server "
+            f"(expected {base}<id>)",
+            "foreign-partial",
+        )
+    return upload_id
 
 
 def concat_headers(info: UploadInfo, endpoint: str | None) -> dict[str, str]:
@@ -115,8 +153,44 @@ def concat_headers(info: UploadInfo, endpoint: str | None) -> dict[str, str]:
     return {}
 
 
-async def _load_partial(ctx: TusContext, upload_id: str) -> UploadInfo:
-    info = await ctx.state.get(upload_id)
+async def _looked_up(
+    ctx: TusContext, upload_ids: Sequence[str]
+) -> AsyncGenerator[tuple[str, UploadInfo | None], None]:
+    """Each id with its info (None: unknown), in order, looked up a growing window at a time
+    (all of a window at once); a caller that stops early saves the lookups of later windows."""
+    start, window = 0, FIRST_LOOKUP_WINDOW
+    while start < len(upload_ids):
+        batch = upload_ids[start : start + window]
+        results = await asyncio.gather(
+            *(ctx.state.get(upload_id) for upload_id in batch), return_exceptions=True
+        )
+        for upload_id, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result  # every lookup of the window has ended: none is left running
+            yield upload_id, result
+        start += window
+        window = min(window * 2, LARGEST_LOOKUP_WINDOW)
+
+
+async def _usable_partials(ctx: TusContext, upload_ids: Sequence[str]) -> list[UploadInfo]:
+    """The infos of a new final's partials, in order; the first unusable one raises."""
+    async with contextlib.aclosing(_looked_up(ctx, upload_ids)) as found:
+        return [_usable_partial(upload_id, info) async for upload_id, info in found]
+
+
+async def _all_finished(ctx: TusContext, upload_ids: Sequence[str]) -> list[UploadInfo] | None:
+    """The infos of a final's partials when every one exists and is finished, else None (found
+    out at the first that is not)."""
+    partials: list[UploadInfo] = []
+    async with contextlib.aclosing(_looked_up(ctx, upload_ids)) as found:
+        async for _, partial in found:
+            if partial is None or not partial.finished:
+                return None
+            partials.append(partial)
+    return partials
+
+
+def _usable_partial(upload_id: str, info: UploadInfo | None) -> UploadInfo:
     if info is None:
         raise TusError(
             404,
@@ -146,6 +220,12 @@ async def _load_partial(ctx: TusContext, upload_id: str) -> UploadInfo:
             "partial-length-unknown",
         )
     return info
+
+
+def _check_length(ctx: TusContext, partials: list[UploadInfo]) -> int:
+    length = sum(p.length or 0 for p in partials)
+    check_max_size(ctx, length, f"the partials' {length} bytes")
+    return length
 
 
 async def _assemble(
@@ -210,7 +290,7 @@ async def after_delete(ctx: TusContext, info: UploadInfo) -> None:
     if info.concat != "final" or info.finished:
         return
     async with all_held(ctx.locker, info.parts) as locks:
-        partials = [p for upload_id in info.parts if (p := await ctx.state.get(upload_id))]
+        partials = [p async for _, p in _looked_up(ctx, info.parts) if p is not None]
         await _release_partials(ctx, info.id, partials, locks)
 
 
@@ -234,10 +314,13 @@ async def create_final(
             "a final upload cannot carry data; its bytes come from its partials", "final-with-body"
         )
     ids = part_ids(ctx, request, urls)
+    # Everything refusable is refused before a lock is taken: taking thousands of locks (each a
+    # Redis round trip, and a handover for a partial still uploading) only to answer 404 would
+    # make one request cost seconds. Checked again under the locks, where it counts.
+    _check_length(ctx, await _usable_partials(ctx, ids))
     async with all_held(ctx.locker, ids) as locks:
-        partials = [await _load_partial(ctx, upload_id) for upload_id in ids]
-        length = sum(p.length or 0 for p in partials)
-        check_max_size(ctx, length, f"the partials' {length} bytes")
+        partials = await _usable_partials(ctx, ids)
+        length = _check_length(ctx, partials)
         final = UploadInfo(
             id=new_upload_id(),
             length=length,
@@ -277,21 +360,16 @@ async def complete_final(ctx: TusContext, final_id: str) -> UploadInfo | None:
         return final
     # Check without the partials' locks first: taking them would make a partial's running PATCH
     # hand over, and a client polling the final must not interrupt its own uploads.
-    for upload_id in final.parts:
-        partial = await ctx.state.get(upload_id)
-        if partial is None or not partial.finished:
-            return final
+    if await _all_finished(ctx, final.parts) is None:
+        return final
     async with held(ctx.locker, final_id) as final_lock:
         final = await ctx.state.get(final_id)
         if final is None or final.concat != "final" or final.finished:
             return final
         async with all_held(ctx.locker, final.parts) as locks:
-            partials: list[UploadInfo] = []
-            for upload_id in final.parts:
-                partial = await ctx.state.get(upload_id)
-                if partial is None or not partial.finished:
-                    return final
-                partials.append(partial)
+            partials = await _all_finished(ctx, final.parts)
+            if partials is None:
+                return final
             await _assemble(ctx, final, final_lock, partials, locks)
         return final
 

@@ -14,7 +14,7 @@ from tusd_py.errors import gone, not_found
 from tusd_py.hooks import Hooks
 from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Locker
-from tusd_py.protocol.body import BodyReader
+from tusd_py.protocol.body import BodyReader, framing_refused
 from tusd_py.state.base import StateStore
 from tusd_py.stores.base import Capability, DataStore, capabilities
 
@@ -57,7 +57,13 @@ class TusContext:
         """The request's body reader, registered so shutdown can end it and the endpoint can see
         whether the body was read to its end."""
         config = self.config
-        reader = BodyReader(request.receive, None, config.read_timeout, config.body_min_rate)
+        reader = BodyReader(
+            request.receive,
+            None,
+            config.read_timeout,
+            config.body_min_rate,
+            refused=lambda: framing_refused(request.scope),
+        )
         self.active_readers.add(reader)
         request.state.body_reader = reader
         return reader
