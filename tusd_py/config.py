@@ -50,6 +50,7 @@ class Config:
     max_metadata_size: int = 8192
     expiration: float = 24 * 3600.0  # 0 = uploads never expire
     expiration_sweep_interval: float = 300.0
+    retain_finished: float = 0.0  # finished uploads are deleted this long after (0 = kept)
     read_timeout: float = 60.0  # a PATCH body that sends nothing this long is cut off
     body_min_rate: int = 1024  # bytes/s a body must average over read_timeout (0 = no minimum)
     header_timeout: float = 30.0  # a request head must arrive within this long
@@ -112,6 +113,8 @@ class Config:
             self.base_path += "/"
         if self.max_size < 0:
             raise ValueError("max_size must be >= 0")
+        if self.retain_finished < 0:
+            raise ValueError("--retain-finished must be a duration >= 0")
         if self.cors_allow_credentials and "*" in self.cors_origins:
             # Starlette answers a credentialed request from any origin with that origin: every
             # site could then act with the user's cookies.

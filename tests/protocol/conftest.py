@@ -144,7 +144,8 @@ class TusServer:
             )
             with container:
                 return set(container.list_blob_names()) if container.exists() else set()
-        return set(os.listdir(self.config.upload_dir))
+        # The file store's index (.index/, empty entries per upload) is not an upload's.
+        return {n for n in os.listdir(self.config.upload_dir) if not n.startswith(".")}
 
 
 class TusFactory:
