@@ -100,6 +100,12 @@ class _Server(uvicorn.Server):
     "them for ever). File store only; for S3 and Azure use a lifecycle rule.",
 )
 @click.option(
+    "--expiration-sweep-interval",
+    default="5m",
+    callback=_duration,
+    help="How often the sweep deletes expired uploads, and finished ones past --retain-finished.",
+)
+@click.option(
     "--read-timeout",
     default="60s",
     callback=_duration,

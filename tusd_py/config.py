@@ -115,6 +115,8 @@ class Config:
             raise ValueError("max_size must be >= 0")
         if self.retain_finished < 0:
             raise ValueError("--retain-finished must be a duration >= 0")
+        if self.expiration_sweep_interval <= 0:
+            raise ValueError("--expiration-sweep-interval must be a duration > 0")
         if self.cors_allow_credentials and "*" in self.cors_origins:
             # Starlette answers a credentialed request from any origin with that origin: every
             # site could then act with the user's cookies.

@@ -15,6 +15,8 @@ import pytest
         (["--cors-credentials", "--cors-origins", "https://a.example,*"], "not '*'"),
         (["--s3-tails", "redis", "--s3-bucket", "b"], "redis_url"),
         (["--s3-bucket", "b", "--azure-container", "c"], "choose one"),
+        (["--retain-finished", "30d", "--s3-bucket", "b"], "lifecycle rule"),
+        (["--expiration-sweep-interval", "0"], "--expiration-sweep-interval must be"),
     ],
 )
 def test_a_wrong_configuration_is_one_line_and_status_2(args: list[str], says: str) -> None:
