@@ -51,8 +51,11 @@ class FileIndex:
         self._built = self.root / "built"
 
     def open(self) -> None:
+        new = not self.root.exists()
         self.unfinished.mkdir(parents=True, exist_ok=True)
         self.finished.mkdir(parents=True, exist_ok=True)
+        if new and not any(name.endswith(".info") for name in os.listdir(self.root.parent)):
+            self._built.touch()  # nothing stored before the index: nothing to build
 
     # -- kept up to date by the store ---------------------------------------------------------
 
