@@ -156,13 +156,9 @@ async def test_the_sweep_reads_no_finished_upload(
     assert await sweep_once(sweeper.ctx) == 3
 
     unfinished = {upload_id(url) for url in [*expiring, fresh]}
-    # Azure cannot tell unfinished blobs from finished ones without reading them.
-    assert isinstance(store, UnfinishedLister) == (not backend.startswith("azure"))
-    if isinstance(store, UnfinishedLister):
-        assert set(read) <= unfinished, "the sweep read a finished upload"
-        assert len(read) <= 2 * len(unfinished)  # at most twice each: listed, then locked
-    else:  # the full walk (Azure): one read per upload kept
-        assert {upload_id(url) for url in finished} <= set(read)
+    assert isinstance(store, UnfinishedLister)
+    assert set(read) <= unfinished, "the sweep read a finished upload"
+    assert len(read) <= 2 * len(unfinished)  # at most twice each: listed, then locked
     if s3_calls is not None:
         calls = s3_calls - s3_before
         assert calls["list_multipart_uploads"] == 1
@@ -180,8 +176,7 @@ async def test_the_sweep_reads_no_finished_upload(
 
     read.clear()
     assert await sweep_once(sweeper.ctx) == 0
-    if isinstance(store, UnfinishedLister):
-        assert set(read) <= {upload_id(fresh)}
+    assert set(read) <= {upload_id(fresh)}
 
 
 async def test_retention_deletes_finished_uploads_once_it_is_past(
