@@ -39,12 +39,12 @@ Implementation
     409 lock-lost. Blocks staged but never committed (a failed PATCH) are dropped by the next
     Put Block List, or by Azure after a week.
 
-    Creation puts the blob, the index entry (at the same time) and the `.info`; finish()
-    deletes the index entry. Requests per PATCH (the state store's own writes not counted): one Get Block List, one Put
-    Block per block, one Put Block List per commit. A PATCH whose offset falls inside a block
-    (possible only after a commit that failed after its Put Block List) also downloads that
-    block's head and stages it again with the new bytes. finish() sends Set Blob Tier when
-    --azure-blob-access-tier is set, otherwise nothing. A zero-length upload is an empty blob,
+    Creation puts the blob, the index entry (at the same time) and the `.info`. Requests per
+    PATCH (the state store's own writes not counted): one Get Block List, one Put Block per
+    block, one Put Block List per commit. A PATCH whose offset falls inside a block (possible
+    only after a commit that failed after its Put Block List) also downloads that block's head
+    and stages it again with the new bytes. finish() deletes the index entry, and sends Set
+    Blob Tier when --azure-blob-access-tier is set. A zero-length upload is an empty blob,
     written at creation like every upload's blob.
 
     Concatenation fills the final blob with blocks copied from the partials' blobs by Azure
