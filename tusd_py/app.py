@@ -23,7 +23,7 @@ from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.endpoint import BareBasePath, TusEndpoint
 from tusd_py.state.base import StateStore
 from tusd_py.state.local import LocalState
-from tusd_py.stores.base import DataStore
+from tusd_py.stores.base import DataStore, FinishedRetainer
 
 # What browser clients (tus-js-client, Uppy) send, and the response headers they must be able to
 # read: the tus and IETF draft headers, plus the few a download or a 503 needs.
@@ -109,6 +109,15 @@ def build_context(config: Config, store: DataStore | None = None) -> TusContext:
     return TusContext(config=config, store=store, state=state, locker=locker)
 
 
+def check_retention(config: Config, store: DataStore) -> None:
+    """A ValueError when `--retain-finished` is set and the store cannot honour it."""
+    if config.retain_finished > 0 and not isinstance(store, FinishedRetainer):
+        raise ValueError(
+            f"--retain-finished is not supported by the {store.storage_type} store: set a "
+            "lifecycle rule on the bucket or container instead (docs/storage.md)"
+        )
+
+
 def base_path_routes(mount_path: str, endpoint: TusEndpoint) -> list[BaseRoute]:
     routes: list[BaseRoute] = [Mount(mount_path, app=endpoint)]
     if mount_path:
@@ -132,6 +141,7 @@ def create_app(
     """
     config = config or Config()
     ctx = context or build_context(config, store)
+    check_retention(config, ctx.store)
     if context is None or hooks is not None or config.hooks_http or config.hooks_dir:
         ctx.hooks = Hooks.from_config(config, hooks, describe_storage=ctx.store.describe)
 

@@ -127,6 +127,19 @@ class _Server(uvicorn.Server):
     help="Unfinished uploads expire this long after their last change (0 = never).",
 )
 @click.option(
+    "--retain-finished",
+    default="0",
+    callback=_duration,
+    help="Delete finished uploads (empty ones too) this long after they finished (0 = keep "
+    "them for ever). File store only; for S3 and Azure use a lifecycle rule.",
+)
+@click.option(
+    "--expiration-sweep-interval",
+    default="5m",
+    callback=_duration,
+    help="How often the sweep deletes expired uploads, and finished ones past --retain-finished.",
+)
+@click.option(
     "--read-timeout",
     default="60s",
     callback=_duration,

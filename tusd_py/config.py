@@ -55,6 +55,7 @@ class Config:
     max_concat_parts: int = 1000
     expiration: float = 24 * 3600.0  # 0 = uploads never expire
     expiration_sweep_interval: float = 300.0
+    retain_finished: float = 0.0  # finished uploads are deleted this long after (0 = kept)
     read_timeout: float = 60.0  # a PATCH body that sends nothing this long is cut off
     body_min_rate: int = 1024  # bytes/s a body must average over read_timeout (0 = no minimum)
     header_timeout: float = 30.0  # a request head must arrive within this long
@@ -123,6 +124,12 @@ class Config:
             raise ConfigError(
                 f"a final upload must be allowed at least 1 partial, got {self.max_concat_parts}",
                 "max_concat_parts",
+            )
+        if self.retain_finished < 0:
+            raise ConfigError("finished uploads must be kept 0 (for ever) or longer", "retain_finished")
+        if self.expiration_sweep_interval <= 0:
+            raise ConfigError(
+                "the expiry sweep interval must be a duration > 0", "expiration_sweep_interval"
             )
         if self.cors_allow_credentials and "*" in self.cors_origins:
             # Starlette answers a credentialed request from any origin with that origin: every

@@ -480,3 +480,43 @@ async def test_a_failing_service_is_503_and_keeps_what_was_committed(
     assert info.offset == 2 * BLOCK == await store.stored_offset(info)
     await patch(store, info, data[info.offset :])
     assert await stored(store, info) == data
+
+
+async def test_a_container_from_before_the_index_is_indexed_by_the_first_sweep(
+    store: AzureStore, azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    going = await new_upload(store, 10)
+    await patch(store, going, b"abc")
+    done = await new_upload(store, 3)
+    await patch(store, done, b"abc")
+    await store.save_info(done)  # as the state store does once an upload is finished
+    container = store._containers()
+    names = [str(name) async for name in container.list_blob_names()]
+    assert sorted(n for n in names if n.startswith(".index/")) == [
+        ".index/built",
+        f".index/unfinished/{going.id}",
+    ]
+    for name in names:  # as an older version left the container
+        if name.startswith(".index/"):
+            await container.delete_blob(name)
+
+    again = AzureStore(store.container, connection_string=azurite.connection_string)
+    await again.open()
+    try:
+        read: list[str] = []
+        load_info = again.load_info
+
+        async def counted(upload_id: str) -> UploadInfo | None:
+            read.append(upload_id)
+            return await load_info(upload_id)
+
+        monkeypatch.setattr(again, "load_info", counted)
+        assert [i async for i in again.list_unfinished_ids()] == [going.id]
+        assert sorted(read) == sorted([going.id, done.id])  # the one walk
+        read.clear()
+        assert [i async for i in again.list_unfinished_ids()] == [going.id]
+        assert read == []
+        await again.forget_unfinished(going.id)
+        assert [i async for i in again.list_unfinished_ids()] == []
+    finally:
+        await again.close()

@@ -480,6 +480,55 @@ async def test_terminate_removes_everything(s3: S3Server, bucket: str) -> None:
     assert open_multipart_uploads(s3, bucket) == []
 
 
+async def test_list_unfinished_ids_lists_open_multipart_uploads_only(
+    s3: S3Server, bucket: str
+) -> None:
+    async with opened(s3, bucket, prefix="uploads/") as store:
+        going = await new_upload(store, 4 * PART)
+        await patch(store, going, payload(PART + 10), 65536)
+        deferred = await new_upload(store, None)
+        untouched = await new_upload(store, 10)
+        finished = await new_upload(store, 10)
+        await patch(store, finished, b"0123456789", 3)
+        empty = await new_upload(store, 0)
+        await store.finish(empty)
+        ended = await new_upload(store, 10)
+        await store.terminate(ended)
+        # Someone else's multipart uploads in the bucket: another prefix, a nested key.
+        client = s3_client(s3)
+        for key in ("other/abc", "uploads/nested/abc"):
+            client.create_multipart_upload(Bucket=bucket, Key=key)
+        before = Counter(store.request_counts)
+        listed = [i async for i in store.list_unfinished_ids()]
+        assert sorted(listed) == sorted([going.id, deferred.id, untouched.id])
+        assert store.request_counts - before == Counter({"list_multipart_uploads": 1})
+
+
+async def test_list_unfinished_ids_pages_through_markers(
+    s3: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # moto answers every upload in one page; S3 answers 1,000 at most, then markers.
+    pages = [
+        {"Uploads": [{"Key": "p/a"}, {"Key": "p/b"}], "IsTruncated": True,
+         "NextKeyMarker": "p/b", "NextUploadIdMarker": "u2"},
+        {"Uploads": [{"Key": "p/b"}, {"Key": "p/c"}], "IsTruncated": False},
+    ]  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def call(operation: str, upload_id: str | None, **params: Any) -> Any:
+        assert operation == "list_multipart_uploads"
+        sent.append(params)
+        return pages[len(sent) - 1]
+
+    async with opened(s3, bucket, prefix="p/") as store:
+        monkeypatch.setattr(store.client, "call", call)
+        assert [i async for i in store.list_unfinished_ids()] == ["a", "b", "c"]
+    assert sent == [
+        {"Prefix": "p/"},
+        {"Prefix": "p/", "KeyMarker": "p/b", "UploadIdMarker": "u2"},
+    ]
+
+
 async def test_list_upload_ids_paginates(s3: S3Server, bucket: str) -> None:
     client = s3_client(s3)
     ids = {f"id{i:04d}" for i in range(1005)}

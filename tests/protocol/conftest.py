@@ -144,8 +144,11 @@ class TusServer:
                 connection, self.config.azure_container
             )
             with container:
-                return set(container.list_blob_names()) if container.exists() else set()
-        return set(os.listdir(self.config.upload_dir))
+                if not container.exists():
+                    return set()
+                return {n for n in container.list_blob_names() if not n.startswith(".")}
+        # The file store's index (.index/, empty entries per upload) is not an upload's.
+        return {n for n in os.listdir(self.config.upload_dir) if not n.startswith(".")}
 
 
 class TusFactory:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
+import pytest
 
 from tests.protocol.conftest import TusFactory, TusServer
 from tests.protocol.helpers import OCTET, TUS, assert_plain_error, create, head, patch, upload
 from tusd_py.expiry import sweep_once
+from tusd_py.info import UploadInfo
+from tusd_py.stores.base import UnfinishedLister
 
 SHORT = 0.5  # seconds an upload lives in the tests that wait for it to expire
 
@@ -108,3 +113,120 @@ async def test_sweep_keeps_uploads_that_have_not_expired(server: TusServer) -> N
     assert await sweep_once(server.ctx) == 0
     assert server.stored_names() == before
     assert (await head(client, url)).headers["Upload-Offset"] == "3"
+
+
+def upload_id(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def another_instance(server: TusServer) -> dict[str, Any]:
+    """Options for a second app over `server`'s uploads and state: a restart, or one more
+    instance of a fleet (its caches are cold). The memory store cannot be shared."""
+    shared = ("upload_dir", "s3_bucket", "azure_container", "redis_url", "redis_prefix")
+    return {name: getattr(server.config, name) for name in shared}
+
+
+async def test_the_sweep_reads_no_finished_upload(
+    tus_factory: TusFactory, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await tus_factory(expiration=SHORT)
+    client = server.client
+    finished = [await upload(client, b"done %d" % i) for i in range(12)]
+    finished += [await upload(client, b"") for _ in range(4)]  # zero-length: finished at once
+    expiring = [await create(client, 10), await create(client, None), await create(client, 10)]
+    await patch(client, expiring[0], 0, b"abc")
+    await asyncio.sleep(SHORT + 0.3)
+    server.config.expiration = 3600  # from now on: an upload that expires later
+    fresh = await create(client, 10)
+    sweeper = server
+    if not backend.startswith("memory"):
+        sweeper = await tus_factory(expiration=3600, **another_instance(server))
+
+    store = sweeper.ctx.store
+    read: list[str] = []
+    load_info = store.load_info
+
+    async def counted(upload_id: str) -> UploadInfo | None:
+        read.append(upload_id)
+        return await load_info(upload_id)
+
+    monkeypatch.setattr(store, "load_info", counted)
+    s3_calls: Counter[str] | None = getattr(store, "request_counts", None)
+    s3_before = Counter(s3_calls or {})
+    assert await sweep_once(sweeper.ctx) == 3
+
+    unfinished = {upload_id(url) for url in [*expiring, fresh]}
+    assert isinstance(store, UnfinishedLister)
+    assert set(read) <= unfinished, "the sweep read a finished upload"
+    assert len(read) <= 2 * len(unfinished)  # at most twice each: listed, then locked
+    if s3_calls is not None:
+        calls = s3_calls - s3_before
+        assert calls["list_multipart_uploads"] == 1
+        assert calls["list_objects_v2"] <= len(expiring), calls  # each removal's segments
+        assert calls["get_object"] <= 2 * len(unfinished), calls
+
+    for url in expiring:
+        assert (await head(sweeper.client, url)).status_code in (404, 410)
+    assert (await head(sweeper.client, fresh)).headers["Upload-Offset"] == "0"
+    for url in finished[:3] + finished[-1:]:
+        assert (await sweeper.client.get(url)).status_code == 200
+    stored = " ".join(sweeper.stored_names())
+    assert not any(upload_id(url) in stored for url in expiring)
+    assert all(upload_id(url) in stored for url in finished)
+
+    read.clear()
+    assert await sweep_once(sweeper.ctx) == 0
+    assert set(read) <= {upload_id(fresh)}
+
+
+async def test_retention_deletes_finished_uploads_once_it_is_past(
+    tus_factory: TusFactory, backend: str
+) -> None:
+    options: dict[str, Any] = {"expiration": 0, "retain_finished": 1.0}
+    try:
+        server = await tus_factory(**options)
+    except ValueError as exc:  # S3 and Azure: a lifecycle rule does it (docs/storage.md)
+        assert backend.startswith(("s3", "azure")), exc
+        assert "lifecycle rule" in str(exc)
+        return
+    client = server.client
+    old = [await upload(client, b"old"), await upload(client, b"")]
+    unfinished = await create(client, 10)
+    await patch(client, unfinished, 0, b"abc")
+    assert await sweep_once(server.ctx) == 0  # not yet
+    await asyncio.sleep(1.2)
+    young = await upload(client, b"young")
+    sweeper = server
+    if not backend.startswith("memory"):
+        sweeper = await tus_factory(**options, **another_instance(server))
+
+    assert await sweep_once(sweeper.ctx) == 2
+    for url in old:
+        assert (await head(sweeper.client, url)).status_code == 404
+    stored = " ".join(sweeper.stored_names())
+    assert not any(upload_id(url) in stored for url in old)
+    assert (await sweeper.client.get(young)).content == b"young"
+    assert (await head(sweeper.client, unfinished)).headers["Upload-Offset"] == "3"
+    assert await sweep_once(sweeper.ctx) == 0
+
+
+async def test_retention_keeps_a_partial_that_an_unfinished_final_needs(
+    tus_factory: TusFactory, backend: str
+) -> None:
+    try:
+        server = await tus_factory(expiration=0, retain_finished=0.5)
+    except ValueError:
+        assert backend.startswith(("s3", "azure"))
+        return
+    client = server.client
+    partial = {"Upload-Concat": "partial"}
+    done = await create(client, 3, headers=partial)
+    await patch(client, done, 0, b"abc")
+    pending = await create(client, 3, headers=partial)
+    final = await client.post(
+        "/files/", headers={**TUS, "Upload-Concat": f"final;{done} {pending}"}
+    )
+    assert final.status_code == 201, final.text
+    await asyncio.sleep(0.8)
+    assert await sweep_once(server.ctx) == 0
+    assert (await head(client, done)).status_code == 200

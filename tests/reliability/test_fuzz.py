@@ -101,6 +101,7 @@ def snapshot(directory: Path) -> dict[str, str]:
     return {
         name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
         for name in sorted(os.listdir(directory))
+        if (directory / name).is_file()  # not the file store's .index/
     }
 
 

@@ -7,7 +7,7 @@ import time
 from tests.stores.conftest import Medium
 from tests.stores.helpers import new_info, stored_bytes, uploaded, write
 from tests.support.payloads import payload
-from tusd_py.stores.base import DataStore, capabilities
+from tusd_py.stores.base import DataStore, FinishedRetainer, UnfinishedLister, capabilities
 
 
 async def test_create_saves_the_info(medium: Medium, store: DataStore) -> None:
@@ -65,6 +65,50 @@ async def test_list_upload_ids_yields_uploads_not_terminated(store: DataStore) -
     await store.terminate(terminated)
     listed = [upload_id async for upload_id in store.list_upload_ids()]
     assert sorted(listed) == sorted([finished.id, unfinished.id, empty.id])
+
+
+async def test_the_sweep_is_shown_every_unfinished_upload(medium: Medium, store: DataStore) -> None:
+    finished = await uploaded(store, payload(1000))
+    going, untouched, deferred = new_info(1000), new_info(1000), new_info(None)
+    empty, ended = new_info(0), new_info(1000)
+    for info in (going, untouched, deferred, empty, ended):
+        await store.create(info)
+    await write(store, going, payload(10))
+    await store.finish(empty)
+    await store.terminate(ended)
+    expected = sorted([going.id, untouched.id, deferred.id])
+    other = await medium.open()  # another instance, or after a restart
+    for lister in (store, other):
+        if isinstance(lister, UnfinishedLister):  # finished uploads are not even listed
+            assert sorted([i async for i in lister.list_unfinished_ids()]) == expected
+        else:  # the sweep walks every upload
+            listed = [i async for i in lister.list_upload_ids()]
+            assert sorted(listed) == sorted([*expected, finished.id, empty.id])
+
+
+async def test_retention_is_shown_uploads_finished_before_the_cutoff(
+    medium: Medium, store: DataStore
+) -> None:
+    if not isinstance(store, FinishedRetainer):  # refused at start-up; a lifecycle rule does it
+        assert store.storage_type in ("s3store", "azurestore")
+        return
+    before = time.time()
+    finished, empty, going = await uploaded(store, payload(10)), new_info(0), new_info(10)
+    for info in (empty, going):
+        await store.create(info)
+    await store.finish(empty)
+    after = time.time() + 0.01
+    other = await medium.open()
+    assert isinstance(other, FinishedRetainer)
+    for retainer in (store, other):
+        assert [i async for i in retainer.list_finished_before(before - 1)] == []
+        listed = [i async for i in retainer.list_finished_before(after)]
+        assert sorted(listed) == sorted([finished.id, empty.id])
+        when = await retainer.finished_at(finished.id)
+        assert when is not None and before - 0.01 <= when <= after
+        assert await retainer.finished_at(going.id) is None
+    await store.terminate(finished)
+    assert [i async for i in other.list_finished_before(after)] == [empty.id]
 
 
 async def test_zero_length_upload(medium: Medium, store: DataStore) -> None:

@@ -16,6 +16,13 @@ identity, workload identity, the Azure CLI's login, ...), imported only then.
 Layout in the container, per upload:
     <prefix><id>        a block blob: the bytes committed so far, as its committed block list
     <prefix><id>.info   the upload's info as JSON (the copy state is rebuilt from)
+    <prefix>.index/unfinished/<id>
+                        an empty blob while the upload is unfinished, put beside its blob at
+                        creation and deleted when it finishes or is deleted: the expiry sweep
+                        lists these (one List Blobs per 5,000) instead of reading every `.info`
+    <prefix>.index/built
+                        the index covers uploads stored before it existed: the first sweep
+                        reads every `.info` once to build it
 
 Implementation
     The committed block list is the commit. A block is named by where it sits: its id is the
@@ -32,11 +39,12 @@ Implementation
     409 lock-lost. Blocks staged but never committed (a failed PATCH) are dropped by the next
     Put Block List, or by Azure after a week.
 
-    Requests per PATCH (the state store's own writes not counted): one Get Block List, one Put
-    Block per block, one Put Block List per commit. A PATCH whose offset falls inside a block
-    (possible only after a commit that failed after its Put Block List) also downloads that
-    block's head and stages it again with the new bytes. finish() sends Set Blob Tier when
-    --azure-blob-access-tier is set, otherwise nothing. A zero-length upload is an empty blob,
+    Creation puts the blob, the index entry (at the same time) and the `.info`. Requests per
+    PATCH (the state store's own writes not counted): one Get Block List, one Put Block per
+    block, one Put Block List per commit. A PATCH whose offset falls inside a block (possible
+    only after a commit that failed after its Put Block List) also downloads that block's head
+    and stages it again with the new bytes. finish() deletes the index entry, and sends Set
+    Blob Tier when --azure-blob-access-tier is set. A zero-length upload is an empty blob,
     written at creation like every upload's blob.
 
     Concatenation fills the final blob with blocks copied from the partials' blobs by Azure
@@ -362,6 +370,7 @@ class AzureStore(DataStore):
         self.container = container
         self.endpoint = endpoint
         self.prefix = prefix
+        self._unfinished_prefix = prefix + ".index/unfinished/"
         self.access_tier = None if access_tier is None else ACCESS_TIERS[access_tier.lower()]
         self.block_size = block_size
         self.max_size = max_size
@@ -443,6 +452,7 @@ class AzureStore(DataStore):
             except ResourceNotFoundError:
                 with contextlib.suppress(ResourceExistsError):  # another instance was quicker
                     await self._container.create_container()
+            await self._index_if_empty()
         except _ERRORS as exc:
             # Not fatal: the service may be back soon, and /ready reports it meanwhile.
             log.warning("could not check or create container %s: %s", self.container, _detail(exc))
@@ -532,10 +542,23 @@ class AzureStore(DataStore):
         blob = self._containers().get_blob_client(key)
         with _azure_errors("Put Blob", info.id):
             try:
-                await blob.upload_blob(b"", overwrite=False)
+                # The index entry may outlive a failed creation, or name an existing finished
+                # upload: the sweep drops such entries.
+                await asyncio.gather(
+                    blob.upload_blob(b"", overwrite=False),
+                    self._unfinished_entry(info.id).upload_blob(b"", overwrite=True),
+                )
             except ResourceExistsError:
                 raise upload_exists(info.id) from None
         await self.save_info(info)
+
+    def _unfinished_entry(self, upload_id: str) -> BlobClient:
+        self._key(upload_id)  # validates the id
+        return self._containers().get_blob_client(self._unfinished_prefix + upload_id)
+
+    async def _delete(self, blob: BlobClient, upload_id: str) -> None:
+        with _azure_errors("Delete Blob", upload_id), contextlib.suppress(ResourceNotFoundError):
+            await blob.delete_blob()
 
     async def declare_length(self, info: UploadInfo) -> None:
         most = min(MAX_BLOCKS * self._block_size(info), MAX_BLOB_SIZE)
@@ -596,11 +619,47 @@ class AzureStore(DataStore):
         if self.access_tier is not None:
             with _azure_errors("Set Blob Tier", info.id):
                 await self._blob(info).set_standard_blob_tier(self.access_tier)
+        await self._delete(self._unfinished_entry(info.id), info.id)
 
     async def terminate(self, info: UploadInfo) -> None:
-        for blob in (self._blob(info), self._info_blob(info.id)):
-            with _azure_errors("Delete Blob", info.id), contextlib.suppress(ResourceNotFoundError):
-                await blob.delete_blob()
+        for blob in (self._blob(info), self._info_blob(info.id), self._unfinished_entry(info.id)):
+            await self._delete(blob, info.id)
+
+    def _built(self) -> BlobClient:
+        return self._containers().get_blob_client(self.prefix + ".index/built")
+
+    async def _index_if_empty(self) -> None:
+        """Nothing stored under the prefix yet: the index is complete as it is (empty)."""
+        async for _ in self._containers().list_blob_names(name_starts_with=self.prefix):
+            return
+        await self._built().upload_blob(b"", overwrite=True)
+
+    async def list_unfinished_ids(self) -> AsyncIterator[str]:
+        built = self._built()
+        with _azure_errors("Get Blob Properties", None):
+            try:
+                await built.get_blob_properties()
+            except ResourceNotFoundError:
+                await self._build_index()
+                await built.upload_blob(b"", overwrite=True)
+        with _azure_errors("List Blobs", None):
+            names = self._containers().list_blob_names(name_starts_with=self._unfinished_prefix)
+            async for name in names:
+                upload_id = str(name)[len(self._unfinished_prefix) :]
+                if is_valid_upload_id(upload_id):
+                    yield upload_id
+
+    async def _build_index(self) -> None:
+        """Enter the unfinished uploads stored before the index existed (several instances
+        may do it at once; an entry for an upload that finished meanwhile is dropped later)."""
+        async for upload_id in self.list_upload_ids():
+            info = await self.load_info(upload_id)
+            if info is not None and not info.finished:
+                with _azure_errors("Put Blob", upload_id):
+                    await self._unfinished_entry(upload_id).upload_blob(b"", overwrite=True)
+
+    async def forget_unfinished(self, upload_id: str) -> None:
+        await self._delete(self._unfinished_entry(upload_id), upload_id)
 
     async def read(self, info: UploadInfo, start: int, end: int) -> AsyncIterator[bytes]:
         if end <= start:

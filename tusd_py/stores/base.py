@@ -159,6 +159,39 @@ class RedisUser(Protocol):
     def use_redis(self, config: Config) -> None: ...
 
 
+@runtime_checkable
+class UnfinishedLister(Protocol):
+    """The expiry sweep's way past finished uploads. Without it the sweep walks every upload
+    and reads its `.info` on every pass, at a cost that grows with every upload ever kept."""
+
+    def list_unfinished_ids(self) -> AsyncIterator[str]:
+        """The id of every unfinished upload, at a cost that does not grow with finished ones.
+
+        Never misses an unfinished upload (one being created may or may not be listed); may
+        also list some that have finished or vanished since: the sweep checks each id.
+        """
+        ...
+
+    async def forget_unfinished(self, upload_id: str) -> None:
+        """The sweep found a listed upload gone, or finished and completed: stop listing it."""
+        ...
+
+
+@runtime_checkable
+class FinishedRetainer(Protocol):
+    """--retain-finished: the sweep deletes finished uploads that long after they finished."""
+
+    def list_finished_before(self, cutoff: float) -> AsyncIterator[str]:
+        """Ids of uploads that finished before `cutoff` (epoch seconds), at a cost that grows
+        with them rather than with every finished upload kept. May list an id whose upload
+        is gone, or was replaced by a new one (the sweep checks `finished_at`)."""
+        ...
+
+    async def finished_at(self, upload_id: str) -> float | None:
+        """When the upload's `finish` ran (epoch seconds); None when it has not, or is gone."""
+        ...
+
+
 _CAPABILITY_PROTOCOLS: tuple[tuple[Capability, type], ...] = (
     (Capability.CONCATENATION, Concatenater),
     (Capability.DEFER_LENGTH, LengthDeferrer),

@@ -3,6 +3,8 @@
 Layout, in `MemoryStore.uploads` (a plain dict), per upload id:
     MemoryUpload.info   the `.info` copy: the upload's info as JSON
     MemoryUpload.data   the bytes received so far
+    MemoryUpload.finished_at
+                        when `finish` ran (None until then): what the sweep lists by
 
 A byte is durable as soon as it is appended, so `write` commits after every chunk. Stores built
 on the same `uploads` dict share their uploads, as two processes share one upload directory.
@@ -14,6 +16,7 @@ protocol suite run on it).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -32,6 +35,7 @@ READ_SIZE = 256 * 1024
 class MemoryUpload:
     info: str
     data: bytearray = field(default_factory=bytearray)
+    finished_at: float | None = None
 
 
 def _missing(upload_id: str) -> TusError:
@@ -117,6 +121,11 @@ class MemoryStore(DataStore):
             joined += data[:length]
         self._upload(final.id).data = joined  # replaced whole: a retry starts over
 
+    async def finish(self, info: UploadInfo) -> None:
+        upload = self._upload(info.id)
+        if upload.finished_at is None:
+            upload.finished_at = time.time()
+
     async def terminate(self, info: UploadInfo) -> None:
         self.uploads.pop(info.id, None)
 
@@ -128,3 +137,20 @@ class MemoryStore(DataStore):
     async def list_upload_ids(self) -> AsyncIterator[str]:
         for upload_id in list(self.uploads):
             yield upload_id
+
+    async def list_unfinished_ids(self) -> AsyncIterator[str]:
+        for upload_id, upload in list(self.uploads.items()):
+            if upload.finished_at is None:
+                yield upload_id
+
+    async def forget_unfinished(self, upload_id: str) -> None:
+        """Nothing to forget: the listing is the uploads themselves."""
+
+    async def list_finished_before(self, cutoff: float) -> AsyncIterator[str]:
+        for upload_id, upload in list(self.uploads.items()):
+            if upload.finished_at is not None and upload.finished_at < cutoff:
+                yield upload_id
+
+    async def finished_at(self, upload_id: str) -> float | None:
+        upload = self.uploads.get(upload_id)
+        return None if upload is None else upload.finished_at

@@ -352,6 +352,28 @@ class S3Store(DataStore):
             if not response.get("IsTruncated") or not token:
                 return
 
+    async def list_unfinished_ids(self) -> AsyncIterator[str]:
+        """The open multipart uploads under the prefix: every unfinished upload has one from
+        its creation until finish() completes it (a zero-length upload never has one, and is
+        finished at once), so finished uploads cost nothing here. One ListMultipartUploads per
+        1,000 unfinished uploads."""
+        seen: set[str] = set()
+        params: dict[str, Any] = {"Prefix": self.prefix}
+        while True:
+            response = await self.client.call("list_multipart_uploads", None, **params)
+            for item in response.get("Uploads", []):
+                upload_id = str(item["Key"])[len(self.prefix) :]
+                if is_valid_upload_id(upload_id) and upload_id not in seen:
+                    seen.add(upload_id)
+                    yield upload_id
+            if not response.get("IsTruncated") or not response.get("NextKeyMarker"):
+                return
+            params["KeyMarker"] = response["NextKeyMarker"]
+            params["UploadIdMarker"] = response.get("NextUploadIdMarker", "")
+
+    async def forget_unfinished(self, upload_id: str) -> None:
+        """Nothing to forget: S3 stops listing a multipart upload once it is completed."""
+
     async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
         """Build the final's object from the partials' (concat.py)."""
         await concat.concatenate(self.client, self.parts, final, partials)
