@@ -62,7 +62,7 @@ def refused(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> st
         (["--azure-blob-access-tier", "cool"], "(--azure-blob-access-tier / TUSD_AZURE_BLOB"),
         (["--no-such-option"], "No such option"),
         (["--retain-finished", "30d", "--s3-bucket", "b"], "lifecycle rule"),
-        (["--expiration-sweep-interval", "0"], "must be a duration > 0 (--expiration-sweep-interval"),
+        (["--expiration-sweep-interval", "0"], "> 0 (--expiration-sweep-interval"),
     ],
 )
 def test_a_wrong_value_is_one_line_and_status_2(args: list[str], says: str, tmp_path: Path) -> None:
