@@ -126,7 +126,10 @@ class Config:
                 "max_concat_parts",
             )
         if self.retain_finished < 0:
-            raise ConfigError("finished uploads must be kept 0 (for ever) or more", "retain_finished")
+            raise ConfigError(
+                "finished uploads must be kept 0 (for ever) or more",
+                "retain_finished",
+            )
         if self.expiration_sweep_interval <= 0:
             raise ConfigError(
                 "the expiry sweep interval must be a duration > 0", "expiration_sweep_interval"
