@@ -19,9 +19,7 @@ ENV_PREFIX = "TUSD"
 # Config fields whose CLI option is not simply `--<field-with-dashes>`.
 _OPTION_OF_FIELD = {"cors_allow_credentials": "cors_credentials"}
 # Config fields with no CLI option (embedding only): messages name the field itself.
-FIELDS_WITHOUT_OPTION = frozenset(
-    {"max_metadata_size", "expiration_sweep_interval", "s3_buffer_size"}
-)
+FIELDS_WITHOUT_OPTION = frozenset({"max_metadata_size", "s3_buffer_size"})
 # Options that only mean something with the store they configure.
 STORE_ONLY_OPTIONS = {
     "s3_bucket": (
