@@ -346,7 +346,7 @@ def run(config: Config) -> None:
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         log_level=config.log_level,
         log_config=None,  # uvicorn's loggers propagate to ours: one format for every line
-        access_log=config.log_level == "debug",
+        access_log=False,  # ObserveMiddleware writes the one access line of every request
         timeout_graceful_shutdown=30,
         timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
         h11_max_incomplete_event_size=config.max_header_size,

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
         "tusd_py.request_context",
         "tusd_py.redis_client",
         "tusd_py.logs",
+        "tusd_py.failures",
     ),
     ("tusd_py.stores", "tusd_py.locking"),
     ("tusd_py.state", "tusd_py.hooks"),

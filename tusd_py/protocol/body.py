@@ -94,6 +94,7 @@ class BodyReader:
                 finally:
                     self._waiting = False
                 if message["type"] == "http.disconnect":
+                    self.stop_reason = "client went away"
                     return
                 chunk: bytes = message.get("body", b"")
                 more = bool(message.get("more_body", False))
@@ -116,6 +117,23 @@ class BodyReader:
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
+
+
+# How a body that ended early ended, in the words of the access line.
+_ENDINGS = {
+    "handover": "another request took the upload over",
+    "idle": "the client sent nothing for --read-timeout",
+    "too slow": "the body arrived slower than --body-min-rate",
+    "shutdown": "the server is shutting down",
+    "cancelled": "the request was cancelled",
+}
+
+
+def early_end(reader: BodyReader) -> str | None:
+    """Why the body stopped before its end ("client went away", ...), None when it did not."""
+    if reader.complete or reader.stop_reason is None:
+        return None
+    return _ENDINGS.get(reader.stop_reason, reader.stop_reason)
 
 
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"

@@ -22,11 +22,20 @@ def error_detail(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def operation_name(operation: str) -> str:
+    """S3's name of a call: `UploadPart` for aiobotocore's `upload_part`."""
+    if "_" not in operation and not operation.islower():
+        return operation
+    return "".join(word.capitalize() for word in operation.split("_"))
+
+
 def s3_unavailable(operation: str, upload_id: str | None, exc: BaseException) -> TusError:
     subject = f" for upload {upload_id!r}" if upload_id else ""
+    name = operation_name(operation)
     return storage_unavailable(
-        f"S3 {operation}{subject} failed even after retries ({error_detail(exc)}); "
-        "the upload is intact up to its current offset, resume it shortly"
+        f"S3 {name}{subject} failed even after retries ({error_detail(exc)}); "
+        "the upload is intact up to its current offset, resume it shortly",
+        operation=f"S3 {name}",
     )
 
 
