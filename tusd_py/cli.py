@@ -147,6 +147,12 @@ class _Server(uvicorn.Server):
     help="Allow credentialed CORS requests (needs --cors-origins listing the origins, not *).",
 )
 @click.option(
+    "--cors-refusal-log-interval",
+    default="60s",
+    callback=_duration,
+    help="A refused CORS origin or preflight is logged once per this interval per origin.",
+)
+@click.option(
     "--behind-proxy/--no-behind-proxy",
     default=False,
     help="Trust Forwarded / X-Forwarded-* for Location URLs and the client's address.",

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tusd_py.cors import normalise_origins
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 S3Tails = Literal["auto", "redis", "s3"]
@@ -43,6 +45,7 @@ class Config:
     behind_proxy: bool = False
     cors_origins: list[str] = field(default_factory=lambda: ["*"])
     cors_allow_credentials: bool = False
+    cors_refusal_log_interval: float = 60.0  # a refused origin is logged once per this
     log_level: LogLevel = "info"
 
     # Limits and timeouts (seconds)
@@ -112,6 +115,7 @@ class Config:
             self.base_path += "/"
         if self.max_size < 0:
             raise ValueError("max_size must be >= 0")
+        self.cors_origins = normalise_origins(self.cors_origins)
         if self.cors_allow_credentials and "*" in self.cors_origins:
             # Starlette answers a credentialed request from any origin with that origin: every
             # site could then act with the user's cookies.
