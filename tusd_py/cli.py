@@ -139,7 +139,8 @@ class _Server(uvicorn.Server):
 @click.option(
     "--cors-origins",
     default="*",
-    help="Comma-separated origins allowed by CORS ('*' = any, '' = CORS off).",
+    help="Comma-separated origins allowed by CORS ('*' = any, '' = CORS off), each "
+    "scheme://host[:port] (a trailing slash and capitals are fine; a path is refused).",
 )
 @click.option(
     "--cors-credentials/--no-cors-credentials",
