@@ -21,6 +21,7 @@ from tusd_py.config import Config
 from tusd_py.errors import TusError
 from tusd_py.failures import cause_of
 from tusd_py.info import UploadInfo
+from tusd_py.logs import RequestIdsFilter
 from tusd_py.observe import ObserveMiddleware
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -38,6 +39,7 @@ async def test_a_failing_hook_function_gives_one_error_line_naming_the_hook(
 
     app = create_app(Config(upload_dir=str(tmp_path)), hooks={"pre-create": pre_create})
     caplog.set_level(logging.DEBUG)
+    caplog.handler.addFilter(RequestIdsFilter())  # what the server's own handler adds
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tus.test") as client:
@@ -51,6 +53,8 @@ async def test_a_failing_hook_function_gives_one_error_line_naming_the_hook(
         "POST /files/ answered 500 hook-failed: pre-create hook failed: HookError: ValueError: boom"
     )
     assert record.operation == "pre-create hook"  # type: ignore[attr-defined]
+    assert record.request_id == "r-1"  # type: ignore[attr-defined]
+    assert record.upload_id is not None  # type: ignore[attr-defined]  # the id it would have had
     assert not record.exc_info
     tracebacks = [r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info]
     assert tracebacks, "the traceback is logged at debug level"

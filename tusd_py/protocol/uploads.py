@@ -83,8 +83,9 @@ async def declare_length(
 async def new_upload(ctx: TusContext, info: UploadInfo) -> None:
     """Create `info` everywhere: pre-create (may reject, or change the id and metadata), the
     store, the state, then post-create."""
+    bind_upload(info.id)  # the log lines that follow name it (the hook's failure too)
     await ctx.hooks.pre_create(info)
-    bind_upload(info.id)  # the id is final now: the log lines that follow name it
+    bind_upload(info.id)  # the hook may have chosen another id
     await ctx.store.create(info)
     await ctx.state.create(info)
     ctx.hooks.created(info)
