@@ -139,15 +139,22 @@ def test_a_stopped_s3_gives_a_503_and_one_error_line_naming_the_s3_call(
             ),
         )  # fmt: skip
         try:
-            assert create(server.endpoint, 10).status_code == 201
+            url = create(server.endpoint, 6 * MiB).headers["Location"]
             stop_process(s3.proc)
             refused = create(server.endpoint, 10, request_id="req-s3-down")
             assert refused.status_code == 503, refused.text
-            errors = wait_for_errors(server, 1)
+            failed_patch = patch(url, b"x" * (6 * MiB), request_id="req-s3-patch")
+            assert failed_patch.status_code == 503, failed_patch.text
+            errors = wait_for_errors(server, 2)
         finally:
             server.stop()
-    assert len(errors) == 1, server.output
-    [failure] = [r for r in json_records(server) if r["level"] == "error"]
+    assert len(errors) == 2, server.output
+    failure, patch_failure = [r for r in json_records(server) if r["level"] == "error"]
+    # The 6 MiB are the upload's one part (below --s3-part-size, and its last): UploadPart.
+    assert patch_failure["operation"] == "S3 UploadPart", patch_failure
+    assert patch_failure["request_id"] == "req-s3-patch"
+    assert patch_failure["upload_id"] == upload_id(url)
+    assert "Could not connect" in patch_failure["cause"], patch_failure
     assert failure["request_id"] == "req-s3-down"
     assert failure["status"] == 503 and failure["code"] == "storage-unavailable"
     assert failure["operation"] == "S3 CreateMultipartUpload", failure
