@@ -8,6 +8,7 @@ hook function and an exception outside the tus endpoint.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterable
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,8 @@ from tusd_py.failures import cause_of
 from tusd_py.info import UploadInfo
 from tusd_py.logs import RequestIdsFilter
 from tusd_py.observe import ObserveMiddleware
+from tusd_py.stores.base import Commit
+from tusd_py.stores.memory import MemoryStore
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -92,3 +95,40 @@ def test_the_cause_is_the_exception_an_error_was_raised_from() -> None:
     except TusError as error:
         assert cause_of(error) == "OSError: [Errno 30] Read-only file system"
     assert cause_of(TusError(500, "storage-inconsistent", "a gap")) == "a gap"
+
+
+class UnwritableStore(MemoryStore):
+    async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
+        try:
+            raise OSError(5, "Input/output error")
+        except OSError as exc:
+            raise TusError(500, "storage-error", "cannot write", operation="write x") from exc
+
+
+async def test_an_overridden_patch_is_named_patch_on_its_error_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = create_app(Config(), store=UnwritableStore())
+    caplog.set_level(logging.INFO)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tus.test") as client:
+            created = await client.post("/files/", headers={**TUS, "Upload-Length": "3"})
+            url = created.headers["Location"]
+            response = await client.post(
+                url,
+                content=b"abc",
+                headers={
+                    **TUS,
+                    "X-HTTP-Method-Override": "PATCH",
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                },
+            )
+    assert response.status_code == 500
+    [record] = error_records(caplog)
+    path = httpx.URL(url).path
+    assert record.getMessage() == (
+        f"PATCH {path} answered 500 storage-error: write x failed: "
+        "OSError: [Errno 5] Input/output error"
+    )
