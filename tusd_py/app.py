@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Mapping
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from tusd_py.config import Config
+from tusd_py.cors import LoggedCORSMiddleware
 from tusd_py.expiry import running_sweep
 from tusd_py.hooks import HookFunction, Hooks, HookType
 from tusd_py.locking.base import Locker
@@ -163,7 +163,8 @@ def create_app(
         return PlainTextResponse("ok\n")
 
     cors = Middleware(
-        CORSMiddleware,
+        LoggedCORSMiddleware,
+        refusal_log_interval=config.cors_refusal_log_interval,
         allow_origins=config.cors_origins,
         allow_credentials=config.cors_allow_credentials,
         allow_methods=CORS_METHODS,

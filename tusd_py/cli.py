@@ -186,12 +186,19 @@ class _Server(uvicorn.Server):
 @click.option(
     "--cors-origins",
     default="*",
-    help="Comma-separated origins allowed by CORS ('*' = any, '' = CORS off).",
+    help="Comma-separated origins allowed by CORS ('*' = any, '' = CORS off), each "
+    "scheme://host[:port] (a trailing slash and capitals are fine; a path is refused).",
 )
 @click.option(
     "--cors-credentials/--no-cors-credentials",
     default=False,
     help="Allow credentialed CORS requests (needs --cors-origins listing the origins, not *).",
+)
+@click.option(
+    "--cors-refusal-log-interval",
+    default="60s",
+    callback=_duration,
+    help="A refused CORS origin or preflight is logged once per this interval per origin.",
 )
 @click.option(
     "--behind-proxy/--no-behind-proxy",
@@ -419,7 +426,7 @@ def run(config: Config) -> None:
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         log_level=config.log_level,
         log_config=None,  # uvicorn's loggers propagate to ours: one format for every line
-        access_log=config.log_level == "debug",
+        access_log=False,  # ObserveMiddleware writes the one access line of every request
         timeout_graceful_shutdown=30,
         timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
         h11_max_incomplete_event_size=config.max_header_size,

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tusd_py.cors import normalise_origins
 from tusd_py.validation import ConfigError, check_config
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -45,6 +46,7 @@ class Config:
     behind_proxy: bool = False
     cors_origins: list[str] = field(default_factory=lambda: ["*"])
     cors_allow_credentials: bool = False
+    cors_refusal_log_interval: float = 60.0  # a refused origin is logged once per this
     log_level: LogLevel = "info"
 
     # Limits and timeouts (seconds)
@@ -134,6 +136,7 @@ class Config:
             raise ConfigError(
                 "the expiry sweep interval must be a duration > 0", "expiration_sweep_interval"
             )
+        self.cors_origins = normalise_origins(self.cors_origins)
         if self.cors_allow_credentials and "*" in self.cors_origins:
             # Starlette answers a credentialed request from any origin with that origin: every
             # site could then act with the user's cookies.

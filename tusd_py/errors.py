@@ -2,7 +2,9 @@
 
 Every failure the protocol layer can answer is a `TusError`; `protocol.responses` turns it into
 the one response shape clients see. Third-party exceptions (botocore, redis, OSError) are mapped
-into a `TusError` at the boundary where they happen.
+into a `TusError` at the boundary where they happen, raised `from` the original (the cause) and
+naming the `operation` that failed (`S3 UploadPart`, `Redis EVALSHA commit`, `write <path>`):
+the two things the error log line of a 5xx (tusd_py/failures.py) tells the operator.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ class TusError(Exception):
         code: str,
         message: str,
         headers: dict[str, str] | None = None,
+        *,
+        operation: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.operation = operation  # what failed, for the log; never sent to the client
 
     def __repr__(self) -> str:
         return f"TusError({self.status}, {self.code!r}, {self.message!r})"
@@ -63,9 +68,13 @@ def offset_mismatch(expected: int, got: int) -> TusError:
     )
 
 
-def storage_unavailable(what: str, retry_after: int = 5) -> TusError:
+def storage_unavailable(
+    what: str, retry_after: int = 5, *, operation: str | None = None
+) -> TusError:
     """A backend (Redis, S3, disk) failed in a way a retry may fix: 503 + Retry-After."""
-    return TusError(503, "storage-unavailable", what, {"Retry-After": str(retry_after)})
+    return TusError(
+        503, "storage-unavailable", what, {"Retry-After": str(retry_after)}, operation=operation
+    )
 
 
 def lock_lost(upload_id: str) -> TusError:

@@ -18,10 +18,25 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tusd_py import metrics
+from tusd_py.failures import log_unexpected
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.request_context import RequestContext, current_request
 
 access_log = logging.getLogger("tusd_py.access")
+
+_INTERNAL_ERROR = b"Internal Server Error\n"
+
+
+def _internal_error_start() -> Message:
+    return {
+        "type": "http.response.start",
+        "status": 500,
+        "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(_INTERNAL_ERROR)).encode()),
+        ],
+    }
+
 
 # Anything printable up to 128 characters: long enough for UUIDs and trace ids, short and
 # clean enough to log and echo safely.
@@ -47,10 +62,12 @@ class ObserveMiddleware:
         status = 500
         replacement_body: bytes | None = None
         body_sent = False
+        response_started = False
 
         async def send_observed(message: Message) -> None:
-            nonlocal status, replacement_body, body_sent
+            nonlocal status, replacement_body, body_sent, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 message.setdefault("headers", [])
                 headers = MutableHeaders(scope=message)
                 if "x-request-id" not in headers:
@@ -77,6 +94,14 @@ class ObserveMiddleware:
             metrics.CONNECTIONS_OPEN.inc()
         try:
             await self.app(scope, receive, send_observed)
+        except Exception as exc:
+            # Outside the tus endpoint (which answers its own errors): answer the 500 here and
+            # log it once, rather than Starlette's and uvicorn's tracebacks at error level.
+            if response_started:
+                raise
+            log_unexpected(exc, scope.get("method", ""), scope.get("path", ""))
+            await send_observed(_internal_error_start())
+            await send_observed({"type": "http.response.body", "body": _INTERNAL_ERROR})
         finally:
             elapsed = time.perf_counter() - start
             method = _method_label(scope)
@@ -84,18 +109,22 @@ class ObserveMiddleware:
                 metrics.CONNECTIONS_OPEN.dec()
                 metrics.REQUESTS.labels(method, str(status)).inc()
                 metrics.REQUEST_DURATION.labels(method).observe(elapsed)
+            full_path = scope.get("path", "")
+            line = "%s %s %d %.1fms"
+            args: list[object] = [method, full_path, status, elapsed * 1000]
+            if ctx.access_note is not None:
+                line += ": %s"
+                args.append(ctx.access_note)
             access_log.log(
                 logging.DEBUG if quiet else logging.INFO,
-                "%s %s %d %.1fms",
-                method,
-                scope.get("path", ""),
-                status,
-                elapsed * 1000,
+                line,
+                *args,
                 extra={
                     "method": method,
-                    "path": scope.get("path", ""),
+                    "path": full_path,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 1),
+                    **ctx.access_fields,
                 },
             )
             current_request.reset(token)

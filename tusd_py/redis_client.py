@@ -116,29 +116,34 @@ def text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def redis_unavailable(exc: rexc.RedisError) -> TusError:
+def redis_unavailable(exc: rexc.RedisError, operation: str = "command") -> TusError:
+    """The 503 of a failed Redis call; `operation` (`EVALSHA commit`, `HMGET`) is logged."""
+    logged = f"Redis {operation}"
     if isinstance(exc, PoolExhausted):
         # Busy rather than down: the same request a moment later usually finds a connection.
         return storage_unavailable(
-            f"Redis connection pool exhausted: {exc}; retry shortly", retry_after=1
+            f"Redis connection pool exhausted: {exc}; retry shortly",
+            retry_after=1,
+            operation=logged,
         )
     if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError | rexc.NoPermissionError):
         # A ConnectionError to redis-py, but no outage: the URL's credentials are wrong.
         return storage_unavailable(f"Redis refused the credentials of --redis-url: {exc}")
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError):
-        return storage_unavailable(f"Redis is unreachable: {exc}")
+        return storage_unavailable(f"Redis is unreachable: {exc}", operation=logged)
     # OOM, READONLY after a failover, cluster resharding, a script error: nothing the client
     # did wrong, and a retry may well succeed.
-    return storage_unavailable(f"Redis refused the operation: {exc}")
+    return storage_unavailable(f"Redis refused the operation: {exc}", operation=logged)
 
 
 @contextlib.contextmanager
-def redis_errors() -> Iterator[None]:
-    """Turn redis-py exceptions into the 503 the client sees; other errors pass unchanged."""
+def redis_errors(operation: str) -> Iterator[None]:
+    """Turn redis-py exceptions into the 503 the client sees, naming `operation` (the command,
+    and for a script which one: `EVALSHA commit`) for the log; other errors pass unchanged."""
     try:
         yield
     except rexc.RedisError as exc:
-        raise redis_unavailable(exc) from exc
+        raise redis_unavailable(exc, operation) from exc
 
 
 class SharedClient:

@@ -82,3 +82,31 @@ def test_deployment_files_are_shown_verbatim_and_use_real_options() -> None:
     assert {v for v in variables if v.startswith("TUSD_")} <= options
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     assert set(re.findall(r"\bTUSD_[A-Z0-9_]+\b", dockerfile)) <= options
+
+
+def test_the_systemd_unit_is_shown_verbatim_and_uses_real_options_and_the_real_command() -> None:
+    import shutil
+    import subprocess
+    import tomllib
+
+    unit_path = REPO / "deploy/tusd-py.service"
+    unit = unit_path.read_text(encoding="utf-8")
+    assert unit in (REPO / "docs/deployment.md").read_text(encoding="utf-8")
+    options = {f"TUSD_{p.name.upper()}" for p in cli.main.params if p.name}
+    assert set(re.findall(r"\bTUSD_[A-Z0-9_]+\b", unit)) <= options
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    [command] = re.findall(r"^ExecStart=\S*/(\S+)$", unit, re.MULTILINE)
+    assert command in scripts
+    # The line the docs' sed turns into the template's (tusd-py@.service) TUSD_PORT=%i.
+    assert "\nEnvironment=TUSD_PORT=8080\n" in unit
+    if shutil.which("systemd-analyze"):
+        done = subprocess.run(
+            ["systemd-analyze", "verify", str(unit_path)], capture_output=True, text=True
+        )
+        # The command is not installed here: that is the only complaint allowed.
+        problems = [
+            line
+            for line in done.stderr.splitlines()
+            if line.strip() and "/opt/tusd-py/bin/tusd-py" not in line
+        ]
+        assert problems == [], done.stderr

@@ -9,14 +9,11 @@ say which one ran.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import io
 import os
-import shutil
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ import pytest
 
 from tests.reliability.backends import MiB, payload
 from tests.reliability.figures import record
+from tests.support.mounts import small_disk
 from tests.support.servers import RedisServer, unique_prefix
 from tests.support.tusd_process import TusdProcess
 from tusd_py.app import create_app
@@ -39,29 +37,6 @@ TUS = {"Tus-Resumable": "1.0.0"}
 DISK = 8 * MiB
 BALLAST = 2 * MiB
 UPLOAD = 7 * MiB
-
-
-def _privileged(command: list[str]) -> list[str]:
-    return command if os.geteuid() == 0 else ["sudo", "-n", *command]
-
-
-@contextlib.contextmanager
-def small_disk(directory: Path, size: int) -> Iterator[bool]:
-    """A tmpfs of `size` bytes at `directory`; yields False when none can be mounted."""
-    directory.mkdir(parents=True, exist_ok=True)
-    no_mount = os.environ.get("TUSD_RELIABILITY_NO_MOUNT", "") not in ("", "0")
-    if no_mount or (os.geteuid() != 0 and shutil.which("sudo") is None):
-        yield False
-        return
-    mount = _privileged(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs"])
-    done = subprocess.run([*mount, str(directory)], capture_output=True, timeout=10)
-    if done.returncode != 0:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        subprocess.run(_privileged(["umount", "-l", str(directory)]), timeout=10, check=False)
 
 
 def patch(client: httpx.Client, url: str, offset: int, data: bytes) -> httpx.Response:

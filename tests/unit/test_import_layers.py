@@ -17,6 +17,7 @@ ROOT = Path(tusd_py.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     (
         "tusd_py.errors",
+        "tusd_py.cors",
         "tusd_py.ids",
         "tusd_py.info",
         "tusd_py.metadata",
@@ -27,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
         "tusd_py.request_context",
         "tusd_py.redis_client",
         "tusd_py.logs",
+        "tusd_py.failures",
     ),
     ("tusd_py.stores", "tusd_py.locking"),
     ("tusd_py.state", "tusd_py.hooks"),

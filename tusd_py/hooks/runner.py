@@ -365,7 +365,9 @@ class Hooks:
             raise
         except Exception as exc:
             metrics.HOOK_ERRORS.labels(name).inc()
-            log.exception("the %s hook function raised", name)
+            # The failure is logged once by whoever reports it (the 500's error line, or the
+            # post-* hook's warning); the traceback only at debug.
+            log.debug("the %s hook function raised", name, exc_info=True)
             raise HookError(f"{type(exc).__name__}: {exc}") from exc
 
     async def _blocking(
@@ -380,9 +382,11 @@ class Hooks:
         try:
             return await self._run(self._event(hook_type, info, access))
         except HookError as exc:
-            log.error("%s hook failed: %s", hook_type.value, exc)
             raise TusError(
-                500, "hook-failed", f"the {hook_type.value} hook failed, so {outcome}: {exc}"
+                500,
+                "hook-failed",
+                f"the {hook_type.value} hook failed, so {outcome}: {exc}",
+                operation=f"{hook_type.value} hook",
             ) from exc
 
     def _fire(

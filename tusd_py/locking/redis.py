@@ -222,7 +222,7 @@ class RedisLocker(Locker):
                 now = loop.time()
                 force = now - last_ask >= REASK_INTERVAL
                 sent = time.monotonic()
-                with redis_errors():
+                with redis_errors("EVALSHA acquire"):
                     reply: list[Any] = await self._acquire_script(
                         keys=keys,
                         args=[
@@ -261,7 +261,7 @@ class RedisLocker(Locker):
                     del self._waiters[upload_id]
 
     async def holder(self, upload_id: str) -> str | None:
-        with redis_errors():
+        with redis_errors("GET"):
             token = await self._client.get(lock_key(self.prefix, upload_id))
         return None if token is None else text(token)
 
@@ -298,7 +298,7 @@ class RedisLocker(Locker):
                 wake.clear()
                 now = loop.time()
                 ask = now - last_ask >= REASK_INTERVAL
-                with redis_errors():
+                with redis_errors("EVALSHA let-go"):
                     pttl = int(
                         await self._let_go_script(
                             keys=keys,

@@ -133,6 +133,7 @@ class BodyReader:
                             "the request body's chunked framing is invalid; none of this "
                             "request's bytes were stored",
                         )
+                    self.stop_reason = "client went away"
                     return
                 chunk: bytes = message.get("body", b"")
                 more = bool(message.get("more_body", False))
@@ -155,6 +156,23 @@ class BodyReader:
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
+
+
+# How a body that ended early ended, in the words of the access line.
+_ENDINGS = {
+    "handover": "another request took the upload over",
+    "idle": "the client sent nothing for --read-timeout",
+    "too slow": "the body arrived slower than --body-min-rate",
+    "shutdown": "the server is shutting down",
+    "cancelled": "the request was cancelled",
+}
+
+
+def early_end(reader: BodyReader) -> str | None:
+    """Why the body stopped before its end ("client went away", ...), None when it did not."""
+    if reader.complete or reader.stop_reason is None:
+        return None
+    return _ENDINGS.get(reader.stop_reason, reader.stop_reason)
 
 
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tusd_py.errors import TusError
+from tusd_py.failures import log_server_error, log_unexpected
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.protocol.access import check_access
-from tusd_py.protocol.body import body_left_unread
+from tusd_py.protocol.body import BodyReader, body_left_unread, early_end
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.create import handle_create
 from tusd_py.protocol.delete import handle_delete
@@ -24,8 +23,7 @@ from tusd_py.protocol.linger import respond_and_drain
 from tusd_py.protocol.options import handle_options
 from tusd_py.protocol.patch import handle_patch
 from tusd_py.protocol.responses import error_response
-
-log = logging.getLogger("tusd_py")
+from tusd_py.request_context import current_request
 
 _OVERRIDABLE = frozenset({"PATCH", "DELETE", "HEAD", "GET", "POST", "OPTIONS"})
 _COLLECTION_METHODS = "POST, OPTIONS"
@@ -49,12 +47,37 @@ def effective_method(request: Request) -> str:
     return method
 
 
+def logged_method(request: Request) -> str:
+    """The method as the access line names it: a POST overridden to PATCH is a PATCH."""
+    try:
+        return effective_method(request)
+    except TusError:
+        return request.method
+
+
 def expects_continue(request: Request) -> bool:
     """The client waits for `100 Continue` before sending its body; none was sent if the body
     was never read, so there is nothing to drain."""
     reader = getattr(request.state, "body_reader", None)
     waiting = "100-continue" in request.headers.get("expect", "").lower()
     return waiting and (reader is None or reader.received == 0)
+
+
+def note_early_end(request: Request, response: Response) -> None:
+    """A body cut short (the client went away, a handover, ...) says so on the access line,
+    with the bytes received and the offset committed: what the client resumes from."""
+    reader: BodyReader | None = getattr(request.state, "body_reader", None)
+    ctx = current_request.get()
+    if reader is None or ctx is None or (ending := early_end(reader)) is None:
+        return
+    offset = response.headers.get("upload-offset")
+    committed = f", offset {offset} committed" if offset is not None else ""
+    ctx.note(
+        f"body ended early ({ending}) after {reader.received} bytes{committed}",
+        body_end=ending,
+        body_received=reader.received,
+        upload_offset=None if offset is None else int(offset),
+    )
 
 
 def method_not_allowed(method: str, allowed: str) -> TusError:
@@ -70,14 +93,17 @@ class TusEndpoint:
         try:
             response = await self.dispatch(request)
         except TusError as error:
+            if error.status >= 500:
+                log_server_error(error, logged_method(request), request.url.path)
             response = error_response(error)
-        except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.url.path)
+        except Exception as exc:
+            log_unexpected(exc, logged_method(request), request.url.path)
             response = error_response(
                 TusError(
                     500, "internal-error", "the server failed unexpectedly; the upload is unchanged"
                 )
             )
+        note_early_end(request, response)
         if body_left_unread(request):
             # Otherwise uvicorn keeps the connection and the client goes on sending a body nobody
             # reads (after a handover, or an error answered before the body).

@@ -25,6 +25,7 @@ from tusd_py.locking.held import held
 from tusd_py.protocol.body import BodyReader
 from tusd_py.protocol.checksum import Checksum, guarded
 from tusd_py.protocol.context import TusContext, is_expired
+from tusd_py.request_context import bind_upload
 from tusd_py.stores.base import LengthDeferrer
 
 log = logging.getLogger("tusd_py")
@@ -82,7 +83,9 @@ async def declare_length(
 async def new_upload(ctx: TusContext, info: UploadInfo) -> None:
     """Create `info` everywhere: pre-create (may reject, or change the id and metadata), the
     store, the state, then post-create."""
+    bind_upload(info.id)  # the log lines that follow name it (the hook's failure too)
     await ctx.hooks.pre_create(info)
+    bind_upload(info.id)  # the hook may have chosen another id
     await ctx.store.create(info)
     await ctx.state.create(info)
     ctx.hooks.created(info)

@@ -172,7 +172,7 @@ class RedisState(StateStore):
             await self._client.ping()
 
     async def ready(self) -> None:
-        with redis_errors():
+        with redis_errors("PING"):
             await self._client.ping()
 
     async def close(self) -> None:
@@ -196,7 +196,7 @@ class RedisState(StateStore):
         await self._write(info, info.offset, token="", mode="new")
 
     async def get(self, upload_id: str) -> UploadInfo | None:
-        with redis_errors():
+        with redis_errors("HMGET"):
             values: list[Any] = await self._client.hmget(
                 upload_key(self.prefix, upload_id, "state"), list(_FIELDS)
             )
@@ -206,7 +206,7 @@ class RedisState(StateStore):
 
     async def get_with_holder(self, upload_id: str) -> tuple[UploadInfo | None, str | None]:
         """`get`, and the token of the upload's lock holder (None: free), in one round trip."""
-        with redis_errors():
+        with redis_errors("EVALSHA get-with-holder"):
             reply: list[Any] = await self._get_with_holder(
                 keys=self._keys(upload_id), args=list(_FIELDS)
             )
@@ -219,7 +219,7 @@ class RedisState(StateStore):
     async def commit(self, info: UploadInfo, offset: int, lock: Lock) -> None:
         if not lock.valid:
             raise lock_lost(info.id)
-        with redis_errors():
+        with redis_errors("EVALSHA commit"):
             reply: list[Any] = await self._commit(
                 keys=self._keys(info.id),
                 args=[lock.token, offset, _expires_text(info), *self._ttl_args(info)],
@@ -250,12 +250,12 @@ class RedisState(StateStore):
         await self._store.save_info(info)
 
     async def delete(self, upload_id: str) -> None:
-        with redis_errors():
+        with redis_errors("DEL"):
             await self._client.delete(upload_key(self.prefix, upload_id, "state"))
 
     async def _write(self, info: UploadInfo, offset: int, *, token: str, mode: str) -> int:
         length, finished_ttl_ms, expire_at_ms = self._ttl_args(info)
-        with redis_errors():
+        with redis_errors("EVALSHA put"):
             stored = await self._put(
                 keys=self._keys(info.id),
                 args=[
@@ -286,7 +286,7 @@ class RedisState(StateStore):
         offset = await self._store.stored_offset(info)
         if info.length is not None:
             offset = min(offset, info.length)
-        with redis_errors():
+        with redis_errors("EVALSHA rebuild"):
             values: list[Any] = await self._rebuild(
                 keys=[upload_key(self.prefix, upload_id, "state")],
                 args=[_info_json(info), offset, _expires_text(info), *self._ttl_args(info)],

@@ -178,13 +178,16 @@ def _azure_errors(operation: str, upload_id: str | None) -> Iterator[None]:
     except ResourceModifiedError as exc:
         # Only conditional writes fail like this: another request changed the blob.
         if upload_id is None:
-            raise storage_unavailable(f"Azure {operation} failed: {_detail(exc)}") from exc
+            raise storage_unavailable(
+                f"Azure {operation} failed: {_detail(exc)}", operation=f"Azure {operation}"
+            ) from exc
         raise lock_lost(upload_id) from exc
     except _ERRORS as exc:
         subject = f" for upload {upload_id!r}" if upload_id else ""
         raise storage_unavailable(
             f"Azure {operation}{subject} failed even after retries ({_detail(exc)}); "
-            "the upload is intact up to its current offset, resume it shortly"
+            "the upload is intact up to its current offset, resume it shortly",
+            operation=f"Azure {operation}",
         ) from exc
 
 

@@ -80,10 +80,22 @@ THREADED_FOR = 30.0
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 
-def _disk_error(exc: OSError) -> TusError:
+def _disk_error(exc: OSError, verb: str, path: Path) -> TusError:
+    """The 5xx of a failed file operation; `verb` and the file name it failed on are logged."""
+    operation = f"{verb} {exc.filename or path}"
     if exc.errno == errno.ENOSPC:
-        return TusError(507, "insufficient-storage", "the server's disk is full; retry later")
-    return TusError(500, "storage-error", f"the server could not write the upload: {exc.strerror}")
+        return TusError(
+            507,
+            "insufficient-storage",
+            "the server's disk is full; retry later",
+            operation=operation,
+        )
+    return TusError(
+        500,
+        "storage-error",
+        f"the server could not write the upload: {exc.strerror}",
+        operation=operation,
+    )
 
 
 # The blocking halves of the store's file operations. Each runs whole, on the loop or (see STALL)
@@ -288,7 +300,7 @@ class _FileWriter:
                         await self._settle()  # raises what the commit raised
                     self._flush(due)
                 except OSError as exc:
-                    raise _disk_error(exc) from exc
+                    raise _disk_error(exc, "write", self.path) from exc
 
     def _count_pending(self) -> None:
         """The write in a thread has completed (it was awaited): its bytes are written."""
@@ -325,7 +337,7 @@ class _FileWriter:
             self.written += size
             await self._settle()
         except OSError as exc:
-            raise _disk_error(exc) from exc
+            raise _disk_error(exc, "write", self.path) from exc
 
     async def _commit_at(self, written: int) -> None:
         try:
@@ -449,21 +461,21 @@ class FileStore(DataStore):
         except FileExistsError:
             raise upload_exists(info.id) from None
         except OSError as exc:
-            raise _disk_error(exc) from exc
+            raise _disk_error(exc, "create", data) from exc
 
     async def save_info(self, info: UploadInfo) -> None:
         paths = self._info_path(info.id), self._progress_path(info.id)
         try:
             await self._blocking(_replace_info, *paths, info.to_json())
         except OSError as exc:
-            raise _disk_error(exc) from exc
+            raise _disk_error(exc, "write", paths[0]) from exc
 
     async def save_progress(self, info: UploadInfo) -> None:
         path, text = self._progress_path(info.id), _progress_text(info)
         try:
             await self._blocking(_write_progress, path, text)
         except OSError as exc:
-            raise _disk_error(exc) from exc
+            raise _disk_error(exc, "write", path) from exc
 
     async def load_info(self, upload_id: str) -> UploadInfo | None:
         paths = self._info_path(upload_id), self._progress_path(upload_id)
@@ -495,9 +507,10 @@ class FileStore(DataStore):
                 "storage-inconsistent",
                 f"upload {info.id!r} is committed up to byte {info.offset} but only {short.size} "
                 "bytes are stored; refusing to fill the gap",
+                operation=f"open {path}",
             ) from None
         except OSError as exc:
-            raise _disk_error(exc) from exc
+            raise _disk_error(exc, "open", path) from exc
         return await _FileWriter(self, info, path, f, commit).run(chunks)
 
     async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
@@ -510,7 +523,7 @@ class FileStore(DataStore):
                 404, "upload-not-found", f"a part of final upload {final.id!r} is gone"
             ) from exc
         except OSError as exc:
-            raise _disk_error(exc) from exc
+            raise _disk_error(exc, "concatenate into", self._data_path(final.id)) from exc
 
     async def finish(self, info: UploadInfo) -> None:
         try:
@@ -518,7 +531,7 @@ class FileStore(DataStore):
         except FileNotFoundError:
             raise TusError(404, "upload-not-found", f"the data of {info.id!r} is gone") from None
         except OSError as exc:
-            raise _disk_error(exc) from exc
+            raise _disk_error(exc, "mark finished", self._data_path(info.id)) from exc
 
     async def terminate(self, info: UploadInfo) -> None:
         data = self._data_path(info.id)

@@ -18,6 +18,7 @@
 //   parallelUploads           number of partial uploads (concatenation)
 //   protocol                  "tus-v1" (default), "ietf-draft-03" or "ietf-draft-05"
 //   retryDelays               array of ms, or null (default: null, so server errors surface)
+//   addRequestId              true: every request carries a fresh X-Request-ID (a UUID)
 //   abortAfterBytes           let only this many body bytes of the first upload request out,
 //                             abort that upload, then resume it from its URL in a new Upload
 //                             (uploadUrl), as an app does after a crash or a page reload
@@ -30,7 +31,13 @@ import { createReadStream, readFileSync, statSync } from 'node:fs'
 import { PassThrough, Readable, Transform } from 'node:stream'
 import { DefaultHttpStack, Upload } from 'tus-js-client'
 
-const REPORTED_HEADERS = ['Location', 'Upload-Offset', 'Upload-Length', 'Tus-Resumable']
+const REPORTED_HEADERS = [
+  'Location',
+  'Upload-Offset',
+  'Upload-Length',
+  'Tus-Resumable',
+  'X-Request-ID',
+]
 
 function parseOptions(argv) {
   if (argv.length !== 1) {
@@ -97,6 +104,8 @@ class RecordingStack {
     req.send = (body = null) => {
       const override = req.getHeader('X-HTTP-Method-Override')
       if (override) entry.override = override
+      const requestId = req.getHeader('X-Request-ID')
+      if (requestId) entry.requestId = requestId
       const declared = req.getHeader('Upload-Length')
       if (declared != null && method !== 'POST') entry.declaresLength = Number(declared)
       entry.bodyBytes = body?.size ?? 0
@@ -147,6 +156,7 @@ function uploadOptions(opts, stack, extra) {
     uploadDataDuringCreation: Boolean(opts.uploadDataDuringCreation),
     overridePatchMethod: Boolean(opts.overridePatchMethod),
     parallelUploads: opts.parallelUploads ?? 1,
+    addRequestId: Boolean(opts.addRequestId),
     httpStack: stack,
     ...extra,
   }

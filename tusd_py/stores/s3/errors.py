@@ -74,21 +74,31 @@ def misconfiguration(exc: BaseException, bucket: str, head_bucket: bool = False)
     return None
 
 
+def operation_name(operation: str) -> str:
+    """S3's name of a call: `UploadPart` for aiobotocore's `upload_part`."""
+    if "_" not in operation and not operation.islower():
+        return operation
+    return "".join(word.capitalize() for word in operation.split("_"))
+
+
 def s3_unavailable(
     operation: str, upload_id: str | None, exc: BaseException, bucket: str | None = None
 ) -> TusError:
     subject = f" for upload {upload_id!r}" if upload_id else ""
+    name = operation_name(operation)
     problem = misconfiguration(exc, bucket or "?")
     if problem is not None:
         return TusError(
             500,
             "storage-misconfigured",
-            f"S3 {operation}{subject} failed: {problem} ({error_detail(exc)}); the server's "
+            f"S3 {name}{subject} failed: {problem} ({error_detail(exc)}); the server's "
             "storage is misconfigured, which retrying will not fix: tell its operator",
+            operation=f"S3 {name}",
         )
     return storage_unavailable(
-        f"S3 {operation}{subject} failed even after retries ({error_detail(exc)}); "
-        "the upload is intact up to its current offset, resume it shortly"
+        f"S3 {name}{subject} failed even after retries ({error_detail(exc)}); "
+        "the upload is intact up to its current offset, resume it shortly",
+        operation=f"S3 {name}",
     )
 
 

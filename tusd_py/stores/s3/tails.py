@@ -231,7 +231,7 @@ class RedisTails(TailStore):
             data = await data.read_from(position)
         field = f"{number}:{position}"
         key, index = self._key(upload, field), self._index(upload)
-        with redis_errors():
+        with redis_errors("MULTI/EXEC save-tail"):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.set(key, data)
                 pipe.hset(index, field, len(data))
@@ -245,7 +245,7 @@ class RedisTails(TailStore):
 
     async def _fields(self, upload: S3Upload) -> dict[tuple[int, int], int]:
         """(part number, position) -> size of every segment of the upload."""
-        with redis_errors():
+        with redis_errors("HGETALL"):
             found = await self._client.hgetall(self._index(upload))
         segments = {}
         for field, size in found.items():
@@ -275,7 +275,7 @@ class RedisTails(TailStore):
                 break
             needed.append((field, min(length, size - total)))
             total += length
-        with redis_errors():
+        with redis_errors("MGET"):
             values = await self._client.mget([self._key(upload, f) for f, _ in needed])
         for (_, length), value in zip(needed, values, strict=True):
             if not isinstance(value, bytes) or len(value) < length:
@@ -297,14 +297,14 @@ class RedisTails(TailStore):
     async def delete(self, upload: S3Upload) -> None:
         fields = [f"{n}:{pos}" for n, pos in await self._fields(upload)]
         await self._drop(upload, fields)
-        with redis_errors():
+        with redis_errors("UNLINK"):
             await self._client.unlink(self._index(upload))
 
     async def _drop(self, upload: S3Upload, fields: list[str]) -> None:
         index = self._index(upload)
         for i in range(0, len(fields), 1000):
             batch = fields[i : i + 1000]
-            with redis_errors():
+            with redis_errors("MULTI/EXEC drop-tails"):
                 async with self._client.pipeline(transaction=True) as pipe:
                     pipe.unlink(*[self._key(upload, field) for field in batch])
                     pipe.hdel(index, *batch)
