@@ -288,5 +288,5 @@ def test_config_wires_redis_tails_to_s3_stores(redis: RedisServer) -> None:
     assert wired(redis_url=redis.url, s3_tails="redis")
     assert not wired(redis_url=redis.url, s3_tails="s3")
     assert not wired()
-    with pytest.raises(ValueError, match="redis_url"):
+    with pytest.raises(ValueError, match="needs --redis-url"):
         Config(s3_bucket="b", s3_tails="redis")

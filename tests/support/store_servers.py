@@ -87,7 +87,9 @@ def blob_names(azurite: AzuriteServer, container: str) -> list[str]:
         store = AzureStore(container, connection_string=azurite.connection_string)
         await store.open()
         try:
-            return sorted([str(item.name) async for item in store._containers().list_blobs()])
+            # Names starting with "." are the store's index of uploads, not uploads.
+            blobs = store._containers().list_blobs()
+            return sorted([str(i.name) async for i in blobs if not str(i.name).startswith(".")])
         finally:
             await store.close()
 
