@@ -163,6 +163,13 @@ class _Server(uvicorn.Server):
     "to 5s for one, then 503.",
 )
 @click.option(
+    "--redis-expired-ttl",
+    default="1h",
+    callback=_duration,
+    help="How long Redis keeps the state of an unfinished upload past its expiry (the expiry "
+    "sweep deletes the upload itself).",
+)
+@click.option(
     "--s3-bucket", default=None, help="Store uploads in this S3 bucket instead of local files."
 )
 @click.option(

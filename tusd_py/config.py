@@ -78,6 +78,7 @@ class Config:
     redis_url: str | None = None
     redis_prefix: str = "tusd"
     redis_max_connections: int = 256  # per instance; more commands at once wait for one
+    redis_expired_ttl: float = 3600.0  # an expired unfinished upload's state lives this much longer
 
     # Hooks (see docs/hooks.md); HTTP hooks are off until hooks_http is set
     hooks_http: str | None = None
@@ -118,6 +119,8 @@ class Config:
             raise ValueError(
                 "--cors-credentials needs --cors-origins to list the origins allowed, not '*'"
             )
+        if self.redis_expired_ttl <= 0:
+            raise ValueError("--redis-expired-ttl must be more than 0")
         if self.s3_tails == "redis" and not self.redis_url:
             raise ValueError("s3_tails 'redis' needs redis_url")
 

@@ -7,10 +7,13 @@ import time
 from email.utils import parsedate_to_datetime
 
 import httpx
+import pytest
+from redis import Redis
 
 from tests.protocol.conftest import TusFactory, TusServer
 from tests.protocol.helpers import OCTET, TUS, assert_plain_error, create, head, patch, upload
 from tusd_py.expiry import sweep_once
+from tusd_py.redis_client import upload_key
 
 SHORT = 0.5  # seconds an upload lives in the tests that wait for it to expire
 
@@ -108,3 +111,25 @@ async def test_sweep_keeps_uploads_that_have_not_expired(server: TusServer) -> N
     assert await sweep_once(server.ctx) == 0
     assert server.stored_names() == before
     assert (await head(client, url)).headers["Upload-Offset"] == "3"
+
+
+@pytest.mark.parametrize("backend", ["file-redis", "s3-redis"])
+async def test_redis_drops_an_abandoned_upload_soon_and_the_sweep_still_removes_it(
+    tus_factory: TusFactory,
+) -> None:
+    """Its state lives `--redis-expired-ttl` past the expiry, not days; the sweep finds the
+    upload through storage and removes it all the same."""
+    server = await tus_factory(expiration=SHORT, redis_expired_ttl=SHORT)
+    client = server.client
+    url = await create(client, 10)
+    await patch(client, url, 0, b"abc")
+    upload_id = url.rsplit("/", 1)[1]
+    key = upload_key(server.config.redis_prefix, upload_id, "state")
+    with Redis.from_url(server.config.redis_url or "") as redis:
+        assert 0 < redis.pttl(key) <= (SHORT + SHORT) * 1000 + 100
+        await asyncio.sleep(SHORT + SHORT + 0.3)
+        assert redis.exists(key) == 0
+        assert await sweep_once(server.ctx) == 1
+        assert redis.exists(key) == 0
+    assert upload_id not in " ".join(server.stored_names())
+    assert (await head(client, url)).status_code in (404, 410)
