@@ -154,6 +154,13 @@ class _Server(uvicorn.Server):
 @click.option(
     "--redis-url", default=None, help="Keep upload state and locks in this Redis (many instances)."
 )
+@click.option(
+    "--local-state-cache",
+    default="64MiB",
+    callback=_size,
+    help="Without --redis-url: memory for the infos of recent uploads (at most 10,000; 0 = "
+    "none), so a HEAD need not read their .info; older ones are read back from it.",
+)
 @click.option("--redis-prefix", default="tusd", help="Prefix of every Redis key.")
 @click.option(
     "--redis-max-connections",
