@@ -75,7 +75,7 @@ class Config:
     azure_blob_access_tier: AzureAccessTier | None = None  # set on a blob when it is finished
 
     # Shared state: Redis when redis_url is set, else local state beside the data
-    local_state_cache: int = 64 * 1024**2  # without Redis: infos kept in memory, at most
+    local_state_cache: int = 64 * 1024**2  # bytes of recent infos kept in memory without Redis
     redis_url: str | None = None
     redis_prefix: str = "tusd"
     redis_max_connections: int = 256  # per instance; more commands at once wait for one
