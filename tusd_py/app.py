@@ -100,7 +100,8 @@ def build_state(config: Config, store: DataStore) -> tuple[StateStore, Locker]:
         from tusd_py.redis_backends import build_redis_backends
 
         return build_redis_backends(config, store)
-    return LocalState(store), MemoryLocker(config.lock_acquire_timeout)
+    state = LocalState(store, cache_bytes=config.local_state_cache)
+    return state, MemoryLocker(config.lock_acquire_timeout)
 
 
 def build_context(config: Config, store: DataStore | None = None) -> TusContext:

@@ -208,6 +208,13 @@ class _Server(uvicorn.Server):
 @click.option(
     "--redis-url", default=None, help="Keep upload state and locks in this Redis (many instances)."
 )
+@click.option(
+    "--local-state-cache",
+    default="64MiB",
+    callback=_size,
+    help="Without --redis-url: memory for the infos of recent uploads (at most 10,000; 0 = "
+    "none), so a HEAD need not read their .info; older ones are read back from it.",
+)
 @click.option("--redis-prefix", default="tusd", help="Prefix of every Redis key.")
 @click.option(
     "--redis-max-connections",
@@ -215,6 +222,13 @@ class _Server(uvicorn.Server):
     type=click.IntRange(min=1),
     help="Redis connections per instance for state and locks; more commands at once wait up "
     "to 5s for one, then 503.",
+)
+@click.option(
+    "--redis-expired-ttl",
+    default="1h",
+    callback=_duration,
+    help="How long Redis keeps the state of an unfinished upload past its expiry (the expiry "
+    "sweep deletes the upload itself).",
 )
 @click.option(
     "--s3-bucket", default=None, help="Store uploads in this S3 bucket instead of local files."

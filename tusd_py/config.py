@@ -83,9 +83,11 @@ class Config:
     azure_blob_access_tier: AzureAccessTier | None = None  # set on a blob when it is finished
 
     # Shared state: Redis when redis_url is set, else local state beside the data
+    local_state_cache: int = 64 * 1024**2  # bytes of recent infos kept in memory without Redis
     redis_url: str | None = None
     redis_prefix: str = "tusd"
     redis_max_connections: int = 256  # per instance; more commands at once wait for one
+    redis_expired_ttl: float = 3600.0  # an expired unfinished upload's state lives this much longer
 
     # Hooks (see docs/hooks.md); HTTP hooks are off until hooks_http is set, file hooks until
     # hooks_dir is (one of the two, as in tusd)
@@ -146,6 +148,10 @@ class Config:
             )
         if self.hooks_http and self.hooks_dir:
             raise ValueError("choose one of --hooks-http and --hooks-dir, not both")
+        if self.redis_expired_ttl <= 0:
+            raise ConfigError(
+                "an expired upload's Redis state must be kept more than 0 s", "redis_expired_ttl"
+            )
         if self.s3_tails == "redis" and not self.redis_url:
             raise ConfigError("--s3-tails redis needs --redis-url", "s3_tails")
         check_config(self)

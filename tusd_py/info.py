@@ -7,6 +7,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from tusd_py.metadata import encode_metadata, parse_metadata
+
 ConcatKind = Literal["partial", "final"]
 
 
@@ -16,7 +18,9 @@ class UploadInfo:
 
     `offset` is the committed offset: every byte below it is durable in the data store.
     `length` is None while the length is deferred. `metadata_header` is the `Upload-Metadata`
-    header exactly as the client sent it (it is echoed verbatim); `metadata` is its decoded form.
+    header exactly as the client sent it (it is echoed verbatim); `metadata` is its decoded form,
+    derived from it (or, given alone, encoded into it) and never stored: the JSON keeps the
+    header only. Code that changes `metadata` sets `metadata_header` to its encoding.
     `storage` holds the data store's own details (file path, bucket, key, multipart id, part size).
     A final upload lists its partials' ids in `parts`; a partial that an unfinished final has
     claimed names that final in `part_of`, so finishing the partial can complete the final.
@@ -37,6 +41,13 @@ class UploadInfo:
     storage: dict[str, Any] = field(default_factory=dict)
     completed: bool = False
 
+    def __post_init__(self) -> None:
+        if self.metadata_header is None:
+            if self.metadata:
+                self.metadata_header = encode_metadata(self.metadata)
+        elif not self.metadata:
+            self.metadata = parse_metadata(self.metadata_header)
+
     @property
     def deferred(self) -> bool:
         return self.length is None
@@ -45,11 +56,24 @@ class UploadInfo:
     def finished(self) -> bool:
         return self.length is not None and self.offset >= self.length
 
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form: every field but `metadata`, which the header already holds (storing
+        both doubled the bytes, and a binary value's every odd byte became a 6-byte escape)."""
+        data = asdict(self)
+        del data["metadata"]
+        return data
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        return dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str | bytes) -> UploadInfo:
+        """Reads `to_json`'s form, and the older one that also stored `metadata` (kept as it is,
+        so uploads in flight across an upgrade keep exactly what they had)."""
         data = json.loads(text)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)

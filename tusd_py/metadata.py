@@ -45,6 +45,25 @@ def parse_metadata(value: str) -> dict[str, str]:
     return result
 
 
+def metadata_problem(key: object, value: object) -> str | None:
+    """Why `encode_metadata` could not carry this pair so that `parse_metadata` gives it back
+    and the header can be sent (latin-1), or None. Hooks changing metadata are held to it, so
+    an upload's header alone is enough to store (`UploadInfo` derives the decoded form)."""
+    if not isinstance(key, str) or _METADATA_KEY.fullmatch(key) is None:
+        return f"the key {key!r} is empty or has a space or comma"
+    try:
+        key.encode("latin-1")
+    except UnicodeEncodeError:
+        return f"the key {key!r} cannot be sent in a header (not latin-1)"
+    if not isinstance(value, str):
+        return f"the value of {key!r} must be a string"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return f"the value of {key!r} is not valid Unicode"
+    return None
+
+
 def encode_metadata(metadata: dict[str, str]) -> str:
     return ",".join(
         f"{k} {base64.b64encode(v.encode()).decode()}" if v else k for k, v in metadata.items()

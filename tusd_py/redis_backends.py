@@ -22,7 +22,13 @@ def build_redis_backends(config: Config, store: DataStore) -> tuple[RedisState, 
         config.redis_url, max_connections=config.redis_max_connections + LISTENER_CONNECTIONS
     )
     shared = SharedClient(client, users=2)
-    state = RedisState(client, config.redis_prefix, store, on_close=shared.release)
+    state = RedisState(
+        client,
+        config.redis_prefix,
+        store,
+        expired_ttl=config.redis_expired_ttl,
+        on_close=shared.release,
+    )
     locker = RedisLocker(
         client,
         config.redis_prefix,

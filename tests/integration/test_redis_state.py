@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.integration.redis_helpers import CommandCounter
+from tests.support.payloads import heavy_metadata
 from tests.support.servers import RedisServer, redis_down, unique_prefix
 from tusd_py.config import Config
 from tusd_py.errors import TusError
@@ -24,6 +26,7 @@ from tusd_py.state.redis import RedisState
 from tusd_py.stores.file import FileStore
 
 FINISHED_TTL = 60.0
+EXPIRED_TTL = 30.0
 
 
 @pytest.fixture
@@ -47,7 +50,7 @@ async def store(tmp_path: Path) -> FileStore:
 
 @pytest.fixture
 async def state(client: Redis, prefix: str, store: FileStore) -> AsyncIterator[RedisState]:
-    s = RedisState(client, prefix, store, finished_ttl=FINISHED_TTL)
+    s = RedisState(client, prefix, store, finished_ttl=FINISHED_TTL, expired_ttl=EXPIRED_TTL)
     await s.open()
     yield s
     await s.close()
@@ -276,7 +279,7 @@ async def test_ttls(
     expires_at = time.time() + 100
     expiring = await new_upload(store, state, length=4, expires_at=expires_at)
     ttl = await client.pttl(upload_key(prefix, expiring.id, "state")) / 1000
-    assert ttl == pytest.approx(100 + FINISHED_TTL, abs=2)
+    assert ttl == pytest.approx(100 + EXPIRED_TTL, abs=2)  # abandoned: gone soon after
 
     lock = await locker.acquire(plain.id, ignore)
     await store.write(plain, chunks(b"ab"), lambda off: state.commit(plain, off, lock))
@@ -293,6 +296,21 @@ async def test_ttls(
 
     empty = await new_upload(store, state, length=0)  # complete at creation
     assert await client.pttl(upload_key(prefix, empty.id, "state")) > 0
+
+
+async def test_the_state_hash_is_about_the_size_of_the_metadata_header(
+    state: RedisState, store: FileStore, client: Redis, prefix: str
+) -> None:
+    """Issue 14, finding 6: 8 KB of binary metadata cost ~33 KB when the info held the decoded
+    form too (6-byte escapes); the header alone is stored now."""
+    header = heavy_metadata(random.Random(6))
+    info = await new_upload(store, state, length=10, metadata_header=header)
+    usage = await client.memory_usage(upload_key(prefix, info.id, "state"))
+    # ~10.5 KB: the JSON (8.3 KB) in jemalloc's 10 KiB size class, and the hash around it.
+    assert usage is not None and len(header) < usage < 1.5 * len(header), (usage, len(header))
+    got = await state.get(info.id)
+    assert got is not None and got.metadata == info.metadata and got.metadata_header == header
+    assert got.metadata["blob"].count("\ufffd") > 1000  # the case that cost the escapes
 
 
 async def test_delete(state: RedisState, store: FileStore, client: Redis, prefix: str) -> None:

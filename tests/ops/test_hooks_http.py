@@ -143,6 +143,19 @@ async def test_pre_create_sets_the_id_and_metadata(
     assert "project-7_upload-1" in stored(tmp_path)
 
 
+async def test_pre_create_metadata_the_header_cannot_carry_fails_cleanly(
+    tus_app: AppFactory, receiver: HookReceiver, tmp_path: Path
+) -> None:
+    """Only the header is stored (issue 14, finding 6): a key it cannot carry is refused, not
+    a header that HEAD could not send or a load could not parse."""
+    receiver.answer("pre-create", body={"ChangeFileInfo": {"MetaData": {"ключ": "v"}}})
+    async with tus_app(hooks_http=receiver.url) as client:
+        response = await create(client, 2)
+    assert response.status_code == 500
+    assert "ChangeFileInfo.MetaData" in response.text and "latin-1" in response.text
+    assert stored(tmp_path) == []
+
+
 async def test_pre_create_with_an_unsafe_id_fails_cleanly(
     tus_app: AppFactory, receiver: HookReceiver, tmp_path: Path
 ) -> None:

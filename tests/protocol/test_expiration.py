@@ -10,11 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from redis import Redis
 
 from tests.protocol.conftest import TusFactory, TusServer
 from tests.protocol.helpers import OCTET, TUS, assert_plain_error, create, head, patch, upload
 from tusd_py.expiry import sweep_once
 from tusd_py.info import UploadInfo
+from tusd_py.redis_client import upload_key
 from tusd_py.stores.base import UnfinishedLister
 
 SHORT = 0.5  # seconds an upload lives in the tests that wait for it to expire
@@ -230,3 +232,25 @@ async def test_retention_keeps_a_partial_that_an_unfinished_final_needs(
     await asyncio.sleep(0.8)
     assert await sweep_once(server.ctx) == 0
     assert (await head(client, done)).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["file-redis", "s3-redis"])
+async def test_redis_drops_an_abandoned_upload_soon_and_the_sweep_still_removes_it(
+    tus_factory: TusFactory,
+) -> None:
+    """Its state lives `--redis-expired-ttl` past the expiry, not days; the sweep finds the
+    upload through storage and removes it all the same."""
+    server = await tus_factory(expiration=SHORT, redis_expired_ttl=SHORT)
+    client = server.client
+    url = await create(client, 10)
+    await patch(client, url, 0, b"abc")
+    upload_id = url.rsplit("/", 1)[1]
+    key = upload_key(server.config.redis_prefix, upload_id, "state")
+    with Redis.from_url(server.config.redis_url or "") as redis:
+        assert 0 < redis.pttl(key) <= (SHORT + SHORT) * 1000 + 100
+        await asyncio.sleep(SHORT + SHORT + 0.3)
+        assert redis.exists(key) == 0
+        assert await sweep_once(server.ctx) == 1
+        assert redis.exists(key) == 0
+    assert upload_id not in " ".join(server.stored_names())
+    assert (await head(client, url)).status_code in (404, 410)

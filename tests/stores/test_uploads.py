@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 from tests.stores.conftest import Medium
 from tests.stores.helpers import new_info, stored_bytes, uploaded, write
-from tests.support.payloads import payload
+from tests.support.payloads import heavy_metadata, payload
+from tusd_py.ids import new_upload_id
+from tusd_py.info import UploadInfo
 from tusd_py.stores.base import DataStore, FinishedRetainer, UnfinishedLister, capabilities
 
 
@@ -17,6 +20,18 @@ async def test_create_saves_the_info(medium: Medium, store: DataStore) -> None:
     assert await (await medium.open()).load_info(info.id) == info, "the .info is in the medium"
     assert await store.stored_offset(info) == 0
     assert store.describe(info)["Type"] == store.storage_type
+
+
+async def test_8_kb_of_binary_metadata_comes_back_from_the_info_copy(
+    medium: Medium, store: DataStore
+) -> None:
+    """The `.info` keeps only the header (issue 14, finding 6); the decoded form is derived."""
+    header = heavy_metadata(random.Random(3))
+    info = UploadInfo(id=new_upload_id(), length=1000, metadata_header=header)
+    await store.create(info)
+    loaded = await (await medium.open()).load_info(info.id)
+    assert loaded == info
+    assert loaded.metadata_header == header and loaded.metadata["filename"] == "a-file-name.bin"
 
 
 async def test_load_info_returns_a_copy(store: DataStore) -> None:

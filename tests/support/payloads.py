@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import random
 from collections.abc import AsyncIterator, Iterable
@@ -11,6 +12,14 @@ from collections.abc import AsyncIterator, Iterable
 def payload(size: int, seed: int = 1) -> bytes:
     """`size` pseudo-random bytes, the same for the same seed."""
     return random.Random(seed).randbytes(size)
+
+
+def heavy_metadata(rng: random.Random, size: int = 6000) -> str:
+    """An `Upload-Metadata` header with `size` random bytes (6,000: 8,000+ characters, under the
+    8 KiB limit): issue 14's worst case, since decoded they are mostly U+FFFD, not ASCII."""
+    value = base64.b64encode(rng.randbytes(size)).decode()
+    name = base64.b64encode(b"a-file-name.bin").decode()
+    return f"filename {name},blob {value}"
 
 
 def sha256(data: bytes) -> str:

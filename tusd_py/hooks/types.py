@@ -18,6 +18,7 @@ from starlette.types import Scope
 
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
+from tusd_py.metadata import metadata_problem
 
 
 class HookType(StrEnum):
@@ -250,10 +251,9 @@ class HookResponse:
                 )
             if change.metadata is not None:
                 for key, value in change.metadata.items():
-                    if not isinstance(key, str) or not key or any(c in key for c in " ,\t\r\n"):
-                        raise HookError(f"ChangeFileInfo.MetaData has an invalid key {key!r}")
-                    if not isinstance(value, str):
-                        raise HookError(f"ChangeFileInfo.MetaData[{key!r}] must be a string")
+                    problem = metadata_problem(key, value)
+                    if problem is not None:
+                        raise HookError(f"ChangeFileInfo.MetaData: {problem}")
         http = self.http_response
         if http is not None:
             if http.status_code and not 100 <= http.status_code <= 599:

@@ -9,24 +9,24 @@ moves the offset in one atomic, single-slot script: one round trip per commit.
 
 Redis is a cache of record, not the only record: the data store keeps an `.info` copy and the
 bytes, so a missing hash (evicted, expired, Redis restarted empty) is rebuilt from storage.
-Finished uploads keep their hash for `finished_ttl`; unfinished uploads that expire keep it until
-that long after their expiry; the expiry sweep deletes expired and terminated ones earlier.
+Finished uploads keep their hash for `finished_ttl`; unfinished uploads that expire keep it for
+`expired_ttl` past their expiry (a short grace: an abandoned upload's state should not outlive it
+by days), after which the expiry sweep, which finds uploads through storage, rebuilds it for the
+moment it takes to delete the upload.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
-from dataclasses import asdict
 from typing import Any
 
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 
 from tusd_py.errors import lock_lost, offset_mismatch, upload_exists
-from tusd_py.info import UploadInfo
+from tusd_py.info import UploadInfo, dumps
 from tusd_py.locking.base import Lock
 from tusd_py.redis_client import (
     CloseHook,
@@ -43,6 +43,7 @@ from tusd_py.stores.base import DataStore
 log = logging.getLogger(__name__)
 
 DEFAULT_FINISHED_TTL = 7 * 24 * 3600.0
+DEFAULT_EXPIRED_TTL = 3600.0
 
 _FIELDS = ("info", "offset", "expires_at")
 
@@ -119,9 +120,9 @@ return {redis.call('GET', KEYS[2]), redis.call('HMGET', KEYS[1], unpack(ARGV))}
 
 
 def _info_json(info: UploadInfo) -> str:
-    data = asdict(info)
+    data = info.to_dict()
     del data["offset"], data["expires_at"]
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+    return dumps(data)
 
 
 def _expires_text(info: UploadInfo) -> str:
@@ -147,6 +148,7 @@ class RedisState(StateStore):
         store: DataStore,
         finished_ttl: float = DEFAULT_FINISHED_TTL,
         *,
+        expired_ttl: float = DEFAULT_EXPIRED_TTL,
         on_close: CloseHook | None = None,
     ) -> None:
         """`redis` is a client (closed by `on_close`, if given) or a URL (client owned here)."""
@@ -155,11 +157,14 @@ class RedisState(StateStore):
             on_close = redis.aclose
         if finished_ttl <= 0:
             raise ValueError("finished_ttl must be > 0")
+        if expired_ttl <= 0:
+            raise ValueError("expired_ttl must be > 0")
         self._client = redis
         self._on_close = on_close
         self.prefix = check_prefix(prefix)
         self._store = store
         self.finished_ttl = finished_ttl
+        self.expired_ttl = expired_ttl
         self._commit = redis.register_script(_COMMIT)
         self._put = redis.register_script(_PUT)
         self._rebuild = redis.register_script(_REBUILD)
@@ -188,7 +193,7 @@ class RedisState(StateStore):
         expire_at_ms = -1
         if info.expires_at is not None:
             # A grace period past the expiry; never a time already past, which would delete.
-            expire_at_ms = int((max(info.expires_at, time.time()) + self.finished_ttl) * 1000)
+            expire_at_ms = int((max(info.expires_at, time.time()) + self.expired_ttl) * 1000)
         length = -1 if info.length is None else info.length
         return [length, int(self.finished_ttl * 1000), expire_at_ms]
 
