@@ -166,10 +166,11 @@ class _Server(uvicorn.Server):
 )
 @click.option(
     "--keep-alive-timeout",
-    default="5s",
+    default="75s",
     callback=_duration,
-    help="Close a kept-alive connection idle for this long between requests; set it above the "
-    "idle timeout of a load balancer in front.",
+    help="Close a kept-alive connection idle for this long between requests. Keep it above the "
+    "idle timeout of every proxy and client pool in front (nginx upstream, AWS ALB: 60s), so "
+    "that they close first: a request sent as the server closes is lost.",
 )
 @click.option(
     "--lock-acquire-timeout",

@@ -62,7 +62,10 @@ class Config:
     body_min_rate: int = 1024  # bytes/s a body must average over read_timeout (0 = no minimum)
     header_timeout: float = 30.0  # a request head must arrive within this long
     max_header_size: int = 64 * 1024  # larger request heads are answered 431
-    keep_alive_timeout: float = 5.0  # idle connections between requests are closed after this
+    # Idle connections between requests are closed after this. Longer than the 60 s that
+    # proxies and client pools commonly keep idle connections (nginx upstream keepalive_timeout,
+    # AWS ALB): closing first races the client's next request (issue 14, finding 16).
+    keep_alive_timeout: float = 75.0
     lock_acquire_timeout: float = 10.0
     lock_lease: float = 15.0  # Redis lease; renewed while the holder works
 
