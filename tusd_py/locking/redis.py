@@ -24,6 +24,7 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from redis.asyncio import Redis
@@ -210,12 +211,10 @@ class RedisLocker(Locker):
         deadline = loop.time() + self.acquire_timeout
         token = secrets.token_hex(16)
         keys = [lock_key(self.prefix, upload_id), upload_key(self.prefix, upload_id, "wait")]
-        wake = asyncio.Event()
-        self._waiters.setdefault(upload_id, set()).add(wake)
         last_holder = ""
         last_ask = -math.inf
         delay = MIN_POLL
-        try:
+        with self._woken_on_free(upload_id) as wake:
             while True:
                 # Cleared before the attempt so that a "free" arriving while it runs is kept.
                 wake.clear()
@@ -241,24 +240,7 @@ class RedisLocker(Locker):
                 if force or holder != last_holder:
                     last_ask = now
                 last_holder = holder
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise locked(upload_id)
-                pause = min(delay, remaining)
-                pttl = int(reply[2])
-                if pttl >= 0:
-                    # Try again right after a crashed holder's lease runs out.
-                    pause = min(pause, pttl / 1000 + 0.002)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await wake.wait()
-                delay = min(delay * 2, MAX_POLL)
-        finally:
-            waiters = self._waiters.get(upload_id)
-            if waiters is not None:
-                waiters.discard(wake)
-                if not waiters:
-                    del self._waiters[upload_id]
+                delay = await self._pause(wake, upload_id, deadline, delay, int(reply[2]))
 
     async def holder(self, upload_id: str) -> str | None:
         with redis_errors("GET"):
@@ -289,11 +271,9 @@ class RedisLocker(Locker):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.acquire_timeout
         keys = [lock_key(self.prefix, upload_id), upload_key(self.prefix, upload_id, "wait")]
-        wake = asyncio.Event()
-        self._waiters.setdefault(upload_id, set()).add(wake)
         last_ask = -math.inf
         delay = MIN_POLL
-        try:
+        with self._woken_on_free(upload_id) as wake:
             while True:
                 wake.clear()
                 now = loop.time()
@@ -315,22 +295,38 @@ class RedisLocker(Locker):
                     return
                 if ask:
                     last_ask = now
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise locked(upload_id)
-                pause = min(delay, remaining)
-                if pttl >= 0:
-                    pause = min(pause, pttl / 1000 + 0.002)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await wake.wait()
-                delay = min(delay * 2, MAX_POLL)
+                delay = await self._pause(wake, upload_id, deadline, delay, pttl)
+
+    @contextlib.contextmanager
+    def _woken_on_free(self, upload_id: str) -> Iterator[asyncio.Event]:
+        """An event the listener sets when `upload_id`'s lock is announced free."""
+        wake = asyncio.Event()
+        self._waiters.setdefault(upload_id, set()).add(wake)
+        try:
+            yield wake
         finally:
             waiters = self._waiters.get(upload_id)
             if waiters is not None:
                 waiters.discard(wake)
                 if not waiters:
                     del self._waiters[upload_id]
+
+    @staticmethod
+    async def _pause(
+        wake: asyncio.Event, upload_id: str, deadline: float, delay: float, pttl: int
+    ) -> float:
+        """Wait for a "free" or the next poll (423 once `deadline` passed); the next delay."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise locked(upload_id)
+        pause = min(delay, remaining)
+        if pttl >= 0:
+            # Try again right after a crashed holder's lease runs out.
+            pause = min(pause, pttl / 1000 + 0.002)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(pause):
+                await wake.wait()
+        return min(delay * 2, MAX_POLL)
 
     async def close(self) -> None:
         """Stop listening and renewing. Held leases are not released: they expire, as after a
