@@ -3,7 +3,8 @@
 Finding 4 (--cors-credentials without origins refuses to start) is tests/ops/test_config_errors.py
 and finding 9 (forwarded headers only with --behind-proxy) is tests/ops/test_proxy_headers.py,
 both already on real processes. Finding 1 is the storms of test_load_and_abuse.py, finding 2 its
-bad hook receiver, finding 5 its memory figures.
+bad hook receiver, finding 5 its memory figures, finding 13 its HEADs of one upload during a
+stalled PATCH.
 """
 
 from __future__ import annotations

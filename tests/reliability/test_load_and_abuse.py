@@ -30,6 +30,7 @@ from tests.support.hook_load import misbehave, upload_many
 from tests.support.hook_receiver import HookReceiver
 from tests.support.payloads import heavy_metadata
 from tests.support.servers import RedisServer, S3Server
+from tests.support.socket_http import RawHTTP, patch_headers
 from tests.support.tusd_process import TusdProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -137,6 +138,34 @@ async def test_head_and_creation_storms(setup: Setup) -> None:
     assert alive and tracebacks == 0
     assert heads[0] == Counter({200: HEADS}), heads[0]
     assert creations[0] == Counter({201: CREATIONS}), creations[0]
+
+
+ONE_UPLOAD_HEADS = 500
+
+
+async def test_heads_of_one_upload_during_a_stalled_patch(setup: Setup) -> None:
+    """Finding 13: 500 HEADs at once of one upload whose PATCH stalled half way (its client
+    still connected, sending nothing) all answer 200 with the stalled PATCH's bytes committed;
+    they used to queue for the upload's lock ({200: 70, 423: 430})."""
+    with setup.server() as server:
+        (url,) = await create_uploads(server.endpoint, 1)  # 5 bytes of 10 sent
+        with RawHTTP(url) as stalled:
+            stalled.send_head("PATCH", patch_headers(5, 5))
+            stalled.send(b"abc")  # and then nothing: the PATCH holds the lock
+
+            async def head(client: httpx.AsyncClient, index: int) -> httpx.Response:
+                return await client.head(url, headers=TUS)
+
+            await asyncio.sleep(0.3)  # the 3 bytes have arrived
+            statuses, latencies, wall = await storm(ONE_UPLOAD_HEADS, head)
+            answered = stalled.read_response()  # asked to let go by the HEADs, it committed
+        async with httpx.AsyncClient(timeout=30) as client:
+            offset = (await client.head(url, headers=TUS)).headers["Upload-Offset"]
+        tracebacks = server.output.count("Traceback")
+    record(f"load_one_upload_heads_{setup.name}", figures_of(statuses, latencies, wall))
+    assert statuses == Counter({200: ONE_UPLOAD_HEADS}), statuses
+    assert answered.status == 204 and answered.headers["upload-offset"] == offset == "8"
+    assert tracebacks == 0
 
 
 # --- memory per upload -----------------------------------------------------------------------
