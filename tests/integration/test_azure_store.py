@@ -383,6 +383,37 @@ async def test_an_unreachable_service_is_503(caplog: pytest.LogCaptureFixture) -
         await store.close()
 
 
+async def test_a_deleted_container_is_a_configuration_error_not_an_outage(
+    store: AzureStore,
+) -> None:
+    """Retrying cannot fix a missing container: the answer says the storage is misconfigured
+    instead of telling the client to resume shortly."""
+    await store._containers().delete_container()
+    with pytest.raises(TusError) as exc:
+        await store.create(UploadInfo(id=uuid.uuid4().hex, length=1))
+    assert exc.value.status == 500 and exc.value.code == "storage-misconfigured"
+    assert "container does not exist" in exc.value.message
+    assert "resume" not in exc.value.message and exc.value.operation == "Azure Put Blob"
+
+
+async def test_a_wrong_account_key_is_a_configuration_error(azurite: AzuriteServer) -> None:
+    store = AzureStore(
+        unique_container(),
+        endpoint=azurite.endpoint,
+        account=ACCOUNT,
+        account_key="d3Jvbmcga2V5" * 8,  # base64, but not the account's key
+        retries=0,
+    )
+    await store.open()  # logs a warning, does not fail: /ready reports it
+    try:
+        with pytest.raises(TusError) as exc:
+            await store.create(UploadInfo(id=uuid.uuid4().hex, length=1))
+        assert exc.value.code == "storage-misconfigured", exc.value.message
+        assert "refused the credentials" in exc.value.message
+    finally:
+        await store.close()
+
+
 def test_credentials_are_required(monkeypatch: pytest.MonkeyPatch) -> None:
     store = AzureStore("c")
     with pytest.raises(ValueError, match="AZURE_STORAGE_CONNECTION_STRING"):

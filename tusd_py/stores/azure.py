@@ -184,11 +184,47 @@ def _azure_errors(operation: str, upload_id: str | None) -> Iterator[None]:
         raise lock_lost(upload_id) from exc
     except _ERRORS as exc:
         subject = f" for upload {upload_id!r}" if upload_id else ""
+        problem = _misconfiguration(exc)
+        if problem is not None:
+            raise TusError(
+                500,
+                "storage-misconfigured",
+                f"Azure {operation}{subject} failed: {problem} ({_detail(exc)}); the server's "
+                "storage is misconfigured, which retrying will not fix: tell its operator",
+                operation=f"Azure {operation}",
+            ) from exc
         raise storage_unavailable(
             f"Azure {operation}{subject} failed even after retries ({_detail(exc)}); "
             "the upload is intact up to its current offset, resume it shortly",
             operation=f"Azure {operation}",
         ) from exc
+
+
+# Error codes (x-ms-error-code) that only a configuration change fixes. A wrong key is
+# AuthenticationFailed on Azure and AuthorizationFailure on Azurite: one message for both.
+_REFUSED = frozenset(
+    {
+        "AuthenticationFailed",
+        "InvalidAuthenticationInfo",
+        "AuthorizationFailure",
+        "AuthorizationPermissionMismatch",
+        "AuthorizationResourceTypeMismatch",
+    }
+)
+
+
+def _misconfiguration(exc: BaseException) -> str | None:
+    """What is wrong with the configuration when `exc` comes from it, else None."""
+    code = getattr(exc, "error_code", None)
+    if code == "ContainerNotFound":
+        return "the container does not exist (or was deleted while the server ran)"
+    if code in _REFUSED:
+        return (
+            "Azure refused the credentials or what they may do: check "
+            "AZURE_STORAGE_CONNECTION_STRING (or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY) "
+            "and their permissions"
+        )
+    return None
 
 
 def _parse_connection_string(text: str) -> dict[str, str]:
