@@ -136,6 +136,16 @@ def summary_of(samples: list[tuple[float, int, int]], unit: int) -> dict[str, An
     }
 
 
+def left_on_disk(directory: Path) -> Counter[str]:
+    """The files left in the upload directory, by kind: data, .info, .progress, .tmp."""
+    kinds: Counter[str] = Counter()
+    for path in directory.rglob("*"):
+        if path.is_file():
+            kinds[path.suffix if path.suffix in (".info", ".progress", ".tmp") else "data"] += 1
+            print(f"left on disk: {path.name} ({path.stat().st_size} bytes)")
+    return kinds
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -358,7 +368,6 @@ async def test_mixed_soak(redis: RedisServer, seed: int, tmp_path: Path) -> None
         tracebacks = sum(i.output.count("Traceback") for i in cluster.instances)
         survivor_alive = soak.survivor.proc is not None and soak.survivor.proc.proc.poll() is None
     books = soak.books
-    left_on_disk = sum(1 for p in (tmp_path / "uploads").rglob("*") if p.is_file())
     units = {"rss": MiB, "fds": 1, "redis": MiB}
     figures = {
         "seed": seed,
@@ -376,7 +385,7 @@ async def test_mixed_soak(redis: RedisServer, seed: int, tmp_path: Path) -> None
         "slowloris_cycles": len(books.slowloris_held),
         "slowloris_answers": dict(books.slowloris_answers),
         "slowloris_held_max_s": round(max(books.slowloris_held, default=0.0), 2),
-        "files_left_on_disk": left_on_disk,
+        "files_left_on_disk": dict(left_on_disk(tmp_path / "uploads")),
         "tracebacks": tracebacks,
         "samples": {
             name: summary_of(samples, units[name.split(":")[0]])
