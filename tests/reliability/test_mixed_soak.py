@@ -9,8 +9,10 @@ once for a while, with one of them killed (SIGKILL) and restarted again and agai
 
 Every 10 s (2.5 s in the short run) it samples each instance's RSS and open file descriptors and
 Redis's `used_memory`. At the end the median of the last third of the samples must be within a
-margin of the median of the middle third (the first third is the warm-up): nothing grows without
-bound. Every upload must complete with the right SHA-256, and no response may be a 5xx.
+margin of the median of the middle third (the first third is the warm-up) for the instance never
+killed and for Redis: nothing grows without bound. The killed instance's samples span its
+restarts, so they are reported only. Every upload must complete with the right SHA-256, and no
+response may be a 5xx.
 
     pytest tests/reliability/test_mixed_soak.py -s      about 60 s
     TUSD_SOAK=1 pytest ...                              10 minutes
@@ -110,6 +112,11 @@ def thirds(values: list[int]) -> tuple[float, float]:
 def growth_problems(books: Books) -> list[str]:
     problems = []
     for name, samples in books.samples.items():
+        if len({process for _, process, _ in samples}) > 1:
+            # The instance killed and restarted: each of its lives starts from nothing and the
+            # thirds compare different processes, so it is reported, not judged. The survivor
+            # and Redis carry the flatness checks.
+            continue
         values = [v for _, _, v in samples]
         if len(values) < 6:
             problems.append(f"{name}: only {len(values)} samples")
