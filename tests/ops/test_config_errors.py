@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.mounts import remount_read_only, small_disk
 
 
 def refused(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -99,15 +100,12 @@ def test_an_upload_dir_that_cannot_be_created_is_refused(tmp_path: Path) -> None
 
 @contextlib.contextmanager
 def read_only_mount(path: Path) -> Iterator[Path]:
-    """A read-only tmpfs at `path`: root ignores permission bits, not a read-only file system."""
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(path)], check=False)
-    if mounted.returncode != 0 or shutil.which("umount") is None:
-        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
-    try:
+    """A read-only tmpfs at `path`: root ignores permission bits, not a read-only file system.
+    The test command runs as root (or with sudo -n), so a mount that fails is a broken set-up."""
+    with small_disk(path, 1024 * 1024) as mounted:
+        assert mounted, "cannot mount a tmpfs (needs root or sudo -n)"
+        assert remount_read_only(path), "mount -o remount,ro failed"
         yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
 
 
 def test_an_existing_read_only_upload_dir_is_refused(tmp_path: Path) -> None:
