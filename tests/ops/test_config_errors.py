@@ -82,6 +82,21 @@ def test_an_unknown_aws_profile_is_refused(tmp_path: Path) -> None:
     assert "the AWS profile 'no-such' is not in the AWS config or credentials file" in line
 
 
+NO_AZURE_CREDENTIALS = {
+    "AZURE_STORAGE_CONNECTION_STRING": "",
+    "AZURE_STORAGE_ACCOUNT": "",
+    "AZURE_STORAGE_KEY": "",
+}
+
+
+def test_azure_without_credentials_is_refused(tmp_path: Path) -> None:
+    line = refused(["--port", "0", "--azure-container", "c"], tmp_path, NO_AZURE_CREDENTIALS)
+    assert "no Azure account: set AZURE_STORAGE_CONNECTION_STRING" in line
+    key_only = {**NO_AZURE_CREDENTIALS, "AZURE_STORAGE_KEY": "a2V5"}
+    args = ["--port", "0", "--azure-container", "c", "--azure-endpoint", "http://127.0.0.1:1/a"]
+    assert "AZURE_STORAGE_KEY needs AZURE_STORAGE_ACCOUNT" in refused(args, tmp_path, key_only)
+
+
 def test_a_busy_port_is_refused(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -91,6 +91,23 @@ def test_an_unreachable_s3_endpoint_is_named_at_start(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_an_unreachable_azure_endpoint_is_named_once_at_start(tmp_path: Path) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}/devstoreaccount1"
+    key = "a2V5"  # any base64: nothing answers to check it
+    connection = f"AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint={endpoint};"
+    env = {"AZURE_STORAGE_CONNECTION_STRING": connection}
+    server = started(tmp_path, "--azure-container", "c", env=env)
+    try:
+        found = [line for line in server.lines if "WARNING" in line and "Cannot connect" in line]
+        assert len(found) == 1, server.output
+        assert "storage: Azure Get Container Properties failed (Cannot connect to host" in found[0]
+        assert "resume it shortly" not in found[0]
+        answer = ready(server)
+        assert answer.status_code == 503 and "Cannot connect to host" in answer.text
+    finally:
+        server.stop()
+
+
 def test_missing_s3_credentials_are_named_at_start(tmp_path: Path, s3: S3Server) -> None:
     bucket = new_bucket(s3)
     server = started(

@@ -73,6 +73,7 @@ import asyncio
 import base64
 import contextlib
 import importlib
+import importlib.util
 import io
 import logging
 import os
@@ -193,11 +194,13 @@ def _azure_errors(operation: str, upload_id: str | None) -> Iterator[None]:
                 "storage is misconfigured, which retrying will not fix: tell its operator",
                 operation=f"Azure {operation}",
             ) from exc
-        raise storage_unavailable(
-            f"Azure {operation}{subject} failed even after retries ({_detail(exc)}); "
-            "the upload is intact up to its current offset, resume it shortly",
-            operation=f"Azure {operation}",
-        ) from exc
+        what = f"Azure {operation} failed ({_detail(exc)})"
+        if upload_id:
+            what = (
+                f"Azure {operation}{subject} failed even after retries ({_detail(exc)}); "
+                "the upload is intact up to its current offset, resume it shortly"
+            )
+        raise storage_unavailable(what, operation=f"Azure {operation}") from exc
 
 
 # Error codes (x-ms-error-code) that only a configuration change fixes. A wrong key is
@@ -233,13 +236,8 @@ def _parse_connection_string(text: str) -> dict[str, str]:
 
 
 def _default_credential() -> Any:
-    try:
-        identity = importlib.import_module("azure.identity.aio")
-    except ImportError as exc:
-        raise ValueError(
-            "no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT "
-            "and AZURE_STORAGE_KEY, or install azure-identity for the default credential chain"
-        ) from exc
+    # Imported only when used: azure-identity is optional (credentials_problem says so).
+    identity = importlib.import_module("azure.identity.aio")
     return identity.DefaultAzureCredential()
 
 
@@ -435,7 +433,7 @@ class AzureStore(DataStore):
     @classmethod
     def from_config(cls, config: Config) -> AzureStore:
         assert config.azure_container
-        return cls(
+        store = cls(
             config.azure_container,
             endpoint=config.azure_endpoint,
             prefix=config.azure_prefix,
@@ -445,6 +443,10 @@ class AzureStore(DataStore):
             account_key=os.environ.get("AZURE_STORAGE_KEY") or None,
             max_size=config.max_size or None,
         )
+        problem = store.credentials_problem()
+        if problem:  # a configuration error, refused before anything listens
+            raise ValueError(problem)
+        return store
 
     def describe(self, info: UploadInfo) -> dict[str, str]:
         key = str(info.storage.get("key") or self._key(info.id))
@@ -452,7 +454,31 @@ class AzureStore(DataStore):
 
     # -- clients --------------------------------------------------------------------------------
 
+    def credentials_problem(self) -> str | None:
+        """Why no client can be built from the settings given, or None. Checks only what is
+        there, not whether Azure accepts it (that is /ready's and the start-up warning's job)."""
+        if self._connection_string:
+            return None
+        if not (self.endpoint or self._account):
+            return (
+                "no Azure account: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT "
+                "(with AZURE_STORAGE_KEY, or the default Azure credential chain), or "
+                "--azure-endpoint"
+            )
+        if self._account_key and not self._account:
+            return "AZURE_STORAGE_KEY needs AZURE_STORAGE_ACCOUNT"
+        if not self._account_key and importlib.util.find_spec("azure.identity") is None:
+            return (
+                "no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or "
+                "AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY, or install azure-identity for the "
+                "default credential chain"
+            )
+        return None
+
     def _service_client(self) -> BlobServiceClient:
+        problem = self.credentials_problem()
+        if problem:
+            raise ValueError(problem)
         options = self._client_options
         if self._connection_string:
             fields = _parse_connection_string(self._connection_string)
@@ -465,18 +491,8 @@ class AzureStore(DataStore):
             if self._account and self._account_key:
                 credential = AzureNamedKeyCredential(self._account, self._account_key)
             return BlobServiceClient(self.endpoint, credential=credential, **options)
-        url = self.endpoint or (
-            f"https://{self._account}.blob.core.windows.net" if self._account else None
-        )
-        if url is None:
-            raise ValueError(
-                "no Azure account: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT "
-                "(with AZURE_STORAGE_KEY, or the default Azure credential chain), or "
-                "--azure-endpoint"
-            )
-        if self._account_key:
-            if not self._account:
-                raise ValueError("AZURE_STORAGE_KEY needs AZURE_STORAGE_ACCOUNT")
+        url = self.endpoint or f"https://{self._account}.blob.core.windows.net"
+        if self._account_key and self._account:
             credential = AzureNamedKeyCredential(self._account, self._account_key)
         else:
             self._token_credential = credential = _default_credential()
@@ -487,14 +503,16 @@ class AzureStore(DataStore):
         self._container = self._service.get_container_client(self.container)
         try:
             try:
-                await self._container.get_container_properties()
+                # One attempt: retrying an unreachable service would only delay start-up.
+                await self._container.get_container_properties(retry_total=0)
             except ResourceNotFoundError:
                 with contextlib.suppress(ResourceExistsError):  # another instance was quicker
                     await self._container.create_container()
             await self._index_if_empty()
         except _ERRORS as exc:
-            # Not fatal: the service may be back soon, and /ready reports it meanwhile.
-            log.warning("could not check or create container %s: %s", self.container, _detail(exc))
+            # Not fatal: the service may be back soon. /ready reports it (and the CLI's start-up
+            # warning), so this is no second warning.
+            log.info("could not check or create container %s: %s", self.container, _detail(exc))
 
     async def close(self) -> None:
         if self._service is not None:
@@ -508,7 +526,8 @@ class AzureStore(DataStore):
 
     async def ready(self) -> None:
         with _azure_errors("Get Container Properties", None):
-            await self._containers().get_container_properties()
+            # Readiness is about now: a retried answer would come after the probe's deadline.
+            await self._containers().get_container_properties(retry_total=0)
 
     def _containers(self) -> ContainerClient:
         if self._container is None:
