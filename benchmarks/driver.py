@@ -11,7 +11,7 @@ Each part is independent: `--parts file,s3` runs only those.
 
 Parts
     file         one large upload to the file stores, by tus-js-client (one PATCH, 8 MiB chunks)
-                 and curl; the limit is the sink fed by the same client
+                 and curl; the limits are the sink fed by the same client and, for curl, nginx
     s3           one large upload to S3 (moto's server), by tus-js-client (one PATCH, 1 MiB
                  chunks) and curl; the limit is a direct aiobotocore multipart upload
     s3-rss       one --rss-size upload to S3 by curl, for the servers' peak memory
@@ -237,11 +237,12 @@ class Run:
     def part_file(self) -> None:
         size = self.options.size
         path = self.source(size)
-        with self.servers(["tusd-py", "sink", "tus-node", "tuspyserver"]) as targets:
+        with self.servers(["tusd-py", "sink", "nginx", "tus-node", "tuspyserver"]) as targets:
             cases = [
                 Case(key, name, self._upload_case(target, client, path, size))
                 for name, client in self.clients(self.options.file_chunk)
                 for key, target in targets.items()
+                if name.startswith("curl") or not target.spec.curl_only
             ]
             self.rounds("file", cases, targets, self.options.rounds)
 

@@ -2,7 +2,9 @@
 
 Servers
     tusd-py        this project (`python -m tusd_py`), file store or S3 store
-    sink           the file-store limit: benchmarks/sink.py, a bare uvicorn app writing bodies
+    sink           the file-store limit for Python: benchmarks/sink.py, a bare uvicorn app
+                   writing bodies
+    nginx          the C limit for bodies onto disk: benchmarks/nginx_limit.py (curl only)
     tus-node       @tus/server with @tus/file-store or @tus/s3-store (npm), benchmarks/peers/
     tuspyserver    tuspyserver (PyPI), a FastAPI router on uvicorn, in the peers' own venv
 The S3 limit is not a server: `s3_direct` uploads the bytes straight to the S3 endpoint.
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from benchmarks.nginx_limit import nginx_binary
 from benchmarks.procs import Server, run_json, start_server
 
 MIB = 1024**2
@@ -104,6 +107,7 @@ class ServerSpec:
     command: Callable[[Tools, str], list[str]]  # (tools, upload dir or bucket) -> argv
     missing: Callable[[Tools], str | None]  # why it cannot run here, or None
     env: dict[str, str] = field(default_factory=dict)
+    curl_only: bool = False  # speaks just POST + one PATCH (no offsets for resumes or chunks)
 
 
 def _tusd_py(store: Store, state: Literal["local", "redis"]) -> Callable[[Tools, str], list[str]]:
@@ -141,6 +145,10 @@ def _node_peer(module: str) -> Callable[[Tools], str | None]:
     return missing
 
 
+def _nginx_missing(tools: Tools) -> str | None:
+    return None if nginx_binary() else "nginx is not installed (apt-get install nginx-light)"
+
+
 def _tuspyserver_missing(tools: Tools) -> str | None:
     if not tools.peers_python.exists():
         return f"no peers venv at {tools.peers_python.parent.parent} (run benchmarks/run)"
@@ -168,6 +176,15 @@ SERVERS: dict[str, ServerSpec] = {
             "limit",
             lambda tools, place: [tools.python, "-m", "benchmarks.sink", "--dir", place],
             _ready,
+        ),
+        ServerSpec(
+            "nginx",
+            "limit: nginx writing bodies to files",
+            "file",
+            "limit",
+            lambda tools, place: [tools.python, "-m", "benchmarks.nginx_limit", "--dir", place],
+            _nginx_missing,
+            curl_only=True,
         ),
         ServerSpec(
             "tus-node",

@@ -11,16 +11,18 @@ import shutil
 from pathlib import Path
 
 from benchmarks import driver
+from benchmarks.nginx_limit import nginx_binary
 
 
 def test_the_benchmark_driver_produces_its_tables(tmp_path: Path) -> None:
     for tool in ("node", "curl"):
         assert shutil.which(tool), f"{tool} is not on PATH; `bash scripts/test` installs it"
+    assert nginx_binary(), "nginx is not installed; `bash scripts/test` installs it"
     out = tmp_path / "results"
     status = driver.main(
         [
             "--parts", "file,s3,concurrency,small",
-            "--servers", "tusd-py,sink,tusd-py-s3,tusd-py-redis",
+            "--servers", "tusd-py,sink,nginx,tusd-py-s3,tusd-py-redis",
             "--size", "2MiB",
             "--s3-size", "6MiB",
             "--rounds", "1",
@@ -51,3 +53,5 @@ def test_the_benchmark_driver_produces_its_tables(tmp_path: Path) -> None:
     ):
         assert heading in table
     assert "| curl, one PATCH |" in table
+    nginx = [r for r in results["records"] if r["server"] == "nginx"]
+    assert nginx and {r["client"] for r in nginx} == {"curl, one PATCH"}, nginx
