@@ -458,7 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--rss-size", default="1GiB", help="s3-rss part: upload size")
     add("--rounds", type=int, default=7, help="file part: rounds")
     add("--s3-rounds", type=int, default=5, help="s3 part: rounds")
-    add("--concurrency", default="200x1MiB,20x64MiB", help="uploads at once x size, ...")
+    add(
+        "--concurrency",
+        default="1x1MiB,10x1MiB,100x1MiB,200x1MiB,1000x1MiB,20x64MiB",
+        help="uploads at once x size, ... (the 1 MiB steps are the scaling table)",
+    )
     add("--concurrency-rounds", type=int, default=3)
     add("--small-seconds", type=float, default=5.0, help="small part: seconds per measurement")
     add("--small-rounds", type=int, default=3)
