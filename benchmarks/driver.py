@@ -100,6 +100,7 @@ class Options:
     s3_chunk: int
     parts: list[str]
     servers: list[str] | None
+    flush: bool = False  # sync() before each case: no dirty pages of the last one left
 
 
 @dataclass
@@ -158,6 +159,8 @@ class Run:
         if target is not None:
             target.clean(self.tools)
             target.server.reset_peak_rss()
+        if self.options.flush:
+            os.sync()
         busy = wait_until_quiet()
         if busy >= 0.15:
             self.log(f"the machine did not go quiet before this case: {busy:.2f} cores busy")
@@ -464,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="uploads at once x size, ... (the 1 MiB steps are the scaling table)",
     )
     add("--concurrency-rounds", type=int, default=3)
+    add(
+        "--flush",
+        action="store_true",
+        help="sync() before each case, so none starts while the last one's dirty pages are "
+        "still being written back (without it, the page cache carries over as it would in use)",
+    )
     add("--small-seconds", type=float, default=5.0, help="small part: seconds per measurement")
     add("--small-rounds", type=int, default=3)
     add("--connections", type=int, default=8, help="small part: connections")
@@ -517,6 +526,7 @@ def options_from(args: argparse.Namespace) -> Options:
         s3_chunk=parse_size(args.s3_chunk),
         parts=parts,
         servers=servers,
+        flush=args.flush,
     )
 
 

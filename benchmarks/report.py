@@ -349,6 +349,8 @@ def render(results: dict[str, Any]) -> str:
         f"Peers: {', '.join(f'{k} {v}' for k, v in env['peers'].items()) or 'none installed'}; "
         f"tuspyserver {env['tuspyserver']}.",
     ]
+    if opts.get("flush"):
+        out += ["", "Dirty pages were flushed (`sync`) before each case (`--flush`)."]
     if results["skipped"]:
         out += [
             "",
