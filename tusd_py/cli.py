@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
+import os
 import resource
+import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -24,8 +29,9 @@ from tusd_py.logs import announcement, configure_logging
 from tusd_py.preflight import check_upload_dir, listening_socket
 from tusd_py.probes import warn_if_not_ready
 from tusd_py.protocol.context import TusContext
+from tusd_py.supervisor import supervise
 from tusd_py.validation import ENV_PREFIX, check_store_options
-from tusd_py.workers import available_cores, supervise
+from tusd_py.workers import available_cores, worker_fds
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -495,6 +501,41 @@ def run(config: Config) -> None:
     server.announce = announce
     server.run(sockets=[sock])
     sys.exit(0 if server.started else 1)
+
+
+def worker_main() -> None:
+    """One worker under `--workers` (started by supervisor.py): the configuration as JSON on
+    stdin, the listening socket and the pipe to say "serving" on as inherited fds."""
+    # Ignored until the file locker listens for release requests: never a reason to die.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    sock_fd, ready_fd = worker_fds()
+    config = Config(**json.load(sys.stdin))
+    configure_logging(config.log_format, config.log_level)
+    _stop_when_orphaned()
+    with refused_configuration():
+        app = create_app(config)
+    raise_open_file_limit()
+    server = build_server(config, app)
+
+    def serving() -> None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+
+    server.on_ready = serving
+    server.run(sockets=[socket.socket(fileno=sock_fd)])
+    sys.exit(0 if server.started else 1)
+
+
+def _stop_when_orphaned() -> None:
+    """SIGTERM ourselves, a graceful shutdown, once the supervisor is gone (SIGKILLed, say)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="tusd-parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":
