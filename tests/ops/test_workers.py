@@ -7,12 +7,14 @@ tests read from the log which worker served what, and repeat where they need two
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -74,10 +76,12 @@ def workers_started(server: TusdProcess) -> list[int]:
 
 
 @pytest.fixture
-def local_workers(tmp_path: Path) -> TusdProcess:
+def local_workers(tmp_path: Path) -> Iterator[TusdProcess]:
     server = TusdProcess(tmp_path / "uploads", ("--workers", "2"))
-    yield server  # type: ignore[misc]
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def test_many_concurrent_uploads_land_whole_and_both_workers_serve(
@@ -260,6 +264,18 @@ def test_bad_worker_counts_are_one_line_and_exit_2(
     assert len(lines) == 1 and lines[0].startswith("tusd-py: error: "), done.stderr
     assert message in lines[0]
     assert "TUSD_WORKERS" in lines[0]
+
+
+def test_json_logs_name_the_worker(tmp_path: Path) -> None:
+    server = TusdProcess(tmp_path / "uploads", ("--workers", "2", "--log-format", "json"))
+    try:
+        raw_create(server.endpoint, 10)
+        access = '"logger": "tusd_py.access"'
+        assert wait_until(lambda: any(access in line for line in server.lines), 10)
+        entries = [json.loads(line) for line in server.lines if access in line]
+        assert entries[0]["worker"] in (0, 1), entries
+    finally:
+        server.stop()
 
 
 def test_auto_is_one_worker_per_core(tmp_path: Path) -> None:
