@@ -125,14 +125,14 @@ def test_a_stalled_patch_in_one_worker_is_handed_over_to_the_other(
         url = raw_create(local_workers.endpoint, 2 * MiB)
         upload_id = url.rsplit("/", 1)[-1]
         first = stall_patch(url, 0)
-        time.sleep(0.3)  # the bytes reach the server
+        time.sleep(0.5)  # the bytes reach the server
         response = head(url)  # asks the stalled PATCH to let go, wherever it runs
         assert response.status_code == 200, response.text
         assert response.headers["Upload-Offset"] == str(CHUNK)
         assert first.read_response().status == 204
         first.close()
         second = stall_patch(url, CHUNK)
-        time.sleep(0.3)
+        time.sleep(0.5)
         rest = b"r" * (2 * MiB - 2 * CHUNK)
         response = httpx.patch(
             url,
@@ -200,9 +200,12 @@ def test_a_killed_worker_is_started_again_and_uploads_resume(local_workers: Tusd
     assert local_workers.wait(60) == 0, local_workers.output[-3000:]
 
 
-def test_sigterm_stops_every_worker_and_exits_0(local_workers: TusdProcess) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_every_worker_and_exits_0(
+    local_workers: TusdProcess, sig: signal.Signals
+) -> None:
     pids = workers_started(local_workers)
-    local_workers.terminate()
+    local_workers.proc.send_signal(sig)
     assert local_workers.wait(60) == 0, local_workers.output[-3000:]
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in _state(pid)
