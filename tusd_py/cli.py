@@ -237,7 +237,8 @@ class _Server(uvicorn.Server):
     default="64MiB",
     callback=_size,
     help="Without --redis-url: memory for the infos of recent uploads (at most 10,000; 0 = "
-    "none), so a HEAD need not read their .info; older ones are read back from it.",
+    "none), so a HEAD need not read their .info; older ones are read back from it. Off with "
+    "--workers above 1, where another worker may have changed an upload.",
 )
 @click.option("--redis-prefix", default="tusd", help="Prefix of every Redis key.")
 @click.option(
