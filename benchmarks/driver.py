@@ -16,7 +16,8 @@ Parts
                  chunks) and curl; the limit is a direct aiobotocore multipart upload
     s3-rss       one --rss-size upload to S3 by curl, for the servers' peak memory
     concurrency  many uploads at once (--concurrency, e.g. 200x1MiB,20x64MiB), file and S3
-    small        HEAD and 64 KiB PATCH requests per second, file store with local and Redis state
+    small        HEAD and 64 KiB PATCH requests per second, file store with local and Redis state,
+                 one worker and --workers 2
 """
 
 from __future__ import annotations
@@ -333,7 +334,15 @@ class Run:
             self.skipped["small"] = "node is not installed"
             return
         opts = self.options
-        keys = ["tusd-py", "tusd-py-redis", "sink", "tus-node", "tuspyserver"]
+        keys = [
+            "tusd-py",
+            "tusd-py-w2",
+            "tusd-py-redis",
+            "tusd-py-redis-w2",
+            "sink",
+            "tus-node",
+            "tuspyserver",
+        ]
         with self.servers(keys) as targets:
             cases = []
             for key, target in targets.items():

@@ -21,6 +21,8 @@ from benchmarks.report import LABELS, Results
 COLOURS = {
     "tusd-py": "#1f77b4",
     "tusd-py-redis": "#6baed6",
+    "tusd-py-w2": "#08519c",
+    "tusd-py-redis-w2": "#9ecae1",
     "tusd-py-s3": "#1f77b4",
     "sink": "#7f7f7f",
     "s3-direct": "#7f7f7f",

@@ -1,9 +1,10 @@
 """Child processes of a benchmark run: servers that print their endpoint, clients that print JSON.
 
 A server is started, its output drained by a thread (so a chatty one never blocks), and it is
-considered up once it prints `listening on http://...`. Its peak resident memory is read from
-/proc (VmHWM), and reset before each measurement by writing 5 to /proc/PID/clear_refs, so each
-measurement sees the peak of its own run, not of the process's life.
+considered up once it prints `listening on http://...`. Its peak resident memory (with its
+children's: `tusd-py --workers N`) is read from /proc (VmHWM), and reset before each measurement
+by writing 5 to /proc/PID/clear_refs, so each measurement sees the peak of its own run, not of
+the process's life.
 """
 
 from __future__ import annotations
@@ -36,30 +37,48 @@ class Server:
     lines: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None  # drains the output until the process ends
 
-    def _status(self, key: str) -> int:
+    def pids(self) -> list[int]:
+        """The server's process and its children (the workers of `tusd-py --workers N`)."""
         try:
-            text = Path(f"/proc/{self.proc.pid}/status").read_text()
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
         except OSError:
-            return 0
-        match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
-        return int(match[1]) * 1024 if match else 0
+            children = ""
+        return [self.proc.pid, *(int(pid) for pid in children.split())]
+
+    def _status(self, key: str) -> int:
+        """Summed over `pids()`: a supervisor and its workers serve together."""
+        total = 0
+        for pid in self.pids():
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+            total += int(match[1]) * 1024 if match else 0
+        return total
 
     def reset_peak_rss(self) -> None:
         # Not Linux, or not allowed: the peak then covers the process's whole life.
-        with contextlib.suppress(OSError):
-            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
 
     def peak_rss(self) -> int:
-        """Peak resident set size in bytes since the last reset (VmHWM)."""
+        """Peak resident set size in bytes since the last reset (VmHWM; with workers, the sum
+        of their peaks)."""
         return self._status("VmHWM")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the process (all its threads) has used so far."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time the process (all its threads) and its children have used so
+        far."""
+        ticks = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def alive(self) -> bool:
         return self.proc.poll() is None

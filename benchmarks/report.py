@@ -24,6 +24,8 @@ Record = dict[str, Any]
 LABELS = {
     "tusd-py": "tusd-py",
     "tusd-py-redis": "tusd-py, Redis state",
+    "tusd-py-w2": "tusd-py --workers 2",
+    "tusd-py-redis-w2": "tusd-py --workers 2, Redis state",
     "sink": "limit: sink",
     "nginx": "limit: nginx (C)",
     "tus-node": "@tus/server",
@@ -312,6 +314,15 @@ def bars(res: Results) -> list[Bar]:
             big_rss - small_rss,
             lambda v: v < 32,
             "{:+.0f} MiB",
+        )
+    for client in res.clients("small"):
+        one = res.summary("small", "tusd-py-redis", client)
+        two = res.summary("small", "tusd-py-redis-w2", client)
+        check(
+            f"small, {client}, Redis state: --workers 2 ≥ 1.7x one worker",
+            _ratio(two.median("rps") if two else None, one.median("rps") if one else None),
+            lambda v: v >= 1.7,
+            "{:.2f}x",
         )
     for server in ("tusd-py", "tusd-py-s3"):
         for client in res.clients("concurrency"):

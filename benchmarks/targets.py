@@ -110,9 +110,12 @@ class ServerSpec:
     curl_only: bool = False  # speaks just POST + one PATCH (no offsets for resumes or chunks)
 
 
-def _tusd_py(store: Store, state: Literal["local", "redis"]) -> Callable[[Tools, str], list[str]]:
+def _tusd_py(
+    store: Store, state: Literal["local", "redis"], workers: int = 1
+) -> Callable[[Tools, str], list[str]]:
     def command(tools: Tools, place: str) -> list[str]:
         argv = [tools.python, "-m", "tusd_py", "--port", "0", "--log-level", "warning"]
+        argv += ["--workers", str(workers)]
         if store == "s3":
             assert tools.s3_endpoint
             argv += ["--s3-bucket", place, "--s3-endpoint", tools.s3_endpoint]
@@ -217,6 +220,22 @@ SERVERS: dict[str, ServerSpec] = {
             "file",
             "ours",
             _tusd_py("file", "redis"),
+            _needs_redis,
+        ),
+        ServerSpec(
+            "tusd-py-w2",
+            "tusd-py (file, --workers 2)",
+            "file",
+            "ours",
+            _tusd_py("file", "local", workers=2),
+            _ready,
+        ),
+        ServerSpec(
+            "tusd-py-redis-w2",
+            "tusd-py (file, Redis state, --workers 2)",
+            "file",
+            "ours",
+            _tusd_py("file", "redis", workers=2),
             _needs_redis,
         ),
         ServerSpec(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -100,6 +101,13 @@ def build_state(config: Config, store: DataStore) -> tuple[StateStore, Locker]:
         from tusd_py.redis_backends import build_redis_backends
 
         return build_redis_backends(config, store)
+    if config.workers > 1:
+        # Other workers change uploads behind this process's back: no info cache (each read
+        # goes to the `.info`/`.progress`), and locks every worker sees.
+        from tusd_py.locking.file import FileLocker
+
+        locks = FileLocker(Path(config.upload_dir) / ".locks", config.lock_acquire_timeout)
+        return LocalState(store, cache_bytes=0), locks
     state = LocalState(store, cache_bytes=config.local_state_cache)
     return state, MemoryLocker(config.lock_acquire_timeout)
 

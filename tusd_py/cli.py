@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
+import os
 import resource
+import signal
 import socket
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
 import click
 import uvicorn
+from starlette.applications import Starlette
 
 from tusd_py.app import STORES, create_app
 from tusd_py.config import Config, parse_duration, parse_size
@@ -23,7 +29,9 @@ from tusd_py.logs import announcement, configure_logging
 from tusd_py.preflight import check_upload_dir, listening_socket
 from tusd_py.probes import warn_if_not_ready
 from tusd_py.protocol.context import TusContext
+from tusd_py.supervisor import supervise
 from tusd_py.validation import ENV_PREFIX, check_store_options
+from tusd_py.workers import available_cores, worker_fds
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -42,6 +50,17 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         return parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _workers(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    if value.strip().lower() == "auto":
+        return available_cores()
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"not a number of workers: {value!r} (use a count of 1 or more, or auto)"
+        ) from None
 
 
 def _comma_list(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
@@ -85,6 +104,8 @@ class _Server(uvicorn.Server):
     tus: TusContext
     # Printed once the server really serves: the stores opened and the socket accepts.
     announce: list[str]
+    # Called then too: a worker tells its supervisor (workers.py).
+    on_ready: Callable[[], None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -92,6 +113,8 @@ class _Server(uvicorn.Server):
             await warn_if_not_ready(self.tus)
             for line in self.announce:
                 print(line, flush=True)
+            if self.on_ready is not None:
+                self.on_ready()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.tus.stop_all_readers()
@@ -214,7 +237,8 @@ class _Server(uvicorn.Server):
     default="64MiB",
     callback=_size,
     help="Without --redis-url: memory for the infos of recent uploads (at most 10,000; 0 = "
-    "none), so a HEAD need not read their .info; older ones are read back from it.",
+    "none), so a HEAD need not read their .info; older ones are read back from it. Off with "
+    "--workers above 1, where another worker may have changed an upload.",
 )
 @click.option("--redis-prefix", default="tusd", help="Prefix of every Redis key.")
 @click.option(
@@ -279,6 +303,13 @@ class _Server(uvicorn.Server):
     default=None,
     type=click.Choice(["hot", "cool", "cold", "archive"]),
     help="Access tier set on a blob once its upload finishes (default: the account's).",
+)
+@click.option(
+    "--workers",
+    default="1",
+    callback=_workers,
+    help="Processes serving the port, to use several cores ('auto' = one per core). Without "
+    "--redis-url they share the upload directory through lock files (file store only).",
 )
 @click.option(
     "--log-level",
@@ -412,6 +443,31 @@ def raise_open_file_limit() -> None:
         logging.getLogger("tusd_py").warning("could not raise the open file limit: %s", exc)
 
 
+def build_server(config: Config, app: Starlette) -> _Server:
+    """uvicorn serving `app` as `config` says (the caller passes the listening socket)."""
+    uv_config = uvicorn.Config(
+        app,
+        http=http_protocol(config.header_timeout, config.max_header_size),
+        # uvloop when installed (uvicorn[standard] brings it): the event loop is most of the CPU
+        # a request costs; "auto" would pick it too, this says so.
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        log_level=config.log_level,
+        log_config=None,  # uvicorn's loggers propagate to ours: one format for every line
+        access_log=False,  # ObserveMiddleware writes the one access line of every request
+        timeout_graceful_shutdown=30,
+        timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
+        h11_max_incomplete_event_size=config.max_header_size,
+        # uvicorn trusts X-Forwarded-For/-Proto from 127.0.0.1 by default: without a proxy in
+        # front, any local client could then choose its address (hooks' RemoteAddr) and scheme.
+        proxy_headers=config.behind_proxy,
+        forwarded_allow_ips="*" if config.behind_proxy else None,
+    )
+    server = _Server(uv_config)
+    server.tus = app.state.tus
+    server.announce = []
+    return server
+
+
 def run(config: Config) -> None:
     configure_logging(config.log_format, config.log_level)
     with refused_configuration():
@@ -432,36 +488,55 @@ def run(config: Config) -> None:
     with refused_configuration():
         sock = listening_socket(config.host, config.port)
     host, port = sock.getsockname()[:2]
-    raise_open_file_limit()
-    uv_config = uvicorn.Config(
-        app,
-        http=http_protocol(config.header_timeout, config.max_header_size),
-        # uvloop when installed (uvicorn[standard] brings it): the event loop is most of the CPU
-        # a request costs; "auto" would pick it too, this says so.
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        log_level=config.log_level,
-        log_config=None,  # uvicorn's loggers propagate to ours: one format for every line
-        access_log=False,  # ObserveMiddleware writes the one access line of every request
-        timeout_graceful_shutdown=30,
-        timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
-        h11_max_incomplete_event_size=config.max_header_size,
-        # uvicorn trusts X-Forwarded-For/-Proto from 127.0.0.1 by default: without a proxy in
-        # front, any local client could then choose its address (hooks' RemoteAddr) and scheme.
-        proxy_headers=config.behind_proxy,
-        forwarded_allow_ips="*" if config.behind_proxy else None,
-    )
-    server = _Server(uv_config)
-    server.tus = app.state.tus
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}{config.base_path}"
-    server.announce = [announcement(f"tusd-py listening on {url}", config.log_format, url=url)]
+    announce = [announcement(f"tusd-py listening on {url}", config.log_format, url=url)]
     if config.demo:
         demo = f"http://{shown_host}:{port}/"
-        server.announce.append(
-            announcement(f"tusd-py demo page at {demo}", config.log_format, url=demo)
-        )
+        announce.append(announcement(f"tusd-py demo page at {demo}", config.log_format, url=demo))
+    if config.workers > 1:
+        del app  # each worker builds its own
+        sys.exit(supervise(config, sock, announce))
+    raise_open_file_limit()
+    server = build_server(config, app)
+    server.announce = announce
     server.run(sockets=[sock])
     sys.exit(0 if server.started else 1)
+
+
+def worker_main() -> None:
+    """One worker under `--workers` (started by supervisor.py): the configuration as JSON on
+    stdin, the listening socket and the pipe to say "serving" on as inherited fds."""
+    # Ignored until the file locker listens for release requests: never a reason to die.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    sock_fd, ready_fd = worker_fds()
+    config = Config(**json.load(sys.stdin))
+    configure_logging(config.log_format, config.log_level)
+    _stop_when_orphaned()
+    with refused_configuration():
+        app = create_app(config)
+    raise_open_file_limit()
+    server = build_server(config, app)
+
+    def serving() -> None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+
+    server.on_ready = serving
+    server.run(sockets=[socket.socket(fileno=sock_fd)])
+    sys.exit(0 if server.started else 1)
+
+
+def _stop_when_orphaned() -> None:
+    """SIGTERM ourselves, a graceful shutdown, once the supervisor is gone (SIGKILLed, say)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="tusd-parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ class Config:
     hooks_post_drain_timeout: float = 10.0  # how long shutdown delivers what is queued
 
     # Operations
+    workers: int = 1  # processes serving the port (cli.py supervises them; see workers.py)
     log_format: LogFormat = "text"
     metrics: bool = True
     metrics_path: str = "/metrics"
@@ -154,6 +155,17 @@ class Config:
         if self.redis_expired_ttl <= 0:
             raise ConfigError(
                 "an expired upload's Redis state must be kept more than 0 s", "redis_expired_ttl"
+            )
+        if self.workers < 1:
+            raise ConfigError(
+                f"--workers must be 1 or more (or auto), got {self.workers}", "workers"
+            )
+        if self.workers > 1 and not self.redis_url and (self.s3_bucket or self.azure_container):
+            # Their local state keeps upload details (tails, block lists) in the process.
+            raise ConfigError(
+                "--workers above 1 with S3 or Azure storage needs --redis-url: only the file "
+                "store shares its uploads between workers without Redis",
+                "workers",
             )
         if self.s3_tails == "redis" and not self.redis_url:
             raise ConfigError("--s3-tails redis needs --redis-url", "s3_tails")

@@ -5,7 +5,8 @@ Its cost follows the uploads it may delete, not every upload kept: a store that 
 unfinished uploads (`UnfinishedLister`) is asked for those only, and retention asks the store
 for the uploads that finished before the cutoff (`FinishedRetainer`). A store that can do
 neither is walked whole, reading each `.info`. Several instances may sweep one store: every
-deletion takes the upload's lock and checks again under it.
+deletion takes the upload's lock and checks again under it. Under `--workers` only worker 0
+sweeps: the others would walk the same directory or bucket for nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tusd_py.locking.held import held
 from tusd_py.protocol.context import TusContext, is_expired
 from tusd_py.protocol.uploads import remove
 from tusd_py.stores.base import FinishedRetainer, UnfinishedLister
+from tusd_py.workers import runs_host_wide_tasks
 
 log = logging.getLogger("tusd_py.expiry")
 
@@ -110,6 +112,9 @@ async def sweep_forever(ctx: TusContext) -> None:
 @contextlib.asynccontextmanager
 async def running_sweep(ctx: TusContext):  # type: ignore[no-untyped-def]
     if ctx.config.expiration <= 0 and ctx.config.retain_finished <= 0:
+        yield
+        return
+    if not runs_host_wide_tasks():  # under --workers, worker 0 sweeps for the host
         yield
         return
     task = asyncio.create_task(sweep_forever(ctx), name="tusd-expiry-sweep")

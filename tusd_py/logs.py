@@ -12,6 +12,7 @@ import time
 
 from tusd_py.config import LogFormat
 from tusd_py.request_context import current_request
+from tusd_py.workers import worker_index
 
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.
 # uvicorn's `color_message` repeats the message with terminal colours.
@@ -24,9 +25,16 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
 
 
 class RequestIdsFilter(logging.Filter):
-    """Adds `request_id` and `upload_id` (None outside a request) to every record."""
+    """Adds `request_id` and `upload_id` (None outside a request) to every record, and under
+    `--workers` the `worker` (its index) that wrote it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.worker = worker_index()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self.worker is not None and not hasattr(record, "worker"):
+            record.worker = self.worker
         ctx = current_request.get()
         if not hasattr(record, "request_id"):
             record.request_id = ctx.request_id if ctx is not None else None
@@ -68,7 +76,7 @@ class TextFormatter(logging.Formatter):
         text = super().format(record)
         ids = [
             f"{key}={value}"
-            for key in ("request_id", "upload_id")
+            for key in ("worker", "request_id", "upload_id")
             if (value := getattr(record, key, None)) is not None
         ]
         return f"{text} [{' '.join(ids)}]" if ids else text
@@ -84,9 +92,7 @@ def configure_logging(log_format: LogFormat = "text", level: str = "info") -> No
     root.setLevel(level.upper())
     # The Azure SDK logs every request and response, headers included, at info: our access
     # line already says what happened, so only its warnings and errors come through.
-    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(
-        logging.WARNING
-    )
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 def announcement(message: str, log_format: LogFormat, **fields: object) -> str:

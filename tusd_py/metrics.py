@@ -2,17 +2,28 @@
 
 The metrics live in prometheus-client's default registry, once per process: several apps in one
 process (tests, an app that mounts ours) share them, as they share the process, and the default
-process/platform collectors come along. Names follow tusd's where they overlap, so its dashboards
-need few changes. Hot paths touch them once per request, never per body chunk.
+process/platform collectors come along. Under `--workers N` every worker writes its values into
+the directory in `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode, set up by
+workers.py) and `/metrics` from any worker sums them for the host: a scrape of the one port must
+not see a different worker's counters each time. Names follow tusd's where they overlap, so its
+dashboards need few changes. Hot paths touch them once per request, never per body chunk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 from prometheus_client.exposition import generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,6 +40,7 @@ REQUEST_DURATION = Histogram(
 CONNECTIONS_OPEN = Gauge(
     "tusd_connections_open",
     "HTTP requests being served right now (an ASGI app sees requests, not sockets).",
+    multiprocess_mode="livesum",  # under --workers: the live workers' sum
 )
 BYTES_RECEIVED = Counter("tusd_bytes_received", "Upload body bytes received from clients.")
 UPLOADS_CREATED = Counter("tusd_uploads_created", "Uploads created.")
@@ -43,7 +55,11 @@ HOOK_DROPPED = Counter(
     "post-* hook events dropped undelivered (queue full, or left at shutdown), by hook.",
     ["hook"],
 )
-HOOK_QUEUED = Gauge("tusd_hook_queued", "post-* hook events waiting for a delivery worker.")
+HOOK_QUEUED = Gauge(
+    "tusd_hook_queued",
+    "post-* hook events waiting for a delivery worker.",
+    multiprocess_mode="livesum",
+)
 S3_REQUEST_DURATION = Histogram(
     "tusd_s3_request_duration_seconds",
     "Duration of S3 requests, by operation and outcome (ok or error).",
@@ -87,5 +103,18 @@ def s3_request(operation: str) -> Iterator[None]:
         observe_s3_request(operation, time.perf_counter() - start, ok)
 
 
+def _registry() -> CollectorRegistry:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return REGISTRY
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    # Built per scrape, as prometheus-client's documentation does it: the files of workers
+    # started since are read too. Process collectors do not apply to a sum of processes.
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
+
+
 async def metrics_endpoint(request: Request) -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)

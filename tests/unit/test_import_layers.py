@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
         "tusd_py.redis_client",
         "tusd_py.logs",
         "tusd_py.failures",
+        "tusd_py.workers",
     ),
     ("tusd_py.stores", "tusd_py.locking"),
     ("tusd_py.state", "tusd_py.hooks"),
@@ -43,7 +44,7 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     ("tusd_py.ops",),
     ("tusd_py.app",),
-    ("tusd_py.cli",),
+    ("tusd_py.cli", "tusd_py.supervisor"),
     ("tusd_py.configdoc", "tusd_py.__main__", "tusd_py"),
 ]
 # Only these may name a concrete store; everything else sees `stores.base` (app.py imports the
