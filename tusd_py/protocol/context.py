@@ -75,7 +75,9 @@ class TusContext:
     async def existing(self, upload_id: str) -> UploadInfo:
         """The upload's info; 404 when unknown, 410 when it expired unfinished."""
         info = await self.state.get(upload_id)
-        if info is None:
+        if info is None or info.storage.get("direct"):
+            # A direct-to-S3 upload's record (tusd_py/direct_s3) is no tus upload: its bytes
+            # go to the bucket without the server.
             raise not_found(upload_id)
         if is_expired(info):
             raise gone(upload_id)
