@@ -378,3 +378,23 @@ async def test_a_small_file_by_presigned_post(direct_app: Any) -> None:
 def test_s3_direct_needs_the_s3_store() -> None:
     with pytest.raises(ConfigError, match="--s3-direct is set but --s3-bucket is not"):
         Config(s3_direct=True)
+
+
+async def test_a_token_in_the_path_reaches_the_hooks(direct_app: Any) -> None:
+    """@uppy/aws-s3 6 sends no custom headers: the auth recipe puts a token in
+    companionEndpoint, which the hooks read from the request URI (docs/direct-s3.md)."""
+
+    def pre_create(event: HookEvent) -> HookResponse | None:
+        if not event.request.uri.startswith("/files/good-token/s3/"):
+            return HookResponse(reject_upload=True, http_response=HTTPResponse(401))
+        return None
+
+    async with direct_app(
+        hooks={"pre-create": pre_create}, s3_direct_path="/files/{token}/s3"
+    ) as d:
+        body = {"filename": "a", "type": "b", "metadata": {}}
+        refused = await d.client.post("/files/bad-token/s3/multipart", json=body)
+        assert refused.status_code == 401
+        created = await d.client.post("/files/good-token/s3/multipart", json=body)
+        assert created.status_code == 200, created.text
+        assert d.multipart_keys() == [created.json()["key"]]
