@@ -33,7 +33,9 @@ PAGE = Path(__file__).parent / "pages" / "uppy-s3.html"
 UPPY_DIST = Path(__file__).parent / "js/node_modules/uppy/dist"
 FILE_INPUT = ".uppy-Dashboard-input[name='files[]']"
 UPLOAD_BUTTON = ".uppy-StatusBar-actionBtn--upload"
-HOOK = "#!/bin/sh\ncat >> {log}\necho >> {log}\n"
+# One file per event, renamed into place once whole: hooks run concurrently, and appends of
+# several KB to one file interleave.
+HOOK = "#!/bin/sh\ncat > {log}/$$.tmp && mv {log}/$$.tmp {log}/$(date +%s%N)-$$.json\n"
 
 
 @pytest.fixture
@@ -73,7 +75,8 @@ def bucket(s3: S3Server, uppy_origin: str) -> str:
 def hook_log(tmp_path: Path) -> Path:
     hooks = tmp_path / "hooks"
     hooks.mkdir()
-    log = tmp_path / "hook-events.jsonl"
+    log = tmp_path / "hook-events"
+    log.mkdir()
     for name in ("pre-create", "post-finish"):
         script = hooks / name
         script.write_text(HOOK.format(log=log))
@@ -94,27 +97,31 @@ def server(
 
 
 def hook_events(log: Path, hook: str) -> list[dict[str, Any]]:
-    if not log.exists():
-        return []
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    events = [json.loads(path.read_text()) for path in sorted(log.glob("*.json"))]
     return [event for event in events if event["Type"] == hook]
 
 
-def open_uppy(page: Page, origin: str, server: TusdProcess, golden: bool = False) -> None:
+def open_uppy(
+    page: Page, origin: str, server: TusdProcess, golden: bool = False, tus: bool = False
+) -> None:
     companion = server.endpoint.rstrip("/")  # Uppy calls <companionEndpoint>/s3/...
     query = {"companion": companion, "golden": "1" if golden else "0"}
+    if tus:
+        query["tus"] = server.endpoint
     page.goto(f"{origin}/?" + urlencode(query))
     wait_for(page, "document.body.dataset.ready === 'yes'")
 
 
-def choose_and_upload(page: Page, *sources: SourceFile) -> None:
-    page.set_input_files(FILE_INPUT, [source.path for source in sources])
-    wait_for(page, f"uppy.getFiles().length === {len(sources)}")
-    page.click(UPLOAD_BUTTON)
+def choose_and_upload(
+    page: Page, *sources: SourceFile, dashboard: str = "#dashboard", uppy: str = "uppy"
+) -> None:
+    page.set_input_files(f"{dashboard} {FILE_INPUT}", [source.path for source in sources])
+    wait_for(page, f"{uppy}.getFiles().length === {len(sources)}")
+    page.click(f"{dashboard} {UPLOAD_BUTTON}")
 
 
-def upload_result(page: Page, timeout: float = 300.0) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(wait_for(page, "document.body.dataset.complete", timeout))
+def upload_result(page: Page, timeout: float = 300.0, name: str = "complete") -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(wait_for(page, f"document.body.dataset.{name}", timeout))
     return result
 
 
@@ -197,3 +204,41 @@ def test_reload_in_the_middle_resumes_through_list_parts(
     assert ("GET", f"{base}/{upload_id}") in calls, calls  # ListParts
     puts = [r for r in sent if r.method == "PUT" and r.url.startswith(s3.endpoint)]
     assert len(puts) <= 8 - parts_before, (len(puts), parts_before)
+
+
+def test_tus_and_direct_uploads_in_one_page_land_in_one_bucket_with_the_same_hooks(
+    server: TusdProcess,
+    s3: S3Server,
+    bucket: str,
+    hook_log: Path,
+    make_file: MakeFile,
+    page: Page,
+    uppy_origin: str,
+) -> None:
+    by_tus, direct = make_file(7 * MiB), make_file(11 * MiB)
+    open_uppy(page, uppy_origin, server, tus=True)
+    choose_and_upload(page, by_tus, dashboard="#tus-dashboard", uppy="tusUppy")
+    choose_and_upload(page, direct)
+    tus_result, direct_result = upload_result(page, name="tusComplete"), upload_result(page)
+    assert tus_result["failed"] == [] and direct_result["failed"] == [], (tus_result, direct_result)
+
+    tus_key = tus_result["successful"][0]["url"].rsplit("/", 1)[1]  # the key is the tus id
+    direct_key = direct_result["successful"][0]["key"]
+    assert object_digest(s3, bucket, tus_key) == (by_tus.size, by_tus.sha256)
+    assert object_digest(s3, bucket, direct_key) == (direct.size, direct.sha256)
+
+    assert wait_until(lambda: len(hook_events(hook_log, "post-finish")) == 2, 30)
+    finished = {
+        event["Event"]["Upload"]["MetaData"]["filename"]: event["Event"]["Upload"]
+        for event in hook_events(hook_log, "post-finish")
+    }
+    assert set(finished) == {by_tus.path.name, direct.path.name}
+    for source, key in ((by_tus, tus_key), (direct, direct_key)):
+        upload = finished[source.path.name]
+        assert upload["Size"] == source.size
+        assert upload["Storage"]["Type"] == "s3store"
+        assert upload["Storage"]["Bucket"] == bucket
+        assert upload["Storage"]["Key"] == key
+    assert "UploadPath" not in finished[by_tus.path.name]["Storage"]
+    assert finished[direct.path.name]["Storage"]["UploadPath"] == "s3-multipart"
+    assert len(hook_events(hook_log, "pre-create")) == 2
