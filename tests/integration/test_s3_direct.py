@@ -398,3 +398,36 @@ async def test_a_token_in_the_path_reaches_the_hooks(direct_app: Any) -> None:
         created = await d.client.post("/files/good-token/s3/multipart", json=body)
         assert created.status_code == 200, created.text
         assert d.multipart_keys() == [created.json()["key"]]
+
+
+async def test_the_tus_endpoint_does_not_know_direct_uploads(
+    state: str, s3: S3Server, bucket: str, redis: RedisServer
+) -> None:
+    """Without hooks (no pre-access lookup first): HEAD, PATCH, GET and DELETE of a direct
+    upload's id answer 404 and change nothing."""
+    config = Config(
+        s3_bucket=bucket,
+        s3_endpoint=s3.endpoint,
+        s3_region="us-east-1",
+        s3_direct=True,
+        redis_url=redis.url if state == "redis" else None,
+        redis_prefix=unique_prefix(),
+    )
+    async with app_client(config) as client:
+        d = Direct(client, s3, bucket)
+        upload = await d.create()
+        url = f"/files/{upload['uploadId']}"
+        tus = {"Tus-Resumable": "1.0.0"}
+        assert (await client.head(url, headers=tus)).status_code == 404
+        patch_headers = {
+            **tus,
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        }
+        assert (await client.patch(url, headers=patch_headers, content=b"abc")).status_code == 404
+        assert (await client.get(url)).status_code == 404
+        assert (await client.delete(url, headers=tus)).status_code == 404
+        assert d.multipart_keys() == [upload["key"]]
+        signed = await d.sign(upload["uploadId"], upload["key"], 1)
+        assert signed.status_code == 200
+        await d.raw.aclose()

@@ -18,15 +18,11 @@ from tusd_py.errors import TusError, bad_request, gone
 from tusd_py.ids import is_valid_upload_id, new_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.metadata import encode_metadata, metadata_problem
-from tusd_py.protocol.context import TusContext, is_expired
+from tusd_py.protocol.context import TusContext, is_direct_record, is_expired
 from tusd_py.request_context import bind_upload
 
 MULTIPART = "s3-multipart"
 POST = "s3-post"
-
-
-def is_direct(info: UploadInfo) -> bool:
-    return bool(info.storage.get("direct"))
 
 
 def no_record(upload_id: str) -> TusError:
@@ -105,7 +101,7 @@ async def find_record(ctx: TusContext, upload_id: str, key: str | None) -> Uploa
     if key is None:
         raise bad_request("the key query parameter is required", "missing-key")
     info = await ctx.state.get(upload_id)
-    if info is None or not is_direct(info):
+    if info is None or not is_direct_record(info):
         raise no_record(upload_id)
     bind_upload(info.id)
     if info.storage.get("key") != key:
