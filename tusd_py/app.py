@@ -134,6 +134,15 @@ def base_path_routes(mount_path: str, endpoint: TusEndpoint) -> list[BaseRoute]:
     return routes
 
 
+def direct_routes(ctx: TusContext) -> list[BaseRoute]:
+    """The direct-to-S3 routes with --s3-direct (imported only then: they need the S3 store)."""
+    if not ctx.config.s3_direct:
+        return []
+    from tusd_py.direct_s3 import direct_s3_routes
+
+    return direct_s3_routes(ctx)
+
+
 def create_app(
     config: Config | None = None,
     *,
@@ -185,6 +194,7 @@ def create_app(
         routes=[
             Route("/health", health, methods=["GET"]),
             *operational_routes(config, ctx),
+            *direct_routes(ctx),  # before the tus mount, which would take <base>/s3 too
             *base_path_routes(config.base_path.rstrip("/"), TusEndpoint(ctx)),
         ],
         middleware=[observe_middleware(config), *([cors] if config.cors_origins else [])],

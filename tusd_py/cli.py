@@ -285,6 +285,24 @@ class _Server(uvicorn.Server):
     help="Where the bytes of a part not yet full wait: Redis (auto, with --redis-url) or S3.",
 )
 @click.option(
+    "--s3-direct/--no-s3-direct",
+    default=False,
+    help="Also serve the routes @uppy/aws-s3 calls with companionEndpoint: browsers PUT "
+    "presigned multipart parts straight to the bucket (docs/direct-s3.md). S3 store only.",
+)
+@click.option(
+    "--s3-direct-path",
+    default=None,
+    help="Path of the direct-to-S3 routes (default <base-path>s3; Uppy's companionEndpoint is "
+    "this without the trailing /s3).",
+)
+@click.option(
+    "--s3-direct-presign-expiry",
+    default="15m",
+    callback=_duration,
+    help="How long a presigned part URL or POST form stays valid (at most 7d).",
+)
+@click.option(
     "--azure-container",
     default=None,
     help="Store uploads in this Azure Blob Storage container instead of local files (created "

@@ -79,6 +79,10 @@ class Config:
     s3_max_concurrency: int = 4
     s3_buffer_size: int = 64 * 1024**2  # part bytes in memory, all uploads together
     s3_tails: S3Tails = "auto"  # where incomplete parts wait: Redis when there is one, else S3
+    # Direct-to-S3 uploads (@uppy/aws-s3 with companionEndpoint) beside tus: docs/direct-s3.md
+    s3_direct: bool = False
+    s3_direct_path: str | None = None  # None: <base_path>s3
+    s3_direct_presign_expiry: float = 900.0  # how long a presigned part URL or POST is valid
     # Azure Blob Storage when azure_container is set (credentials from AZURE_STORAGE_* variables)
     azure_container: str | None = None
     azure_endpoint: str | None = None
@@ -169,7 +173,20 @@ class Config:
             )
         if self.s3_tails == "redis" and not self.redis_url:
             raise ConfigError("--s3-tails redis needs --redis-url", "s3_tails")
+        if self.s3_direct_presign_expiry <= 0 or self.s3_direct_presign_expiry > 7 * 86400:
+            # S3 refuses presigned requests valid for more than 7 days.
+            raise ConfigError(
+                "presigned URLs must be valid for more than 0 s and at most 7d",
+                "s3_direct_presign_expiry",
+            )
+        if self.s3_direct_path is not None:
+            self.s3_direct_path = "/" + self.s3_direct_path.strip("/")
         check_config(self)
+
+    @property
+    def direct_s3_path(self) -> str:
+        """Where the direct-to-S3 routes are mounted: Uppy calls `<companionEndpoint>/s3/...`."""
+        return self.s3_direct_path or self.base_path + "s3"
 
     @property
     def state_kind(self) -> Literal["local", "redis"]:

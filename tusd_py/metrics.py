@@ -48,6 +48,12 @@ UPLOADS_FINISHED = Counter("tusd_uploads_finished", "Uploads that received their
 UPLOADS_TERMINATED = Counter(
     "tusd_uploads_terminated", "Uploads terminated by DELETE or stopped by a hook."
 )
+UPLOADS_BY_PATH = Counter(
+    "tusd_uploads_by_path",
+    "Upload events by the path the bytes take (tus through the server; s3-multipart and s3-post "
+    "straight to the bucket, docs/direct-s3.md) and event (created, finished, terminated).",
+    ["path", "event"],
+)
 HOOK_INVOCATIONS = Counter("tusd_hook_invocations", "Hooks invoked, by hook.", ["hook"])
 HOOK_ERRORS = Counter("tusd_hook_errors", "Hooks that failed, by hook.", ["hook"])
 HOOK_DROPPED = Counter(

@@ -30,6 +30,9 @@ STORE_ONLY_OPTIONS = {
         "s3_max_concurrency",
         "s3_buffer_size",
         "s3_tails",
+        "s3_direct",
+        "s3_direct_path",
+        "s3_direct_presign_expiry",
     ),
     "azure_container": ("azure_endpoint", "azure_prefix", "azure_blob_access_tier"),
 }

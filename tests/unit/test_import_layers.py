@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, ...]] = [
         "tusd_py.demo",
         "tusd_py.connections",
         "tusd_py.redis_backends",
+        "tusd_py.direct_s3",
     ),
     ("tusd_py.ops",),
     ("tusd_py.app",),
@@ -49,7 +50,14 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 # Only these may name a concrete store; everything else sees `stores.base` (app.py imports the
 # chosen store by name from its table).
-CONCRETE_STORE_IMPORTERS = ("tusd_py", "tusd_py.stores")
+# tusd_py.direct_s3 is an S3 feature by definition: it presigns with the S3 store's client and
+# uses its key layout (app.py imports it only when --s3-direct is on).
+CONCRETE_STORE_IMPORTERS = (
+    "tusd_py",
+    "tusd_py.stores",
+    "tusd_py.direct_s3.bucket",
+    "tusd_py.direct_s3.routes",
+)
 
 
 def module_name(path: Path) -> str:

@@ -243,6 +243,7 @@ class Hooks:
     def created(self, info: UploadInfo) -> None:
         bind_upload(info.id)
         metrics.UPLOADS_CREATED.inc()
+        metrics.UPLOADS_BY_PATH.labels(upload_path(info), "created").inc()
         uploads_log.info(
             "upload created",
             extra={"length": info.length, "metadata": info.metadata or None},
@@ -299,6 +300,7 @@ class Hooks:
         if response is not None:
             _change_response(response)
         metrics.UPLOADS_FINISHED.inc()
+        metrics.UPLOADS_BY_PATH.labels(upload_path(info), "finished").inc()
         uploads_log.info("upload finished", extra={"length": info.length})
         self._fire(HookType.POST_FINISH, info)
 
@@ -316,6 +318,7 @@ class Hooks:
 
     def terminated(self, info: UploadInfo) -> None:
         metrics.UPLOADS_TERMINATED.inc()
+        metrics.UPLOADS_BY_PATH.labels(upload_path(info), "terminated").inc()
         uploads_log.info("upload terminated", extra={"offset": info.offset})
         self._fire(HookType.POST_TERMINATE, info)
 
@@ -325,11 +328,14 @@ class Hooks:
         self, hook_type: HookType, info: UploadInfo, access: AccessInfo | None = None
     ) -> HookEvent:
         request = current_request.get()
+        storage = self._describe_storage(info)
+        if storage is not None and upload_path(info) != "tus":
+            storage = {**storage, "UploadPath": upload_path(info)}  # a direct-to-S3 upload
         return HookEvent(
             hook_type,
             snapshot(info),
             HTTPRequestInfo.from_scope(request.scope) if request is not None else HTTPRequestInfo(),
-            self._describe_storage(info),
+            storage,
             access,
         )
 
@@ -464,6 +470,11 @@ class Hooks:
         return UploadStopped(
             _rejection(response, "upload-stopped", "the server stopped this upload and removed it")
         )
+
+
+def upload_path(info: UploadInfo) -> str:
+    """How the upload's bytes travel: "tus", or a direct-to-S3 path (tusd_py/direct_s3)."""
+    return str(info.storage.get("direct") or "tus")
 
 
 def _change_response(response: HookResponse) -> None:

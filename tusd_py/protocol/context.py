@@ -75,11 +75,17 @@ class TusContext:
     async def existing(self, upload_id: str) -> UploadInfo:
         """The upload's info; 404 when unknown, 410 when it expired unfinished."""
         info = await self.state.get(upload_id)
-        if info is None:
+        if info is None or is_direct_record(info):
             raise not_found(upload_id)
         if is_expired(info):
             raise gone(upload_id)
         return info
+
+
+def is_direct_record(info: UploadInfo) -> bool:
+    """A direct-to-S3 upload's record (tusd_py/direct_s3) shares the state backend but is no tus
+    upload (its bytes go to the bucket without the server): the tus endpoint does not know it."""
+    return bool(info.storage.get("direct"))
 
 
 def is_expired(info: UploadInfo, now: float | None = None) -> bool:

@@ -24,7 +24,7 @@ from tusd_py.locking.base import HolderReader, Lock
 from tusd_py.locking.held import held
 from tusd_py.protocol.body import BodyReader
 from tusd_py.protocol.checksum import Checksum, guarded
-from tusd_py.protocol.context import TusContext, is_expired
+from tusd_py.protocol.context import TusContext, is_direct_record, is_expired
 from tusd_py.request_context import bind_upload
 from tusd_py.stores.base import LengthDeferrer
 
@@ -167,7 +167,7 @@ async def current_info(ctx: TusContext, upload_id: str) -> UploadInfo:
     if holder is not None:
         await ctx.locker.let_go(upload_id, holder)
         info = await state.get(upload_id)
-    if info is None:
+    if info is None or is_direct_record(info):
         raise not_found(upload_id)
     if is_expired(info):
         raise gone(upload_id)
