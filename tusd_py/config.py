@@ -12,6 +12,7 @@ from tusd_py.validation import ConfigError, check_config
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 S3Tails = Literal["auto", "redis", "s3"]
+S3Encryption = Literal["AES256", "aws:kms"]
 AzureAccessTier = Literal["hot", "cool", "cold", "archive"]
 
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?")
@@ -79,6 +80,11 @@ class Config:
     s3_max_concurrency: int = 4
     s3_buffer_size: int = 64 * 1024**2  # part bytes in memory, all uploads together
     s3_tails: S3Tails = "auto"  # where incomplete parts wait: Redis when there is one, else S3
+    s3_sse: S3Encryption | None = None  # server-side encryption of every object written
+    s3_sse_kms_key_id: str | None = None  # with s3_sse "aws:kms": the key (else the bucket's)
+    s3_storage_class: str | None = None  # of every object written (default: the bucket's)
+    s3_max_parts: int = 10_000  # parts one multipart upload may have (Scaleway: 1,000)
+    s3_min_part_size: int = 5 * 1024**2  # the smallest part but the last the provider takes
     # Azure Blob Storage when azure_container is set (credentials from AZURE_STORAGE_* variables)
     azure_container: str | None = None
     azure_endpoint: str | None = None
@@ -154,6 +160,18 @@ class Config:
         if self.redis_expired_ttl <= 0:
             raise ConfigError(
                 "an expired upload's Redis state must be kept more than 0 s", "redis_expired_ttl"
+            )
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
+            raise ConfigError("a KMS key id needs --s3-sse aws:kms", "s3_sse_kms_key_id")
+        if not 1 <= self.s3_max_parts <= 10_000:
+            raise ConfigError(
+                f"S3 allows 1 to 10000 parts per upload, got {self.s3_max_parts}", "s3_max_parts"
+            )
+        if not 5 * 1024**2 <= self.s3_min_part_size <= 5 * 1024**3:
+            raise ConfigError(
+                "the smallest S3 part must be between 5 MiB (S3's minimum) and 5 GiB, got "
+                f"{self.s3_min_part_size} bytes",
+                "s3_min_part_size",
             )
         if self.s3_tails == "redis" and not self.redis_url:
             raise ConfigError("--s3-tails redis needs --redis-url", "s3_tails")

@@ -30,6 +30,11 @@ STORE_ONLY_OPTIONS = {
         "s3_max_concurrency",
         "s3_buffer_size",
         "s3_tails",
+        "s3_sse",
+        "s3_sse_kms_key_id",
+        "s3_storage_class",
+        "s3_max_parts",
+        "s3_min_part_size",
     ),
     "azure_container": ("azure_endpoint", "azure_prefix", "azure_blob_access_tier"),
 }

@@ -52,7 +52,9 @@ Modules, one concept each:
     tails.py         where the incomplete part waits: S3 segments or Redis
     upload.py        S3Upload (what `info.storage` records) and key names
     signing.py       SigV4 with a payload hash computed off the event loop
-    limits.py        S3's multipart limits, choose_part_size
+    objects.py       what written objects carry: encryption, storage class, the upload
+                     object's Content-Type/-Disposition and metadata
+    limits.py        S3's multipart limits (as configured), choose_part_size, the 413
     errors.py        what failed S3 calls become
 """
 

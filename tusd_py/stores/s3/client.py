@@ -15,12 +15,16 @@ from tusd_py.errors import gone
 from tusd_py.metrics import s3_request
 from tusd_py.stores.s3 import signing
 from tusd_py.stores.s3.errors import MISSING_KEY, NO_UPLOAD, bucket_problem, s3_unavailable
+from tusd_py.stores.s3.objects import ObjectSettings
 
 if TYPE_CHECKING:
     from tusd_py.stores.s3.parts import PartBuffer
     from tusd_py.stores.s3.upload import S3Upload
 
 
+# The calls that create an object (or the multipart upload that becomes one): each gets the
+# configured encryption and storage class.
+_WRITES_OBJECT = frozenset({"put_object", "create_multipart_upload"})
 # The start-up and /ready checks answer within this (each of connect and read), without retries.
 PROBE_TIMEOUT = 3.0
 
@@ -38,8 +42,10 @@ class S3Client:
         connect_timeout: float,
         read_timeout: float,
         max_connections: int,
+        objects: ObjectSettings | None = None,
     ) -> None:
         self.bucket = bucket
+        self.objects = objects or ObjectSettings()
         self.endpoint = endpoint
         self.region = region
         # Content-MD5 lets S3 check each body and, on HTTPS, spares botocore hashing it for the
@@ -100,6 +106,8 @@ class S3Client:
         if self.s3 is None:
             raise RuntimeError("S3Store.open() was not called")
         self.request_counts[operation] += 1
+        if operation in _WRITES_OBJECT:  # every object: `.info`, segments, the upload's own
+            params = {**self.objects.every_object(), **params}
         try:
             with s3_request(operation):  # tusd_s3_request_duration_seconds
                 return await getattr(self.s3, operation)(Bucket=self.bucket, **params)

@@ -57,11 +57,13 @@ async def concatenate(
             parts.append(await _upload_gathered(client, upload, len(parts) + 1, pending))
     finally:
         pending.release()
-    if len(parts) > MAX_PARTS:
+    max_parts = int(final.storage.get("max_parts", MAX_PARTS))
+    if len(parts) > max_parts:
         raise TusError(
             400,
             "too-many-parts",
-            f"the partials of {final.id!r} need {len(parts)} S3 parts; S3 allows {MAX_PARTS}",
+            f"the partials of {final.id!r} need {len(parts)} S3 parts; this store may use "
+            f"{max_parts} (--s3-max-parts)",
         )
     await client.complete(upload, parts)
 

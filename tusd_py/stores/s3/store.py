@@ -26,12 +26,14 @@ from tusd_py.stores.s3.errors import (
     s3_unavailable,
 )
 from tusd_py.stores.s3.limits import (
-    MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
     MAX_PARTS,
     MIB,
+    MIN_PART_SIZE,
+    check_fits,
     choose_part_size,
 )
+from tusd_py.stores.s3.objects import ObjectSettings, describe_object
 from tusd_py.stores.s3.part_uploads import PartUploads
 from tusd_py.stores.s3.tails import REDIS_TAIL_MAX_PART, RedisTails, SegmentTails
 from tusd_py.stores.s3.upload import DEFAULT_TAILS, S3Upload, info_key, object_key
@@ -73,11 +75,20 @@ class S3Store(DataStore):
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         max_connections: int = 64,
+        max_parts: int = MAX_PARTS,
+        min_part_size: int = MIN_PART_SIZE,
+        objects: ObjectSettings | None = None,
     ) -> None:
         if not 0 < part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be between 1 byte and 5 GiB, got {part_size}")
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if not 1 <= max_parts <= MAX_PARTS:
+            raise ValueError(f"max_parts must be between 1 and {MAX_PARTS}, got {max_parts}")
+        if not 0 < min_part_size <= MAX_PART_SIZE:
+            raise ValueError(f"min_part_size must be between 1 byte and 5 GiB, got {min_part_size}")
+        self.max_parts = max_parts
+        self.min_part_size = min_part_size
         self.bucket = bucket
         self.prefix = prefix
         self.part_size = part_size
@@ -90,6 +101,7 @@ class S3Store(DataStore):
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_connections=max_connections,
+            objects=objects,
         )
         self.parts = PartUploads(
             self.client,
@@ -118,6 +130,13 @@ class S3Store(DataStore):
             max_concurrency=config.s3_max_concurrency,
             buffer_size=config.s3_buffer_size,
             max_object_size=config.max_size or None,
+            max_parts=config.s3_max_parts,
+            min_part_size=config.s3_min_part_size,
+            objects=ObjectSettings(
+                sse=config.s3_sse,
+                sse_kms_key_id=config.s3_sse_kms_key_id,
+                storage_class=config.s3_storage_class,
+            ),
         )
         store.tails_choice = config.s3_tails
         return store
@@ -128,13 +147,7 @@ class S3Store(DataStore):
 
     async def declare_length(self, info: UploadInfo) -> None:
         upload = S3Upload.from_info(info)
-        if info.length is not None and info.length > upload.part_size * MAX_PARTS:
-            raise TusError(
-                413,
-                "upload-too-large",
-                f"Upload-Length {info.length} does not fit in {MAX_PARTS} parts of "
-                f"{upload.part_size} bytes",
-            )
+        check_fits(info.length, upload.part_size, int(info.storage.get("max_parts", MAX_PARTS)))
 
     def use_redis(self, config: Config) -> None:
         """Keep incomplete parts in Redis unless `--s3-tails s3` (tails.py)."""
@@ -173,17 +186,21 @@ class S3Store(DataStore):
 
     async def create(self, info: UploadInfo) -> None:
         key = object_key(self.prefix, info.id)
-        if info.length is not None and info.length > MAX_OBJECT_SIZE:
-            raise TusError(
-                413, "upload-too-large", "S3 objects cannot be larger than 5 TiB (5497558138880)"
-            )
-        part_size = choose_part_size(info.length, self.part_size, self.max_object_size)
+        part_size = choose_part_size(
+            info.length,
+            self.part_size,
+            self.max_object_size,
+            max_parts=self.max_parts,
+            min_part_size=self.min_part_size,
+        )
+        check_fits(info.length, MAX_PART_SIZE, self.max_parts)
         in_redis = self.parts.redis_tails is not None and part_size <= REDIS_TAIL_MAX_PART
         storage: dict[str, Any] = {
             "type": "s3",
             "bucket": self.bucket,
             "key": key,
             "part_size": part_size,
+            "max_parts": self.max_parts,
             "multipart_upload_id": None,
             "tails": RedisTails.kind if in_redis else SegmentTails.kind,
         }
@@ -195,9 +212,13 @@ class S3Store(DataStore):
         if info.length == 0:
             # Complete at once: S3 cannot complete a multipart upload without parts.
             await self._save_new_info(info)
-            await self.client.call("put_object", info.id, Key=key, Body=b"")
+            await self.client.call(
+                "put_object", info.id, Key=key, Body=b"", **describe_object(info)
+            )
             return
-        response = await self.client.call("create_multipart_upload", info.id, Key=key)
+        response = await self.client.call(
+            "create_multipart_upload", info.id, Key=key, **describe_object(info)
+        )
         storage["multipart_upload_id"] = response["UploadId"]
         try:
             await self._save_new_info(info)
