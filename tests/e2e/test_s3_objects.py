@@ -4,6 +4,8 @@ limits (`--s3-max-parts`) shape the parts and refuse what cannot fit."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -53,9 +55,14 @@ def test_encryption_storage_class_and_headers_reach_the_object(
         "filetype": "application/pdf",
         "k": "%20x%20",
     }
-    info = client.head_object(Bucket=bucket, Key=upload_id(url) + ".info")
+    info = client.get_object(Bucket=bucket, Key=upload_id(url) + ".info")
     assert info["ServerSideEncryption"] == "AES256"
     assert info["StorageClass"] == "STANDARD_IA"
+    stored = json.loads(info["Body"].read())  # written again on completion
+    assert stored["completed"] and stored["offset"] == source.size
+    assert stored["storage"]["key"] == upload_id(url)
+    assert stored["storage"]["size"] == source.size
+    assert stored["storage"]["completed_at"] >= stored["created_at"]
 
 
 def test_kms_encryption_reaches_the_object_and_its_segments(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -286,6 +287,13 @@ class S3Store(DataStore):
         return await PatchWriter(self.client, self.parts, info, upload, commit).run(chunks)
 
     async def finish(self, info: UploadInfo) -> None:
+        await self._complete(info)
+        # The state store writes the `.info` again once the upload is completed: it then says
+        # where the object is, how large, and since when, without a look at the object.
+        info.storage["size"] = info.length or 0
+        info.storage.setdefault("completed_at", time.time())
+
+    async def _complete(self, info: UploadInfo) -> None:
         upload = S3Upload.from_info(info)
         if upload.multipart_id is None:
             return  # zero-length: the empty object was written by create()
