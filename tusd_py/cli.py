@@ -291,6 +291,13 @@ class _Server(uvicorn.Server):
     help="The smallest part (but the last) the provider accepts; parts are at least this.",
 )
 @click.option(
+    "--s3-key-template",
+    default="",
+    help="Object key of each upload, from {prefix} {id} {yyyy} {mm} {dd} {hh} (UTC creation "
+    "time), e.g. '{prefix}{yyyy}/{mm}/{id}'; must start with {prefix} and hold {id}. Default: "
+    "prefix + id. A pre-create hook's ChangeFileInfo.Storage.Key wins.",
+)
+@click.option(
     "--azure-container",
     default=None,
     help="Store uploads in this Azure Blob Storage container instead of local files (created "

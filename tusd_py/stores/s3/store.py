@@ -24,8 +24,10 @@ from tusd_py.stores.s3.errors import (
     NO_UPLOAD,
     STREAM_ERRORS,
     inconsistent,
+    invalid_storage,
     s3_unavailable,
 )
+from tusd_py.stores.s3.keys import key_problem, marker_key, render_key, template_problem
 from tusd_py.stores.s3.limits import (
     MAX_PART_SIZE,
     MAX_PARTS,
@@ -39,6 +41,7 @@ from tusd_py.stores.s3.part_uploads import PartUploads
 from tusd_py.stores.s3.tails import REDIS_TAIL_MAX_PART, RedisTails, SegmentTails
 from tusd_py.stores.s3.upload import DEFAULT_TAILS, S3Upload, info_key, object_key
 from tusd_py.stores.s3.writer import PatchWriter
+from tusd_py.validation import ConfigError
 
 if TYPE_CHECKING:
     from tusd_py.config import Config, S3Tails
@@ -59,6 +62,7 @@ class S3Store(DataStore):
 
     storage_type = "s3store"
     shared_medium = True
+    storage_choices = frozenset({"Key", "Bucket"})
 
     def __init__(
         self,
@@ -79,6 +83,7 @@ class S3Store(DataStore):
         max_parts: int = MAX_PARTS,
         min_part_size: int = MIN_PART_SIZE,
         objects: ObjectSettings | None = None,
+        key_template: str = "",
     ) -> None:
         if not 0 < part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be between 1 byte and 5 GiB, got {part_size}")
@@ -89,6 +94,9 @@ class S3Store(DataStore):
         if not 0 < min_part_size <= MAX_PART_SIZE:
             raise ValueError(f"min_part_size must be between 1 byte and 5 GiB, got {min_part_size}")
         self.max_parts = max_parts
+        if key_template and (problem := template_problem(key_template)):
+            raise ValueError(f"the key template {key_template!r} cannot work: {problem}")
+        self.key_template = key_template
         self.min_part_size = min_part_size
         self.bucket = bucket
         self.prefix = prefix
@@ -115,6 +123,11 @@ class S3Store(DataStore):
     @classmethod
     def from_config(cls, config: Config) -> S3Store:
         assert config.s3_bucket
+        if config.s3_key_template and (problem := template_problem(config.s3_key_template)):
+            raise ConfigError(
+                f"the key template {config.s3_key_template!r} cannot work: {problem}",
+                "s3_key_template",
+            )
         try:  # botocore would raise this only once the server starts, as a traceback
             botocore.session.get_session().get_scoped_config()
         except ProfileNotFound as exc:
@@ -138,6 +151,7 @@ class S3Store(DataStore):
                 sse_kms_key_id=config.s3_sse_kms_key_id,
                 storage_class=config.s3_storage_class,
             ),
+            key_template=config.s3_key_template,
         )
         store.tails_choice = config.s3_tails
         return store
@@ -186,7 +200,7 @@ class S3Store(DataStore):
     # -- DataStore ------------------------------------------------------------------------------
 
     async def create(self, info: UploadInfo) -> None:
-        key = object_key(self.prefix, info.id)
+        key = await self._new_key(info)
         part_size = choose_part_size(
             info.length,
             self.part_size,
@@ -230,6 +244,45 @@ class S3Store(DataStore):
                         "abort_multipart_upload", None, Key=key, UploadId=response["UploadId"]
                     )
             raise
+        if key != object_key(self.prefix, info.id):
+            await self.client.call(
+                "put_object", info.id, Key=marker_key(self.prefix, info.id), Body=b""
+            )
+
+    async def _new_key(self, info: UploadInfo) -> str:
+        """The object key of a new upload: the one a pre-create hook chose (in `info.storage`,
+        checked here), else the key template's, else `<prefix><id>` (keys.py)."""
+        chosen = info.storage
+        bucket = chosen.get("Bucket")
+        if bucket is not None and bucket != self.bucket:
+            raise invalid_storage(
+                f"Bucket {bucket!r}, but this store writes only to its bucket {self.bucket!r}"
+            )
+        key = chosen.get("Key")
+        if key is None:
+            if not self.key_template:
+                return object_key(self.prefix, info.id)
+            key = render_key(self.key_template, self.prefix, info.id, info.created_at)
+        problem = key_problem(key, self.prefix)
+        if problem is not None:
+            raise invalid_storage(f"Key {key!r}, which {problem}")
+        # A template's keys hold the upload's id, so only a hook's key can be another's.
+        if "Key" in chosen and await self._key_taken(info.id, key):
+            raise TusError(
+                409,
+                "storage-key-taken",
+                f"the object key {key!r} chosen for this upload is already in use in the bucket",
+            )
+        return key
+
+    async def _key_taken(self, upload_id: str, key: str) -> bool:
+        """An object or an open multipart upload (another unfinished upload) on `key`."""
+        if await self.client.object_size(key, upload_id) is not None:
+            return True
+        response = await self.client.call(
+            "list_multipart_uploads", upload_id, Prefix=key, MaxUploads=1000
+        )
+        return any(item["Key"] == key for item in response.get("Uploads", []))
 
     async def _save_new_info(self, info: UploadInfo) -> None:
         stored = await self.client.call(
@@ -288,6 +341,7 @@ class S3Store(DataStore):
 
     async def finish(self, info: UploadInfo) -> None:
         await self._complete(info)
+        await self._drop_marker(info)
         # The state store writes the `.info` again once the upload is completed: it then says
         # where the object is, how large, and since when, without a look at the object.
         info.storage["size"] = info.length or 0
@@ -333,6 +387,7 @@ class S3Store(DataStore):
             for name in (key, info_key(self.prefix, info.id))
         ]
         calls.append(self.parts.tails(upload).delete(upload))
+        calls.append(self._drop_marker(info))
         multipart_id = info.storage.get("multipart_upload_id")
         if multipart_id:
             calls.append(
@@ -396,12 +451,34 @@ class S3Store(DataStore):
                     seen.add(upload_id)
                     yield upload_id
             if not response.get("IsTruncated") or not response.get("NextKeyMarker"):
-                return
+                break
             params["KeyMarker"] = response["NextKeyMarker"]
             params["UploadIdMarker"] = response.get("NextUploadIdMarker", "")
+        # Uploads with a chosen key: their multipart upload's key does not name them.
+        markers = marker_key(self.prefix, "")
+        listing: dict[str, Any] = {"Prefix": markers}
+        while True:
+            response = await self.client.call("list_objects_v2", None, **listing)
+            for item in response.get("Contents", []):
+                upload_id = str(item["Key"])[len(markers) :]
+                if is_valid_upload_id(upload_id) and upload_id not in seen:
+                    seen.add(upload_id)
+                    yield upload_id
+            token = response.get("NextContinuationToken")
+            if not response.get("IsTruncated") or not token:
+                return
+            listing["ContinuationToken"] = token
 
     async def forget_unfinished(self, upload_id: str) -> None:
-        """Nothing to forget: S3 stops listing a multipart upload once it is completed."""
+        """S3 stops listing a multipart upload once it is completed; a chosen key's marker goes
+        (keys.py)."""
+        await self.client.call("delete_object", upload_id, Key=marker_key(self.prefix, upload_id))
+
+    async def _drop_marker(self, info: UploadInfo) -> None:
+        if info.storage.get("key", object_key(self.prefix, info.id)) != object_key(
+            self.prefix, info.id
+        ):
+            await self.forget_unfinished(info.id)
 
     async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
         """Build the final's object from the partials' (concat.py)."""
