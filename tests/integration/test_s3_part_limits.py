@@ -6,7 +6,6 @@ completion; and the configured part count refuses what cannot fit."""
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Iterator
 
@@ -56,18 +55,12 @@ async def test_1200_parts_page_through_list_parts(small_parts_s3: S3Server) -> N
         await store.write(info, chunked(data[-1:], 1), commit)
         assert info.finished
         await store.finish(info)
-        await store.save_info(info)  # what the state store does once the upload is completed
 
         client = s3_client(small_parts_s3)
         head = client.head_object(Bucket=bucket, Key=info.id)
         assert head["ETag"].strip('"').endswith("-1200")
         body = client.get_object(Bucket=bucket, Key=info.id)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == hashlib.sha256(data).hexdigest()
-        stored = json.loads(client.get_object(Bucket=bucket, Key=info.id + ".info")["Body"].read())
-        assert stored["offset"] == len(data)
-        assert stored["storage"]["key"] == info.id
-        assert stored["storage"]["size"] == len(data)
-        assert stored["storage"]["completed_at"] >= stored["created_at"]
     finally:
         await store.close()
 

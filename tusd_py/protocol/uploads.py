@@ -15,6 +15,7 @@ then does post-finish run.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from tusd_py.errors import TusError, gone, not_found
@@ -157,6 +158,7 @@ async def complete_upload(ctx: TusContext, info: UploadInfo, lock: Lock | None) 
         return
     await ctx.store.finish(info)  # idempotent: a retry after a failure is safe
     info.completed = True
+    info.completed_at = time.time()
     await ctx.state.update(info, lock)
     await ctx.hooks.finished(info)
 

@@ -15,6 +15,8 @@ import re
 import string
 import time
 
+from tusd_py.stores.names import name_problem
+
 # S3 allows 1,024 bytes; room is left for the segment names `<key>.part.<n>.<pos>`.
 MAX_KEY_BYTES = 960
 TEMPLATE_FIELDS = frozenset({"prefix", "id", "yyyy", "mm", "dd", "hh"})
@@ -56,16 +58,11 @@ def render_key(template: str, prefix: str, upload_id: str, created_at: float) ->
 
 def key_problem(key: str, prefix: str) -> str | None:
     """Why `key` cannot be an upload's object key under `prefix`, or None."""
-    if len(key.encode("utf-8", errors="surrogatepass")) > MAX_KEY_BYTES:
-        return f"is longer than {MAX_KEY_BYTES} bytes"
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in key):
-        return "contains a control character"
+    problem = name_problem(key, MAX_KEY_BYTES)
+    if problem is not None:
+        return problem
     if not key.startswith(prefix) or key == prefix:
         return f"does not start with the store's prefix {prefix!r} followed by a name"
-    if key.startswith("/") or key.endswith("/"):
-        return "starts or ends with '/'"
-    if any(part in ("", ".", "..") for part in key.split("/")):
-        return "has an empty, '.' or '..' path segment"
     if key[len(prefix) :].startswith(MARKERS) or _OWN_NAMES.search(key):
         return "is named like one of the store's own objects (.info, .part.<n>.<pos>, .tusd-keys/)"
     return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -342,10 +341,6 @@ class S3Store(DataStore):
     async def finish(self, info: UploadInfo) -> None:
         await self._complete(info)
         await self._drop_marker(info)
-        # The state store writes the `.info` again once the upload is completed: it then says
-        # where the object is, how large, and since when, without a look at the object.
-        info.storage["size"] = info.length or 0
-        info.storage.setdefault("completed_at", time.time())
 
     async def _complete(self, info: UploadInfo) -> None:
         upload = S3Upload.from_info(info)
