@@ -298,6 +298,13 @@ class _Server(uvicorn.Server):
     "prefix + id. A pre-create hook's ChangeFileInfo.Storage.Key wins.",
 )
 @click.option(
+    "--s3-allowed-buckets",
+    default="",
+    callback=_comma_list,
+    help="Comma-separated buckets besides --s3-bucket that a pre-create hook may place uploads "
+    "in (ChangeFileInfo.Storage.Bucket); same credentials, endpoint and region.",
+)
+@click.option(
     "--azure-container",
     default=None,
     help="Store uploads in this Azure Blob Storage container instead of local files (created "

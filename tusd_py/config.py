@@ -86,6 +86,8 @@ class Config:
     s3_max_parts: int = 10_000  # parts one multipart upload may have (Scaleway: 1,000)
     s3_min_part_size: int = 5 * 1024**2  # the smallest part but the last the provider takes
     s3_key_template: str = ""  # object keys, e.g. "{prefix}{yyyy}/{mm}/{id}" ("" = prefix + id)
+    # Buckets besides s3_bucket that a pre-create hook's Storage.Bucket may name
+    s3_allowed_buckets: list[str] = field(default_factory=list)
     # Azure Blob Storage when azure_container is set (credentials from AZURE_STORAGE_* variables)
     azure_container: str | None = None
     azure_endpoint: str | None = None

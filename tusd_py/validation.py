@@ -36,6 +36,7 @@ STORE_ONLY_OPTIONS = {
         "s3_max_parts",
         "s3_min_part_size",
         "s3_key_template",
+        "s3_allowed_buckets",
     ),
     "azure_container": ("azure_endpoint", "azure_prefix", "azure_blob_access_tier"),
 }

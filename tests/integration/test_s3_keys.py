@@ -150,7 +150,7 @@ async def test_a_python_hook_and_a_restart_keep_the_key(s3: S3Server) -> None:
         ({"Key": "up/a\x00b"}, "control character"),
         ({"Key": "up/" + "k" * 1000}, "longer than"),
         ({"Key": "up/x.info"}, "store's own objects"),
-        ({"Key": "up/x", "Bucket": "someone-elses"}, "only to its bucket"),
+        ({"Key": "up/x", "Bucket": "someone-elses"}, "not one this store may write to"),
         ({"Path": "x"}, "does not take"),
         ({"Colour": "blue"}, "unknown field"),
     ],
@@ -244,3 +244,50 @@ async def test_concatenation_with_chosen_keys(s3: S3Server) -> None:
         assert got.status_code == 200 and got.content == b"".join(pieces)
     stored = s3_client(s3).get_object(Bucket=bucket, Key="up/c/whole")["Body"].read()
     assert stored == b"".join(pieces)
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+async def test_an_allowed_bucket(s3: S3Server, receiver: HookReceiver, with_key: bool) -> None:
+    """The hook places the upload in another bucket from --s3-allowed-buckets: the object and
+    its segments go there, the `.info` and the marker stay in the store's bucket."""
+    bucket, other = new_bucket(s3, "keys-"), new_bucket(s3, "other-")
+    storage = {"Bucket": other, **({"Key": "up/elsewhere/a.bin"} if with_key else {})}
+    receiver.answer("pre-create", body={"ChangeFileInfo": {"Storage": storage}})
+    config = s3_config(s3, bucket, hooks_http=receiver.url, s3_allowed_buckets=[other])
+    data = payload(5 * MIB + 99)
+    async with app_client(config) as client:
+        created = await client.post("/files/", headers={**TUS, "Upload-Length": str(len(data))})
+        assert created.status_code == 201, created.text
+        url = created.headers["Location"]
+        upload_id = url.rsplit("/", 1)[1]
+        key = "up/elsewhere/a.bin" if with_key else f"up/{upload_id}"
+        first = await client.patch(
+            url,
+            content=data[:MIB],
+            headers={
+                **TUS,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+        assert first.status_code == 204, first.text
+        assert all(k.startswith(key + ".part.") for k in bucket_keys(s3, other))
+        store = store_of(client, S3Store)
+        assert [i async for i in store.list_unfinished_ids()] == [upload_id]
+        rest = await client.patch(
+            url,
+            content=data[MIB:],
+            headers={
+                **TUS,
+                "Upload-Offset": str(MIB),
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+        assert rest.status_code == 204, rest.text
+        assert bucket_keys(s3, other) == [key]
+        assert bucket_keys(s3, bucket) == [f"up/{upload_id}.info"]
+        assert s3_client(s3).get_object(Bucket=other, Key=key)["Body"].read() == data
+        got = await client.get(url, headers={"Range": "bytes=5-9"})
+        assert got.status_code == 206 and got.content == data[5:10]
+        assert (await client.delete(url, headers=TUS)).status_code == 204
+    assert bucket_keys(s3, other) == [] and bucket_keys(s3, bucket) == []

@@ -2,7 +2,7 @@
 
 Layout under the configured prefix, per upload:
     <id>        the object: an open multipart upload until finish() completes it (or the key a
-                template or a pre-create hook chose, plus a marker .tusd-keys/<id>: keys.py)
+                template or a pre-create hook chose; <id> is then an empty marker: keys.py)
     <id>.info   the upload's info as JSON (the copy state is rebuilt from)
     <id>.part.<n>.<pos>
                 a segment of the incomplete part n: bytes [pos, pos + its size) of part n that a

@@ -4,9 +4,13 @@ pre-create hook chose (`ChangeFileInfo.Storage.Key`), each checked before anythi
 A chosen key is a whole object key that starts with `--s3-prefix`, so a store's objects stay
 where its permissions, lifecycle rules and listings look. The `.info` stays at `<prefix><id>.info`
 (an upload is found by its id) and records the key; segments sit beside the object
-(`<key>.part.<n>.<pos>`). An upload whose key is not `<prefix><id>` also leaves a marker
-`<prefix>.tusd-keys/<id>` while it is unfinished: the expiry sweep cannot tell an upload's id from
-its multipart upload's key, and lists the markers instead.
+(`<key>.part.<n>.<pos>`). An upload whose key is not `<prefix><id>` (or whose bucket is
+not the store's) also keeps an empty multipart upload open on `<prefix><id>` while it is
+unfinished, its marker (`info.storage["marker_upload_id"]`): the expiry sweep lists the open
+multipart uploads under the prefix by key, and finds the upload's id there as for any other.
+A hook may also place the upload in another bucket listed in `--s3-allowed-buckets`
+(`info.storage["bucket"]`); its object and segments go there, its `.info` and marker stay in the
+store's bucket.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from tusd_py.stores.names import name_problem
 # S3 allows 1,024 bytes; room is left for the segment names `<key>.part.<n>.<pos>`.
 MAX_KEY_BYTES = 960
 TEMPLATE_FIELDS = frozenset({"prefix", "id", "yyyy", "mm", "dd", "hh"})
-MARKERS = ".tusd-keys/"
 # Names the store gives its own objects: a chosen key must not look like one.
 _OWN_NAMES = re.compile(r"(\.info|\.part\.\d+\.\d+)$")
 
@@ -63,10 +66,6 @@ def key_problem(key: str, prefix: str) -> str | None:
         return problem
     if not key.startswith(prefix) or key == prefix:
         return f"does not start with the store's prefix {prefix!r} followed by a name"
-    if key[len(prefix) :].startswith(MARKERS) or _OWN_NAMES.search(key):
-        return "is named like one of the store's own objects (.info, .part.<n>.<pos>, .tusd-keys/)"
+    if _OWN_NAMES.search(key):
+        return "is named like one of the store's own objects (.info, .part.<n>.<pos>)"
     return None
-
-
-def marker_key(prefix: str, upload_id: str) -> str:
-    return f"{prefix}{MARKERS}{upload_id}"

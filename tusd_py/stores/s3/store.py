@@ -26,7 +26,7 @@ from tusd_py.stores.s3.errors import (
     invalid_storage,
     s3_unavailable,
 )
-from tusd_py.stores.s3.keys import key_problem, marker_key, render_key, template_problem
+from tusd_py.stores.s3.keys import key_problem, render_key, template_problem
 from tusd_py.stores.s3.limits import (
     MAX_PART_SIZE,
     MAX_PARTS,
@@ -83,6 +83,7 @@ class S3Store(DataStore):
         min_part_size: int = MIN_PART_SIZE,
         objects: ObjectSettings | None = None,
         key_template: str = "",
+        allowed_buckets: tuple[str, ...] = (),
     ) -> None:
         if not 0 < part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be between 1 byte and 5 GiB, got {part_size}")
@@ -96,6 +97,7 @@ class S3Store(DataStore):
         if key_template and (problem := template_problem(key_template)):
             raise ValueError(f"the key template {key_template!r} cannot work: {problem}")
         self.key_template = key_template
+        self.allowed_buckets = frozenset(allowed_buckets)
         self.min_part_size = min_part_size
         self.bucket = bucket
         self.prefix = prefix
@@ -151,13 +153,15 @@ class S3Store(DataStore):
                 storage_class=config.s3_storage_class,
             ),
             key_template=config.s3_key_template,
+            allowed_buckets=tuple(config.s3_allowed_buckets),
         )
         store.tails_choice = config.s3_tails
         return store
 
     def describe(self, info: UploadInfo) -> dict[str, str]:
         key = str(info.storage.get("key") or self.prefix + info.id)
-        return {"Type": self.storage_type, "Bucket": self.bucket, "Key": key}
+        bucket = str(info.storage.get("bucket") or self.bucket)
+        return {"Type": self.storage_type, "Bucket": bucket, "Key": key}
 
     async def declare_length(self, info: UploadInfo) -> None:
         upload = S3Upload.from_info(info)
@@ -199,7 +203,8 @@ class S3Store(DataStore):
     # -- DataStore ------------------------------------------------------------------------------
 
     async def create(self, info: UploadInfo) -> None:
-        key = await self._new_key(info)
+        bucket, key = await self._placement(info)
+        where: dict[str, Any] = {} if bucket == self.bucket else {"Bucket": bucket}
         part_size = choose_part_size(
             info.length,
             self.part_size,
@@ -211,7 +216,7 @@ class S3Store(DataStore):
         in_redis = self.parts.redis_tails is not None and part_size <= REDIS_TAIL_MAX_PART
         storage: dict[str, Any] = {
             "type": "s3",
-            "bucket": self.bucket,
+            "bucket": bucket,
             "key": key,
             "part_size": part_size,
             "max_parts": self.max_parts,
@@ -227,59 +232,72 @@ class S3Store(DataStore):
             # Complete at once: S3 cannot complete a multipart upload without parts.
             await self._save_new_info(info)
             await self.client.call(
-                "put_object", info.id, Key=key, Body=b"", **describe_object(info)
+                "put_object", info.id, **where, Key=key, Body=b"", **describe_object(info)
             )
             return
         response = await self.client.call(
-            "create_multipart_upload", info.id, Key=key, **describe_object(info)
+            "create_multipart_upload", info.id, **where, Key=key, **describe_object(info)
         )
         storage["multipart_upload_id"] = response["UploadId"]
+        if where or key != object_key(self.prefix, info.id):
+            # The marker (keys.py): an empty multipart upload on `<prefix><id>`, which the
+            # expiry sweep's one ListMultipartUploads finds like any other.
+            marker = await self.client.call(
+                "create_multipart_upload", info.id, Key=object_key(self.prefix, info.id)
+            )
+            storage["marker_upload_id"] = marker["UploadId"]
         try:
             await self._save_new_info(info)
         except TusError as exc:
             if exc.code == "upload-exists":
                 with contextlib.suppress(TusError):
                     await self.client.call(
-                        "abort_multipart_upload", None, Key=key, UploadId=response["UploadId"]
+                        "abort_multipart_upload",
+                        None,
+                        **where,
+                        Key=key,
+                        UploadId=response["UploadId"],
                     )
+                with contextlib.suppress(TusError):
+                    await self._drop_marker(info)
             raise
-        if key != object_key(self.prefix, info.id):
-            await self.client.call(
-                "put_object", info.id, Key=marker_key(self.prefix, info.id), Body=b""
-            )
 
-    async def _new_key(self, info: UploadInfo) -> str:
-        """The object key of a new upload: the one a pre-create hook chose (in `info.storage`,
-        checked here), else the key template's, else `<prefix><id>` (keys.py)."""
+    async def _placement(self, info: UploadInfo) -> tuple[str, str]:
+        """Bucket and object key of a new upload: what a pre-create hook chose (in
+        `info.storage`, checked here), else the key template's, else `<prefix><id>` in the
+        store's bucket (keys.py)."""
         chosen = info.storage
-        bucket = chosen.get("Bucket")
-        if bucket is not None and bucket != self.bucket:
+        bucket = chosen.get("Bucket", self.bucket)
+        if bucket != self.bucket and bucket not in self.allowed_buckets:
+            allowed = ", ".join(repr(b) for b in [self.bucket, *self.allowed_buckets])
             raise invalid_storage(
-                f"Bucket {bucket!r}, but this store writes only to its bucket {self.bucket!r}"
+                f"Bucket {bucket!r}, which is not one this store may write to ({allowed}; "
+                "--s3-allowed-buckets)"
             )
         key = chosen.get("Key")
         if key is None:
             if not self.key_template:
-                return object_key(self.prefix, info.id)
+                return bucket, object_key(self.prefix, info.id)
             key = render_key(self.key_template, self.prefix, info.id, info.created_at)
         problem = key_problem(key, self.prefix)
         if problem is not None:
             raise invalid_storage(f"Key {key!r}, which {problem}")
         # A template's keys hold the upload's id, so only a hook's key can be another's.
-        if "Key" in chosen and await self._key_taken(info.id, key):
+        if "Key" in chosen and await self._key_taken(info.id, bucket, key):
             raise TusError(
                 409,
                 "storage-key-taken",
                 f"the object key {key!r} chosen for this upload is already in use in the bucket",
             )
-        return key
+        return bucket, key
 
-    async def _key_taken(self, upload_id: str, key: str) -> bool:
+    async def _key_taken(self, upload_id: str, bucket: str, key: str) -> bool:
         """An object or an open multipart upload (another unfinished upload) on `key`."""
-        if await self.client.object_size(key, upload_id) is not None:
+        where: dict[str, Any] = {"Bucket": bucket}
+        if await self.client.object_size(key, upload_id, where) is not None:
             return True
         response = await self.client.call(
-            "list_multipart_uploads", upload_id, Prefix=key, MaxUploads=1000
+            "list_multipart_uploads", upload_id, **where, Prefix=key, MaxUploads=1000
         )
         return any(item["Key"] == key for item in response.get("Uploads", []))
 
@@ -321,7 +339,7 @@ class S3Store(DataStore):
         upload = S3Upload.from_info(info)
         parts = None if upload.multipart_id is None else await self.client.list_parts(upload)
         if parts is None:  # completed (or zero-length): the object is the truth
-            return await self.client.object_size(upload.key, upload.id) or 0
+            return await self.client.object_size(upload.key, upload.id, upload.where) or 0
         sizes = {int(part["PartNumber"]): int(part["Size"]) for part in parts}
         offset = 0
         for number in range(1, MAX_PARTS + 1):
@@ -354,7 +372,7 @@ class S3Store(DataStore):
         if parts is None:
             # Completed already: a retried CompleteMultipartUpload whose response was lost, or a
             # finish() repeated after a crash.
-            if await self.client.object_size(upload.key, upload.id) == length:
+            if await self.client.object_size(upload.key, upload.id, upload.where) == length:
                 return
             raise inconsistent(info.id, "its multipart upload is gone but the object is not whole")
         by_number = {int(part["PartNumber"]): part for part in parts}
@@ -376,10 +394,17 @@ class S3Store(DataStore):
     async def terminate(self, info: UploadInfo) -> None:
         await self.parts.cancel(info.id)
         key = str(info.storage.get("key") or object_key(self.prefix, info.id))
-        upload = S3Upload(info.id, key, None, 1, str(info.storage.get("tails", DEFAULT_TAILS)))
+        upload = S3Upload(
+            info.id,
+            key,
+            None,
+            1,
+            str(info.storage.get("tails", DEFAULT_TAILS)),
+            self._other_bucket(info),
+        )
         calls = [
-            self.client.call("delete_object", info.id, Key=name)
-            for name in (key, info_key(self.prefix, info.id))
+            self.client.call("delete_object", info.id, **upload.where, Key=key),
+            self.client.call("delete_object", info.id, Key=info_key(self.prefix, info.id)),
         ]
         calls.append(self.parts.tails(upload).delete(upload))
         calls.append(self._drop_marker(info))
@@ -390,6 +415,7 @@ class S3Store(DataStore):
                     "abort_multipart_upload",
                     info.id,
                     missing=NO_UPLOAD,
+                    **upload.where,
                     Key=key,
                     UploadId=multipart_id,
                 )
@@ -404,6 +430,7 @@ class S3Store(DataStore):
             "get_object",
             info.id,
             missing=MISSING_KEY,
+            **upload.where,
             Key=upload.key,
             Range=f"bytes={start}-{end - 1}",
         )
@@ -446,34 +473,29 @@ class S3Store(DataStore):
                     seen.add(upload_id)
                     yield upload_id
             if not response.get("IsTruncated") or not response.get("NextKeyMarker"):
-                break
+                return
             params["KeyMarker"] = response["NextKeyMarker"]
             params["UploadIdMarker"] = response.get("NextUploadIdMarker", "")
-        # Uploads with a chosen key: their multipart upload's key does not name them.
-        markers = marker_key(self.prefix, "")
-        listing: dict[str, Any] = {"Prefix": markers}
-        while True:
-            response = await self.client.call("list_objects_v2", None, **listing)
-            for item in response.get("Contents", []):
-                upload_id = str(item["Key"])[len(markers) :]
-                if is_valid_upload_id(upload_id) and upload_id not in seen:
-                    seen.add(upload_id)
-                    yield upload_id
-            token = response.get("NextContinuationToken")
-            if not response.get("IsTruncated") or not token:
-                return
-            listing["ContinuationToken"] = token
 
     async def forget_unfinished(self, upload_id: str) -> None:
-        """S3 stops listing a multipart upload once it is completed; a chosen key's marker goes
-        (keys.py)."""
-        await self.client.call("delete_object", upload_id, Key=marker_key(self.prefix, upload_id))
+        """Nothing to forget: S3 stops listing a multipart upload once it is completed, and a
+        chosen key's marker goes when its upload finishes or is deleted (keys.py)."""
 
     async def _drop_marker(self, info: UploadInfo) -> None:
-        if info.storage.get("key", object_key(self.prefix, info.id)) != object_key(
-            self.prefix, info.id
-        ):
-            await self.forget_unfinished(info.id)
+        marker = info.storage.get("marker_upload_id")
+        if marker:
+            await self.client.call(
+                "abort_multipart_upload",
+                info.id,
+                missing=NO_UPLOAD,
+                Key=object_key(self.prefix, info.id),
+                UploadId=marker,
+            )
+
+    def _other_bucket(self, info: UploadInfo) -> str | None:
+        """The bucket a pre-create hook placed the upload in, when not the store's."""
+        bucket = info.storage.get("bucket")
+        return None if bucket in (None, self.bucket) else str(bucket)
 
     async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
         """Build the final's object from the partials' (concat.py)."""
