@@ -273,7 +273,7 @@ class _Server(uvicorn.Server):
     "--s3-part-size",
     default="8MiB",
     callback=_size,
-    help="S3 multipart part size (grown to fit 10,000 parts).",
+    help="S3 multipart part size (grown to fit --s3-max-parts parts).",
 )
 @click.option(
     "--s3-max-concurrency", default=4, type=int, help="S3 part uploads in flight per upload."
@@ -301,6 +301,50 @@ class _Server(uvicorn.Server):
     default="15m",
     callback=_duration,
     help="How long a presigned part URL or POST form stays valid (at most 7d).",
+)
+@click.option(
+    "--s3-sse",
+    default=None,
+    type=click.Choice(["AES256", "aws:kms"]),
+    help="Server-side encryption of every object the store writes (default: the bucket's).",
+)
+@click.option(
+    "--s3-sse-kms-key-id",
+    default=None,
+    help="With --s3-sse aws:kms: the KMS key (id, ARN or alias; default: the AWS managed key).",
+)
+@click.option(
+    "--s3-storage-class",
+    default=None,
+    help="Storage class of every object the store writes, e.g. STANDARD_IA, INTELLIGENT_TIERING "
+    "(default: the bucket's).",
+)
+@click.option(
+    "--s3-max-parts",
+    default=10000,
+    type=int,
+    help="Parts one multipart upload may have (S3: 10,000; Scaleway: 1,000); the part size grows "
+    "to fit.",
+)
+@click.option(
+    "--s3-min-part-size",
+    default="5MiB",
+    callback=_size,
+    help="The smallest part (but the last) the provider accepts; parts are at least this.",
+)
+@click.option(
+    "--s3-key-template",
+    default="",
+    help="Object key of each upload, from {prefix} {id} {yyyy} {mm} {dd} {hh} (UTC creation "
+    "time), e.g. '{prefix}{yyyy}/{mm}/{id}'; must start with {prefix} and hold {id}. Default: "
+    "prefix + id. A pre-create hook's ChangeFileInfo.Storage.Key wins.",
+)
+@click.option(
+    "--s3-allowed-buckets",
+    default="",
+    callback=_comma_list,
+    help="Comma-separated buckets besides --s3-bucket that a pre-create hook may place uploads "
+    "in (ChangeFileInfo.Storage.Bucket); same credentials, endpoint and region.",
 )
 @click.option(
     "--azure-container",

@@ -12,6 +12,7 @@ from tusd_py.validation import ConfigError, check_config
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 S3Tails = Literal["auto", "redis", "s3"]
+S3Encryption = Literal["AES256", "aws:kms"]
 AzureAccessTier = Literal["hot", "cool", "cold", "archive"]
 
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?")
@@ -83,6 +84,14 @@ class Config:
     s3_direct: bool = False
     s3_direct_path: str | None = None  # None: <base_path>s3
     s3_direct_presign_expiry: float = 900.0  # how long a presigned part URL or POST is valid
+    s3_sse: S3Encryption | None = None  # server-side encryption of every object written
+    s3_sse_kms_key_id: str | None = None  # with s3_sse "aws:kms": the key (else the bucket's)
+    s3_storage_class: str | None = None  # of every object written (default: the bucket's)
+    s3_max_parts: int = 10_000  # parts one multipart upload may have (Scaleway: 1,000)
+    s3_min_part_size: int = 5 * 1024**2  # the smallest part but the last the provider takes
+    s3_key_template: str = ""  # object keys, e.g. "{prefix}{yyyy}/{mm}/{id}" ("" = prefix + id)
+    # Buckets besides s3_bucket that a pre-create hook's Storage.Bucket may name
+    s3_allowed_buckets: list[str] = field(default_factory=list)
     # Azure Blob Storage when azure_container is set (credentials from AZURE_STORAGE_* variables)
     azure_container: str | None = None
     azure_endpoint: str | None = None
@@ -170,6 +179,18 @@ class Config:
                 "--workers above 1 with S3 or Azure storage needs --redis-url: only the file "
                 "store shares its uploads between workers without Redis",
                 "workers",
+            )
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
+            raise ConfigError("a KMS key id needs --s3-sse aws:kms", "s3_sse_kms_key_id")
+        if not 1 <= self.s3_max_parts <= 10_000:
+            raise ConfigError(
+                f"S3 allows 1 to 10000 parts per upload, got {self.s3_max_parts}", "s3_max_parts"
+            )
+        if not 5 * 1024**2 <= self.s3_min_part_size <= 5 * 1024**3:
+            raise ConfigError(
+                "the smallest S3 part must be between 5 MiB (S3's minimum) and 5 GiB, got "
+                f"{self.s3_min_part_size} bytes",
+                "s3_min_part_size",
             )
         if self.s3_tails == "redis" and not self.redis_url:
             raise ConfigError("--s3-tails redis needs --redis-url", "s3_tails")

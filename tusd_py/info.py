@@ -25,7 +25,10 @@ class UploadInfo:
     A final upload lists its partials' ids in `parts`; a partial that an unfinished final has
     claimed names that final in `part_of`, so finishing the partial can complete the final.
     `completed` turns true once the store has finished a fully received upload (S3: the multipart
-    upload is completed); until then, requests retry that step (protocol/uploads.py).
+    upload is completed); until then, requests retry that step (protocol/uploads.py), and
+    `completed_at` says when (Unix time) once it has: the `.info` written then tells whoever
+    reads the storage that the upload is whole, how large (`offset`), where (`storage`) and since
+    when.
     """
 
     id: str
@@ -40,6 +43,7 @@ class UploadInfo:
     part_of: str | None = None
     storage: dict[str, Any] = field(default_factory=dict)
     completed: bool = False
+    completed_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.metadata_header is None:

@@ -33,6 +33,13 @@ STORE_ONLY_OPTIONS = {
         "s3_direct",
         "s3_direct_path",
         "s3_direct_presign_expiry",
+        "s3_sse",
+        "s3_sse_kms_key_id",
+        "s3_storage_class",
+        "s3_max_parts",
+        "s3_min_part_size",
+        "s3_key_template",
+        "s3_allowed_buckets",
     ),
     "azure_container": ("azure_endpoint", "azure_prefix", "azure_blob_access_tier"),
 }

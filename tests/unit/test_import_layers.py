@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
         "tusd_py.ids",
         "tusd_py.info",
         "tusd_py.metadata",
+        "tusd_py.content_headers",
         "tusd_py.metrics",
         "tusd_py.validation",
         "tusd_py.preflight",

@@ -239,6 +239,9 @@ class Hooks:
             if change.metadata is not None:
                 info.metadata = dict(change.metadata)
                 info.metadata_header = encode_metadata(info.metadata)
+            if change.storage is not None:
+                # The store's create() checks it (stores/base.py `storage_choices`).
+                info.storage = dict(change.storage)
 
     def created(self, info: UploadInfo) -> None:
         bind_upload(info.id)

@@ -189,12 +189,18 @@ class HTTPResponse:
         )
 
 
+# What `ChangeFileInfo.Storage` may name, as tusd calls it; each store takes some of them.
+STORAGE_FIELDS = frozenset({"Key", "Bucket", "Path"})
+
+
 @dataclass
 class FileInfoChanges:
-    """pre-create only: a custom upload id and/or replacement metadata."""
+    """pre-create only: a custom upload id, replacement metadata, where the upload's bytes go
+    (`Storage`: "Key" and "Bucket" for S3, checked by the store)."""
 
     id: str | None = None
     metadata: dict[str, str] | None = None
+    storage: dict[str, str] | None = None
 
 
 @dataclass
@@ -254,6 +260,14 @@ class HookResponse:
                     problem = metadata_problem(key, value)
                     if problem is not None:
                         raise HookError(f"ChangeFileInfo.MetaData: {problem}")
+            for name, value in (change.storage or {}).items():
+                if name not in STORAGE_FIELDS:
+                    raise HookError(
+                        f"ChangeFileInfo.Storage has the unknown field {name!r} (it may set "
+                        f"{', '.join(sorted(STORAGE_FIELDS))})"
+                    )
+                if not isinstance(value, str) or not value:
+                    raise HookError(f"ChangeFileInfo.Storage.{name} must be a non-empty string")
         http = self.http_response
         if http is not None:
             if http.status_code and not 100 <= http.status_code <= 599:
@@ -310,7 +324,12 @@ def _file_info_changes(data: object) -> FileInfoChanges:
         raise HookError("ChangeFileInfo.ID must be a string")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise HookError("ChangeFileInfo.MetaData must be an object")
-    return FileInfoChanges(upload_id, None if metadata is None else dict(metadata))
+    storage = data.get("Storage")
+    if storage is not None:
+        if not isinstance(storage, Mapping):
+            raise HookError("ChangeFileInfo.Storage must be an object")
+        storage = dict(storage)
+    return FileInfoChanges(upload_id, None if metadata is None else dict(metadata), storage)
 
 
 def _token(name: str) -> bool:

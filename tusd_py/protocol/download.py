@@ -9,59 +9,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from tusd_py.content_headers import content_disposition, content_type
 from tusd_py.errors import TusError
-from tusd_py.info import UploadInfo
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import TUS_VERSION
 from tusd_py.protocol.uploads import completed_info
 from tusd_py.stores.base import Reader
 
-_MEDIA_TYPE = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
-)
-_INLINE_TYPES = frozenset(
-    {
-        "text/plain",
-        "text/csv",
-        "application/pdf",
-        "image/png",
-        "image/jpeg",
-        "image/gif",
-        "image/webp",
-        "image/avif",
-        "image/bmp",
-        "audio/mpeg",
-        "audio/ogg",
-        "audio/wav",
-        "audio/webm",
-        "audio/aac",
-        "audio/flac",
-        "video/mp4",
-        "video/webm",
-        "video/ogg",
-        "video/quicktime",
-    }
-)
 _RANGE = re.compile(r"bytes=(?P<start>[0-9]*)-(?P<end>[0-9]*)")
-
-
-def content_type(info: UploadInfo) -> str:
-    declared = info.metadata.get("filetype", "").strip().lower()
-    return declared if _MEDIA_TYPE.fullmatch(declared) else "application/octet-stream"
-
-
-def content_disposition(info: UploadInfo, media_type: str) -> str:
-    kind = "inline" if media_type in _INLINE_TYPES else "attachment"
-    name = info.metadata.get("filename") or info.metadata.get("name")
-    if not name:
-        return kind
-    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
-    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

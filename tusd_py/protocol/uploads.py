@@ -15,6 +15,7 @@ then does post-finish run.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from tusd_py.errors import TusError, gone, not_found
@@ -86,6 +87,16 @@ async def new_upload(ctx: TusContext, info: UploadInfo) -> None:
     bind_upload(info.id)  # the log lines that follow name it (the hook's failure too)
     await ctx.hooks.pre_create(info)
     bind_upload(info.id)  # the hook may have chosen another id
+    refused = set(info.storage) - ctx.store.storage_choices
+    if refused:
+        # Where bytes go is the application's answer, not the client's: a 500 that says why.
+        raise TusError(
+            500,
+            "hook-invalid-storage",
+            f"the pre-create hook chose ChangeFileInfo.Storage.{sorted(refused)[0]}, which "
+            f"this server's storage ({ctx.store.storage_type}) does not take",
+            operation="pre-create hook",
+        )
     await ctx.store.create(info)
     await ctx.state.create(info)
     ctx.hooks.created(info)
@@ -147,6 +158,7 @@ async def complete_upload(ctx: TusContext, info: UploadInfo, lock: Lock | None) 
         return
     await ctx.store.finish(info)  # idempotent: a retry after a failure is safe
     info.completed = True
+    info.completed_at = time.time()
     await ctx.state.update(info, lock)
     await ctx.hooks.finished(info)
 

@@ -44,6 +44,9 @@ class DataStore(ABC):
     #: True when the bytes live in a service many instances can share (a bucket, a container):
     #: without Redis, state and locks stay in one process, and the CLI warns about that.
     shared_medium: ClassVar[bool] = False
+    #: The `ChangeFileInfo.Storage` fields a pre-create hook may set for this store (tusd's
+    #: names: "Key", "Bucket", "Path"); `create` then finds them in `info.storage` and checks them.
+    storage_choices: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     @abstractmethod

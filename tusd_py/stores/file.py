@@ -17,6 +17,12 @@ every `.info`; each entry is an empty file:
     .index/built                    the index covers the uploads stored before it existed: the
                                     first sweep walks the `.info`s once to build it
 
+A pre-create hook may choose where the bytes also appear (`ChangeFileInfo.Storage.Path`, relative
+to the upload directory, as tusd's file store takes it): the data file then gets a second name
+there, a hard link made at creation, so the application finds the file where it wants it while
+every operation of the store keeps using `<id>` (`info.storage["path"]` records it; `terminate`
+removes both names).
+
 Caveats: bytes are handed to the OS before an offset is committed, so they survive a crash of
 the process; they are not fsync'ed, so a power loss can cost the last seconds. Several processes
 may share the directory only with Redis state and locks.
@@ -43,6 +49,7 @@ from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.stores.base import Commit, DataStore
 from tusd_py.stores.file_index import FileIndex
+from tusd_py.stores.names import name_problem
 
 if TYPE_CHECKING:
     from tusd_py.config import Config
@@ -217,6 +224,50 @@ def _create_files(index: FileIndex, data: Path, info: Path, text: str) -> None:
     _replace_atomically(info, text)
 
 
+# A chosen path: at most this long, each segment a file name most file systems take.
+MAX_PATH_BYTES = 1024
+MAX_SEGMENT_BYTES = 255
+_STORE_SUFFIXES = (".info", ".progress")
+
+
+def chosen_path_problem(path: str) -> str | None:
+    """Why a pre-create hook's `Storage.Path` cannot name the upload's file, or None."""
+    problem = name_problem(path, MAX_PATH_BYTES)
+    if problem is not None:
+        return problem
+    parts = path.split("/")
+    if any(len(part.encode("utf-8", errors="surrogatepass")) > MAX_SEGMENT_BYTES for part in parts):
+        return f"has a segment longer than {MAX_SEGMENT_BYTES} bytes"
+    if parts[0] == ".index" or path.endswith(_STORE_SUFFIXES):
+        return "is named like one of the store's own files (.index/, .info, .progress)"
+    if len(parts) == 1 and is_valid_upload_id(path):
+        return "is a name the store may give another upload (use a directory or an extension)"
+    return None
+
+
+def _link_chosen(directory: Path, data: Path, chosen: str) -> None:
+    """Give the new upload's data file its chosen second name, inside `directory` only."""
+    target = directory / chosen
+    target.parent.mkdir(parents=True, exist_ok=True)
+    root = os.path.realpath(directory)
+    if os.path.commonpath([root, os.path.realpath(target.parent)]) != root:
+        raise TusError(
+            500,
+            "hook-invalid-storage",
+            f"the pre-create hook's ChangeFileInfo.Storage.Path {chosen!r} leads out of the "
+            "upload directory (through a symbolic link)",
+            operation="pre-create hook",
+        )
+    try:
+        os.link(data, target)  # fails if the name exists: nothing is ever overwritten
+    except FileExistsError:
+        raise TusError(
+            409,
+            "storage-path-taken",
+            f"the path {chosen!r} chosen for this upload already exists in the upload directory",
+        ) from None
+
+
 def _concatenate_files(target: Path, sources: list[tuple[Path, int]]) -> None:
     with open(target, "r+b") as out:
         out.truncate(0)  # a retry after a failed attempt starts over
@@ -373,6 +424,7 @@ class _FileWriter:
 
 class FileStore(DataStore):
     storage_type = "filestore"
+    storage_choices = frozenset({"Path"})
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
@@ -387,7 +439,9 @@ class FileStore(DataStore):
 
     def describe(self, info: UploadInfo) -> dict[str, str]:
         path = self._data_path(info.id).absolute()
-        return {"Type": self.storage_type, "Path": str(path), "InfoPath": f"{path}.info"}
+        chosen = info.storage.get("path")
+        shown = (self.directory / chosen).absolute() if isinstance(chosen, str) else path
+        return {"Type": self.storage_type, "Path": str(shown), "InfoPath": f"{path}.info"}
 
     async def declare_length(self, info: UploadInfo) -> None:
         """Any length fits a file."""
@@ -455,6 +509,19 @@ class FileStore(DataStore):
         return await asyncio.to_thread(operation, *args)
 
     async def create(self, info: UploadInfo) -> None:
+        chosen = info.storage.get("Path")
+        info.storage = {}
+        if chosen is not None:
+            problem = chosen_path_problem(chosen)
+            if problem is not None:
+                raise TusError(
+                    500,
+                    "hook-invalid-storage",
+                    f"the pre-create hook's ChangeFileInfo.Storage names Path {chosen!r}, which "
+                    f"{problem}",
+                    operation="pre-create hook",
+                )
+            info.storage = {"path": chosen}
         data, text = self._data_path(info.id), info.to_json()
         try:
             await self._blocking(_create_files, self.index, data, self._info_path(info.id), text)
@@ -462,6 +529,22 @@ class FileStore(DataStore):
             raise upload_exists(info.id) from None
         except OSError as exc:
             raise _disk_error(exc, "create", data) from exc
+        if chosen is not None:
+            try:
+                await asyncio.to_thread(_link_chosen, self.directory, data, chosen)
+            except BaseException:
+                await self.terminate(info)
+                raise
+
+    async def _unlink_chosen(self, info: UploadInfo, data: Path) -> None:
+        """Remove the chosen name, if it still is this upload's file (never anyone else's)."""
+        chosen = info.storage.get("path")
+        if not isinstance(chosen, str) or chosen_path_problem(chosen) is not None:
+            return
+        target = self.directory / chosen
+        with contextlib.suppress(FileNotFoundError):
+            if await asyncio.to_thread(os.path.samefile, target, data):
+                await aiofiles.os.remove(target)
 
     async def save_info(self, info: UploadInfo) -> None:
         paths = self._info_path(info.id), self._progress_path(info.id)
@@ -535,6 +618,7 @@ class FileStore(DataStore):
 
     async def terminate(self, info: UploadInfo) -> None:
         data = self._data_path(info.id)
+        await self._unlink_chosen(info, data)
         await asyncio.to_thread(self.index.removed, info.id, data)
         paths = data, self._info_path(info.id), self._progress_path(info.id)
         for path in paths:

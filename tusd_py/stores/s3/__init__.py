@@ -1,7 +1,8 @@
 """S3 store: each upload is one S3 multipart upload; PATCH bodies become parts as they arrive.
 
 Layout under the configured prefix, per upload:
-    <id>        the object: an open multipart upload until finish() completes it
+    <id>        the object: an open multipart upload until finish() completes it (or the key a
+                template or a pre-create hook chose; <id> is then an empty marker: keys.py)
     <id>.info   the upload's info as JSON (the copy state is rebuilt from)
     <id>.part.<n>.<pos>
                 a segment of the incomplete part n: bytes [pos, pos + its size) of part n that a
@@ -51,8 +52,11 @@ Modules, one concept each:
     parts.py         PartBuffer, Budget and the digests of part bodies
     tails.py         where the incomplete part waits: S3 segments or Redis
     upload.py        S3Upload (what `info.storage` records) and key names
+    keys.py          object keys chosen by --s3-key-template or a pre-create hook
     signing.py       SigV4 with a payload hash computed off the event loop
-    limits.py        S3's multipart limits, choose_part_size
+    objects.py       what written objects carry: encryption, storage class, the upload
+                     object's Content-Type/-Disposition and metadata
+    limits.py        S3's multipart limits (as configured), choose_part_size, the 413
     errors.py        what failed S3 calls become
 """
 

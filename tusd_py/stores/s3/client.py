@@ -15,12 +15,16 @@ from tusd_py.errors import gone
 from tusd_py.metrics import s3_request
 from tusd_py.stores.s3 import signing
 from tusd_py.stores.s3.errors import MISSING_KEY, NO_UPLOAD, bucket_problem, s3_unavailable
+from tusd_py.stores.s3.objects import ObjectSettings
 
 if TYPE_CHECKING:
     from tusd_py.stores.s3.parts import PartBuffer
     from tusd_py.stores.s3.upload import S3Upload
 
 
+# The calls that create an object (or the multipart upload that becomes one): each gets the
+# configured encryption and storage class.
+_WRITES_OBJECT = frozenset({"put_object", "create_multipart_upload"})
 # The start-up and /ready checks answer within this (each of connect and read), without retries.
 PROBE_TIMEOUT = 3.0
 
@@ -38,8 +42,10 @@ class S3Client:
         connect_timeout: float,
         read_timeout: float,
         max_connections: int,
+        objects: ObjectSettings | None = None,
     ) -> None:
         self.bucket = bucket
+        self.objects = objects or ObjectSettings()
         self.endpoint = endpoint
         self.region = region
         # Content-MD5 lets S3 check each body and, on HTTPS, spares botocore hashing it for the
@@ -100,18 +106,22 @@ class S3Client:
         if self.s3 is None:
             raise RuntimeError("S3Store.open() was not called")
         self.request_counts[operation] += 1
+        if operation in _WRITES_OBJECT:  # every object: `.info`, segments, the upload's own
+            params = {**self.objects.every_object(), **params}
+        # The store's bucket unless the call names another (an upload a hook placed there).
+        params = {"Bucket": self.bucket, **params}
         try:
             with s3_request(operation):  # tusd_s3_request_duration_seconds
-                return await getattr(self.s3, operation)(Bucket=self.bucket, **params)
+                return await getattr(self.s3, operation)(**params)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in missing:
                 return None
             if code in NO_UPLOAD and upload_id is not None:
                 raise gone(upload_id) from exc
-            raise s3_unavailable(operation, upload_id, exc, self.bucket) from exc
+            raise s3_unavailable(operation, upload_id, exc, params["Bucket"]) from exc
         except BotoCoreError as exc:
-            raise s3_unavailable(operation, upload_id, exc, self.bucket) from exc
+            raise s3_unavailable(operation, upload_id, exc, params["Bucket"]) from exc
 
     async def check_bucket(self) -> None:
         """HeadBucket without retries and with short timeouts (the start-up and /ready checks):
@@ -147,6 +157,7 @@ class S3Client:
         response = await self.call(
             "upload_part",
             upload.id,
+            **upload.where,
             Key=upload.key,
             UploadId=upload.multipart_id,
             PartNumber=number,
@@ -165,6 +176,7 @@ class S3Client:
                 "list_parts",
                 upload.id,
                 missing=NO_UPLOAD,
+                **upload.where,
                 Key=upload.key,
                 UploadId=upload.multipart_id,
                 PartNumberMarker=marker,
@@ -178,18 +190,23 @@ class S3Client:
         parts.sort(key=lambda part: int(part["PartNumber"]))
         return parts
 
-    async def object_size(self, key: str, upload_id: str) -> int | None:
-        response = await self.call("head_object", upload_id, missing=MISSING_KEY, Key=key)
+    async def object_size(
+        self, key: str, upload_id: str, where: dict[str, Any] | None = None
+    ) -> int | None:
+        response = await self.call(
+            "head_object", upload_id, missing=MISSING_KEY, **(where or {}), Key=key
+        )
         return None if response is None else int(response["ContentLength"])
 
     async def complete(self, upload: S3Upload, parts: list[dict[str, Any]]) -> None:
         """Complete the multipart upload from `parts` (PartNumber, ETag, Size), in order."""
         if not parts:  # a deferred-length upload that turned out empty
-            await self.call("put_object", upload.id, Key=upload.key, Body=b"")
+            await self.call("put_object", upload.id, **upload.where, Key=upload.key, Body=b"")
             await self.call(
                 "abort_multipart_upload",
                 upload.id,
                 missing=NO_UPLOAD,
+                **upload.where,
                 Key=upload.key,
                 UploadId=upload.multipart_id,
             )
@@ -198,6 +215,7 @@ class S3Client:
             "complete_multipart_upload",
             upload.id,
             missing=NO_UPLOAD,
+            **upload.where,
             Key=upload.key,
             UploadId=upload.multipart_id,
             MultipartUpload={
@@ -207,5 +225,5 @@ class S3Client:
         if done is None:
             # botocore retried a completion that had succeeded; check the object is there.
             expected = sum(int(p["Size"]) for p in parts)
-            if await self.object_size(upload.key, upload.id) != expected:
+            if await self.object_size(upload.key, upload.id, upload.where) != expected:
                 raise gone(upload.id)

@@ -30,7 +30,7 @@ async def concatenate(
     if upload.multipart_id is None:
         return  # zero-length: create() wrote the empty object
     if await client.list_parts(upload) is None:
-        if await client.object_size(upload.key, upload.id) == final.length:
+        if await client.object_size(upload.key, upload.id, upload.where) == final.length:
             return  # completed by an earlier attempt whose response was lost
         raise inconsistent(final.id, "its multipart upload is gone but the object is not whole")
     parts: list[dict[str, Any]] = []
@@ -57,11 +57,13 @@ async def concatenate(
             parts.append(await _upload_gathered(client, upload, len(parts) + 1, pending))
     finally:
         pending.release()
-    if len(parts) > MAX_PARTS:
+    max_parts = int(final.storage.get("max_parts", MAX_PARTS))
+    if len(parts) > max_parts:
         raise TusError(
             400,
             "too-many-parts",
-            f"the partials of {final.id!r} need {len(parts)} S3 parts; S3 allows {MAX_PARTS}",
+            f"the partials of {final.id!r} need {len(parts)} S3 parts; this store may use "
+            f"{max_parts} (--s3-max-parts)",
         )
     await client.complete(upload, parts)
 
@@ -69,12 +71,13 @@ async def concatenate(
 async def _read_into(
     client: S3Client, partial: UploadInfo, start: int, end: int, buffer: PartBuffer
 ) -> None:
-    key = S3Upload.from_info(partial).key
+    source = S3Upload.from_info(partial)
     response = await client.call(
         "get_object",
         partial.id,
         missing=MISSING_KEY,
-        Key=key,
+        **source.where,
+        Key=source.key,
         Range=f"bytes={start}-{end - 1}",
     )
     if response is None:
@@ -95,13 +98,15 @@ async def _upload_gathered(
 async def _copy_part(
     client: S3Client, upload: S3Upload, number: int, partial: UploadInfo, start: int, end: int
 ) -> dict[str, Any]:
+    source = S3Upload.from_info(partial)
     response = await client.call(
         "upload_part_copy",
         upload.id,
+        **upload.where,
         Key=upload.key,
         UploadId=upload.multipart_id,
         PartNumber=number,
-        CopySource={"Bucket": client.bucket, "Key": S3Upload.from_info(partial).key},
+        CopySource={"Bucket": source.bucket or client.bucket, "Key": source.key},
         CopySourceRange=f"bytes={start}-{end - 1}",
     )
     etag = str(response["CopyPartResult"]["ETag"])

@@ -115,3 +115,14 @@ def bucket_problem(exc: BaseException, bucket: str, endpoint: str | None) -> Tus
 
 def inconsistent(upload_id: str, what: str) -> TusError:
     return TusError(500, "storage-inconsistent", f"upload {upload_id!r}: {what}")
+
+
+def invalid_storage(what: str) -> TusError:
+    """A pre-create hook chose where the upload goes, and its answer cannot be used: the
+    application's fault, not the client's (hook answers are checked like any input)."""
+    return TusError(
+        500,
+        "hook-invalid-storage",
+        f"the pre-create hook's ChangeFileInfo.Storage names {what}",
+        operation="pre-create hook",
+    )

@@ -23,19 +23,24 @@ from tusd_py.stores.s3.errors import (
     NO_UPLOAD,
     STREAM_ERRORS,
     inconsistent,
+    invalid_storage,
     s3_unavailable,
 )
+from tusd_py.stores.s3.keys import key_problem, render_key, template_problem
 from tusd_py.stores.s3.limits import (
-    MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
     MAX_PARTS,
     MIB,
+    MIN_PART_SIZE,
+    check_fits,
     choose_part_size,
 )
+from tusd_py.stores.s3.objects import ObjectSettings, describe_object
 from tusd_py.stores.s3.part_uploads import PartUploads
 from tusd_py.stores.s3.tails import REDIS_TAIL_MAX_PART, RedisTails, SegmentTails
 from tusd_py.stores.s3.upload import DEFAULT_TAILS, S3Upload, info_key, object_key
 from tusd_py.stores.s3.writer import PatchWriter
+from tusd_py.validation import ConfigError
 
 if TYPE_CHECKING:
     from tusd_py.config import Config, S3Tails
@@ -56,6 +61,7 @@ class S3Store(DataStore):
 
     storage_type = "s3store"
     shared_medium = True
+    storage_choices = frozenset({"Key", "Bucket"})
 
     def __init__(
         self,
@@ -73,11 +79,26 @@ class S3Store(DataStore):
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         max_connections: int = 64,
+        max_parts: int = MAX_PARTS,
+        min_part_size: int = MIN_PART_SIZE,
+        objects: ObjectSettings | None = None,
+        key_template: str = "",
+        allowed_buckets: tuple[str, ...] = (),
     ) -> None:
         if not 0 < part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be between 1 byte and 5 GiB, got {part_size}")
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if not 1 <= max_parts <= MAX_PARTS:
+            raise ValueError(f"max_parts must be between 1 and {MAX_PARTS}, got {max_parts}")
+        if not 0 < min_part_size <= MAX_PART_SIZE:
+            raise ValueError(f"min_part_size must be between 1 byte and 5 GiB, got {min_part_size}")
+        self.max_parts = max_parts
+        if key_template and (problem := template_problem(key_template)):
+            raise ValueError(f"the key template {key_template!r} cannot work: {problem}")
+        self.key_template = key_template
+        self.allowed_buckets = frozenset(allowed_buckets)
+        self.min_part_size = min_part_size
         self.bucket = bucket
         self.prefix = prefix
         self.part_size = part_size
@@ -90,6 +111,7 @@ class S3Store(DataStore):
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_connections=max_connections,
+            objects=objects,
         )
         self.parts = PartUploads(
             self.client,
@@ -102,6 +124,11 @@ class S3Store(DataStore):
     @classmethod
     def from_config(cls, config: Config) -> S3Store:
         assert config.s3_bucket
+        if config.s3_key_template and (problem := template_problem(config.s3_key_template)):
+            raise ConfigError(
+                f"the key template {config.s3_key_template!r} cannot work: {problem}",
+                "s3_key_template",
+            )
         try:  # botocore would raise this only once the server starts, as a traceback
             botocore.session.get_session().get_scoped_config()
         except ProfileNotFound as exc:
@@ -118,23 +145,27 @@ class S3Store(DataStore):
             max_concurrency=config.s3_max_concurrency,
             buffer_size=config.s3_buffer_size,
             max_object_size=config.max_size or None,
+            max_parts=config.s3_max_parts,
+            min_part_size=config.s3_min_part_size,
+            objects=ObjectSettings(
+                sse=config.s3_sse,
+                sse_kms_key_id=config.s3_sse_kms_key_id,
+                storage_class=config.s3_storage_class,
+            ),
+            key_template=config.s3_key_template,
+            allowed_buckets=tuple(config.s3_allowed_buckets),
         )
         store.tails_choice = config.s3_tails
         return store
 
     def describe(self, info: UploadInfo) -> dict[str, str]:
         key = str(info.storage.get("key") or self.prefix + info.id)
-        return {"Type": self.storage_type, "Bucket": self.bucket, "Key": key}
+        bucket = str(info.storage.get("bucket") or self.bucket)
+        return {"Type": self.storage_type, "Bucket": bucket, "Key": key}
 
     async def declare_length(self, info: UploadInfo) -> None:
         upload = S3Upload.from_info(info)
-        if info.length is not None and info.length > upload.part_size * MAX_PARTS:
-            raise TusError(
-                413,
-                "upload-too-large",
-                f"Upload-Length {info.length} does not fit in {MAX_PARTS} parts of "
-                f"{upload.part_size} bytes",
-            )
+        check_fits(info.length, upload.part_size, int(info.storage.get("max_parts", MAX_PARTS)))
 
     def use_redis(self, config: Config) -> None:
         """Keep incomplete parts in Redis unless `--s3-tails s3` (tails.py)."""
@@ -172,18 +203,23 @@ class S3Store(DataStore):
     # -- DataStore ------------------------------------------------------------------------------
 
     async def create(self, info: UploadInfo) -> None:
-        key = object_key(self.prefix, info.id)
-        if info.length is not None and info.length > MAX_OBJECT_SIZE:
-            raise TusError(
-                413, "upload-too-large", "S3 objects cannot be larger than 5 TiB (5497558138880)"
-            )
-        part_size = choose_part_size(info.length, self.part_size, self.max_object_size)
+        bucket, key = await self._placement(info)
+        where: dict[str, Any] = {} if bucket == self.bucket else {"Bucket": bucket}
+        part_size = choose_part_size(
+            info.length,
+            self.part_size,
+            self.max_object_size,
+            max_parts=self.max_parts,
+            min_part_size=self.min_part_size,
+        )
+        check_fits(info.length, MAX_PART_SIZE, self.max_parts)
         in_redis = self.parts.redis_tails is not None and part_size <= REDIS_TAIL_MAX_PART
         storage: dict[str, Any] = {
             "type": "s3",
-            "bucket": self.bucket,
+            "bucket": bucket,
             "key": key,
             "part_size": part_size,
+            "max_parts": self.max_parts,
             "multipart_upload_id": None,
             "tails": RedisTails.kind if in_redis else SegmentTails.kind,
         }
@@ -195,19 +231,75 @@ class S3Store(DataStore):
         if info.length == 0:
             # Complete at once: S3 cannot complete a multipart upload without parts.
             await self._save_new_info(info)
-            await self.client.call("put_object", info.id, Key=key, Body=b"")
+            await self.client.call(
+                "put_object", info.id, **where, Key=key, Body=b"", **describe_object(info)
+            )
             return
-        response = await self.client.call("create_multipart_upload", info.id, Key=key)
+        response = await self.client.call(
+            "create_multipart_upload", info.id, **where, Key=key, **describe_object(info)
+        )
         storage["multipart_upload_id"] = response["UploadId"]
+        if where or key != object_key(self.prefix, info.id):
+            # The marker (keys.py): an empty multipart upload on `<prefix><id>`, which the
+            # expiry sweep's one ListMultipartUploads finds like any other.
+            marker = await self.client.call(
+                "create_multipart_upload", info.id, Key=object_key(self.prefix, info.id)
+            )
+            storage["marker_upload_id"] = marker["UploadId"]
         try:
             await self._save_new_info(info)
         except TusError as exc:
             if exc.code == "upload-exists":
                 with contextlib.suppress(TusError):
                     await self.client.call(
-                        "abort_multipart_upload", None, Key=key, UploadId=response["UploadId"]
+                        "abort_multipart_upload",
+                        None,
+                        **where,
+                        Key=key,
+                        UploadId=response["UploadId"],
                     )
+                with contextlib.suppress(TusError):
+                    await self._drop_marker(info)
             raise
+
+    async def _placement(self, info: UploadInfo) -> tuple[str, str]:
+        """Bucket and object key of a new upload: what a pre-create hook chose (in
+        `info.storage`, checked here), else the key template's, else `<prefix><id>` in the
+        store's bucket (keys.py)."""
+        chosen = info.storage
+        bucket = chosen.get("Bucket", self.bucket)
+        if bucket != self.bucket and bucket not in self.allowed_buckets:
+            allowed = ", ".join(repr(b) for b in [self.bucket, *self.allowed_buckets])
+            raise invalid_storage(
+                f"Bucket {bucket!r}, which is not one this store may write to ({allowed}; "
+                "--s3-allowed-buckets)"
+            )
+        key = chosen.get("Key")
+        if key is None:
+            if not self.key_template:
+                return bucket, object_key(self.prefix, info.id)
+            key = render_key(self.key_template, self.prefix, info.id, info.created_at)
+        problem = key_problem(key, self.prefix)
+        if problem is not None:
+            raise invalid_storage(f"Key {key!r}, which {problem}")
+        # A template's keys hold the upload's id, so only a hook's key can be another's.
+        if "Key" in chosen and await self._key_taken(info.id, bucket, key):
+            raise TusError(
+                409,
+                "storage-key-taken",
+                f"the object key {key!r} chosen for this upload is already in use in the bucket",
+            )
+        return bucket, key
+
+    async def _key_taken(self, upload_id: str, bucket: str, key: str) -> bool:
+        """An object or an open multipart upload (another unfinished upload) on `key`."""
+        where: dict[str, Any] = {"Bucket": bucket}
+        if await self.client.object_size(key, upload_id, where) is not None:
+            return True
+        response = await self.client.call(
+            "list_multipart_uploads", upload_id, **where, Prefix=key, MaxUploads=1000
+        )
+        return any(item["Key"] == key for item in response.get("Uploads", []))
 
     async def _save_new_info(self, info: UploadInfo) -> None:
         stored = await self.client.call(
@@ -247,7 +339,7 @@ class S3Store(DataStore):
         upload = S3Upload.from_info(info)
         parts = None if upload.multipart_id is None else await self.client.list_parts(upload)
         if parts is None:  # completed (or zero-length): the object is the truth
-            return await self.client.object_size(upload.key, upload.id) or 0
+            return await self.client.object_size(upload.key, upload.id, upload.where) or 0
         sizes = {int(part["PartNumber"]): int(part["Size"]) for part in parts}
         offset = 0
         for number in range(1, MAX_PARTS + 1):
@@ -265,6 +357,10 @@ class S3Store(DataStore):
         return await PatchWriter(self.client, self.parts, info, upload, commit).run(chunks)
 
     async def finish(self, info: UploadInfo) -> None:
+        await self._complete(info)
+        await self._drop_marker(info)
+
+    async def _complete(self, info: UploadInfo) -> None:
         upload = S3Upload.from_info(info)
         if upload.multipart_id is None:
             return  # zero-length: the empty object was written by create()
@@ -276,7 +372,7 @@ class S3Store(DataStore):
         if parts is None:
             # Completed already: a retried CompleteMultipartUpload whose response was lost, or a
             # finish() repeated after a crash.
-            if await self.client.object_size(upload.key, upload.id) == length:
+            if await self.client.object_size(upload.key, upload.id, upload.where) == length:
                 return
             raise inconsistent(info.id, "its multipart upload is gone but the object is not whole")
         by_number = {int(part["PartNumber"]): part for part in parts}
@@ -298,12 +394,20 @@ class S3Store(DataStore):
     async def terminate(self, info: UploadInfo) -> None:
         await self.parts.cancel(info.id)
         key = str(info.storage.get("key") or object_key(self.prefix, info.id))
-        upload = S3Upload(info.id, key, None, 1, str(info.storage.get("tails", DEFAULT_TAILS)))
+        upload = S3Upload(
+            info.id,
+            key,
+            None,
+            1,
+            str(info.storage.get("tails", DEFAULT_TAILS)),
+            self._other_bucket(info),
+        )
         calls = [
-            self.client.call("delete_object", info.id, Key=name)
-            for name in (key, info_key(self.prefix, info.id))
+            self.client.call("delete_object", info.id, **upload.where, Key=key),
+            self.client.call("delete_object", info.id, Key=info_key(self.prefix, info.id)),
         ]
         calls.append(self.parts.tails(upload).delete(upload))
+        calls.append(self._drop_marker(info))
         multipart_id = info.storage.get("multipart_upload_id")
         if multipart_id:
             calls.append(
@@ -311,6 +415,7 @@ class S3Store(DataStore):
                     "abort_multipart_upload",
                     info.id,
                     missing=NO_UPLOAD,
+                    **upload.where,
                     Key=key,
                     UploadId=multipart_id,
                 )
@@ -325,6 +430,7 @@ class S3Store(DataStore):
             "get_object",
             info.id,
             missing=MISSING_KEY,
+            **upload.where,
             Key=upload.key,
             Range=f"bytes={start}-{end - 1}",
         )
@@ -372,7 +478,24 @@ class S3Store(DataStore):
             params["UploadIdMarker"] = response.get("NextUploadIdMarker", "")
 
     async def forget_unfinished(self, upload_id: str) -> None:
-        """Nothing to forget: S3 stops listing a multipart upload once it is completed."""
+        """Nothing to forget: S3 stops listing a multipart upload once it is completed, and a
+        chosen key's marker goes when its upload finishes or is deleted (keys.py)."""
+
+    async def _drop_marker(self, info: UploadInfo) -> None:
+        marker = info.storage.get("marker_upload_id")
+        if marker:
+            await self.client.call(
+                "abort_multipart_upload",
+                info.id,
+                missing=NO_UPLOAD,
+                Key=object_key(self.prefix, info.id),
+                UploadId=marker,
+            )
+
+    def _other_bucket(self, info: UploadInfo) -> str | None:
+        """The bucket a pre-create hook placed the upload in, when not the store's."""
+        bucket = info.storage.get("bucket")
+        return None if bucket in (None, self.bucket) else str(bucket)
 
     async def concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> None:
         """Build the final's object from the partials' (concat.py)."""

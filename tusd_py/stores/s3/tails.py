@@ -115,6 +115,7 @@ class SegmentTails(TailStore):
         await self._client.call(
             "put_object",
             upload.id,
+            **upload.where,
             Key=upload.segment_key(number, position),
             Body=body,
             ContentLength=size,
@@ -150,7 +151,10 @@ class SegmentTails(TailStore):
         for i in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[i : i + 1000]]
             await self._client.call(
-                "delete_objects", upload.id, Delete={"Objects": batch, "Quiet": True}
+                "delete_objects",
+                upload.id,
+                **upload.where,
+                Delete={"Objects": batch, "Quiet": True},
             )
 
     async def _segments(self, upload: S3Upload, number: int | None = None) -> dict[str, int]:
@@ -158,7 +162,7 @@ class SegmentTails(TailStore):
         found: dict[str, int] = {}
         token: str | None = None
         for _ in range(1_000_000):  # bounded: 1000 keys a page
-            params: dict[str, Any] = {"Prefix": upload.segment_prefix(number)}
+            params: dict[str, Any] = {**upload.where, "Prefix": upload.segment_prefix(number)}
             if token:
                 params["ContinuationToken"] = token
             response = await self._client.call("list_objects_v2", upload.id, **params)
@@ -186,7 +190,12 @@ class SegmentTails(TailStore):
 
     async def _read(self, upload: S3Upload, key: str, size: int, buf: PartBuffer) -> None:
         response = await self._client.call(
-            "get_object", upload.id, missing=MISSING_KEY, Key=key, Range=f"bytes=0-{size - 1}"
+            "get_object",
+            upload.id,
+            missing=MISSING_KEY,
+            **upload.where,
+            Key=key,
+            Range=f"bytes=0-{size - 1}",
         )
         if response is None or response.get("Metadata", {}).get(META_UPLOAD) != (
             upload.multipart_id or ""

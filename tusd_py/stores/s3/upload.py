@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
@@ -32,6 +33,12 @@ class S3Upload:
     multipart_id: str | None  # None: zero-length upload, its empty object was written at once
     part_size: int
     tails: str = DEFAULT_TAILS  # where the incomplete part's committed bytes are kept (tails.py)
+    bucket: str | None = None  # None: the store's own (a pre-create hook may choose another)
+
+    @property
+    def where(self) -> dict[str, Any]:
+        """The `Bucket` parameter of calls on this upload's objects, when not the store's."""
+        return {} if self.bucket is None else {"Bucket": self.bucket}
 
     @classmethod
     def from_info(cls, info: UploadInfo) -> S3Upload:
@@ -44,6 +51,7 @@ class S3Upload:
             multipart_id=storage.get("multipart_upload_id"),
             part_size=int(storage["part_size"]),
             tails=str(storage.get("tails", DEFAULT_TAILS)),
+            bucket=storage.get("bucket"),
         )
 
     def segment_prefix(self, number: int | None = None) -> str:
