@@ -20,7 +20,7 @@ from collections.abc import Callable
 from tusd_py.errors import TusError, gone, not_found
 from tusd_py.hooks import HookType, UploadStopped
 from tusd_py.info import UploadInfo
-from tusd_py.locking.base import HolderReader, Lock
+from tusd_py.locking.base import Lock
 from tusd_py.locking.held import held
 from tusd_py.protocol.body import BodyReader
 from tusd_py.protocol.checksum import Checksum, guarded
@@ -176,8 +176,9 @@ async def current_info(ctx: TusContext, upload_id: str) -> UploadInfo:
     from. Readers of one upload never wait for each other. An upload whose last bytes arrived but
     whose completion failed is completed first, under the lock (only then is it taken)."""
     state = ctx.state
-    if isinstance(state, HolderReader):
-        info, holder = await state.get_with_holder(upload_id)  # one round trip with Redis
+    reader = ctx.holder_reader
+    if reader is not None:
+        info, holder = await reader.get_with_holder(upload_id)  # one round trip with Redis
     else:
         holder = await ctx.locker.holder(upload_id)
         info = await state.get(upload_id)
