@@ -167,6 +167,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ctx.store.open()
         await ctx.state.open()
+        await ctx.locker.open()
         try:
             async with running_sweep(ctx):
                 yield

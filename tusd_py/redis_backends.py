@@ -6,7 +6,7 @@ from __future__ import annotations
 from tusd_py.config import Config
 from tusd_py.locking.redis import LISTENER_CONNECTIONS, RedisLocker
 from tusd_py.redis_client import SharedClient, make_client
-from tusd_py.state.redis import RedisState
+from tusd_py.state.redis import STATE_FIELDS, RedisState
 from tusd_py.stores.base import DataStore, RedisUser
 
 
@@ -35,6 +35,7 @@ def build_redis_backends(config: Config, store: DataStore) -> tuple[RedisState, 
         lease=config.lock_lease,
         acquire_timeout=config.lock_acquire_timeout,
         on_close=shared.release,
+        state_fields=STATE_FIELDS,  # a holder's first state read comes with the lease
     )
     if isinstance(store, RedisUser):
         store.use_redis(config)

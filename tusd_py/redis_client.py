@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from redis import exceptions as rexc
@@ -17,6 +17,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
 
 from tusd_py.errors import TusError, storage_unavailable
 from tusd_py.metrics import REDIS_POOL_EXHAUSTED, REDIS_POOL_WAIT
@@ -93,6 +94,15 @@ def make_client(
         client_name="tusd-py",
     )
     return Redis.from_pool(pool)
+
+
+async def preload_scripts(client: Redis, scripts: Iterable[AsyncScript]) -> None:
+    """Load `scripts` into Redis at start, so that no request pays for a NOSCRIPT reply and a
+    SCRIPT LOAD. Not fatal: when Redis is unreachable now, or later forgets them (SCRIPT FLUSH,
+    a restart), redis-py loads a script again on its first NOSCRIPT."""
+    with contextlib.suppress(rexc.RedisError):
+        for script in scripts:
+            script.sha = await client.script_load(script.script)
 
 
 def check_prefix(prefix: str) -> str:

@@ -223,16 +223,24 @@ async def test_update_keeps_offset_and_saves_the_storage_copy(
     await state.update(got, None)  # unchecked update (no lock) is allowed
 
 
+async def written(
+    store: FileStore, state: RedisState, info: UploadInfo, lock: Lock, *data: bytes
+) -> int:
+    """A PATCH's write as the protocol layer does it: the store commits as it goes, the caller
+    commits what it returned."""
+    end = await store.write(info, chunks(*data), lambda off: state.commit(info, off, lock))
+    if end > info.offset:
+        await state.commit(info, end, lock)
+    return end
+
+
 async def test_rebuild_from_the_data_store(
     state: RedisState, store: FileStore, locker: RedisLocker, client: Redis, prefix: str
 ) -> None:
     info = await new_upload(store, state, length=10, metadata={"k": "v"}, metadata_header="k dg==")
     lock = await locker.acquire(info.id, ignore)
 
-    async def commit(offset: int) -> None:
-        await state.commit(info, offset, lock)
-
-    assert await store.write(info, chunks(b"abc", b"def"), commit) == 6
+    assert await written(store, state, info, lock, b"abc", b"def") == 6
     await lock.release()
     key = upload_key(prefix, info.id, "state")
     assert await client.delete(key) == 1
@@ -260,10 +268,10 @@ async def test_rebuild_after_state_lost_mid_upload_lets_the_upload_continue(
 ) -> None:
     info = await new_upload(store, state, length=6)
     lock = await locker.acquire(info.id, ignore)
-    await store.write(info, chunks(b"abc"), lambda off: state.commit(info, off, lock))
+    await written(store, state, info, lock, b"abc")
     await client.delete(upload_key(prefix, info.id, "state"))
     # The holder's next commit rewrites the whole state, still token-checked.
-    await store.write(info, chunks(b"def"), lambda off: state.commit(info, off, lock))
+    await written(store, state, info, lock, b"def")
     got = await state.get(info.id)
     assert got is not None and got.offset == 6 and got.finished
     await lock.release()
@@ -282,9 +290,9 @@ async def test_ttls(
     assert ttl == pytest.approx(100 + EXPIRED_TTL, abs=2)  # abandoned: gone soon after
 
     lock = await locker.acquire(plain.id, ignore)
-    await store.write(plain, chunks(b"ab"), lambda off: state.commit(plain, off, lock))
+    await written(store, state, plain, lock, b"ab")
     assert await client.pttl(key) == -1
-    await store.write(plain, chunks(b"cd"), lambda off: state.commit(plain, off, lock))
+    await written(store, state, plain, lock, b"cd")
     assert plain.finished
     assert await client.pttl(key) / 1000 == pytest.approx(FINISHED_TTL, abs=2)
     await lock.release()

@@ -62,13 +62,25 @@ class CommitFailed(Exception):
 
 
 async def write(store: DataStore, info: UploadInfo, data: bytes) -> Commits:
-    """One write of `data` at `info.offset`; the offset returned is the last commit."""
+    """One write of `data` at `info.offset`, and the caller's commit of what the store left."""
     commits = Commits(info, store)
     start = info.offset
-    end = await store.write(info, chunks(data), commits)
+    end = await write_and_commit(store, info, chunks(data), commits)
     assert end == start + len(data)
     assert commits.offsets[-1:] == ([end] if data else [])
     return commits
+
+
+async def write_and_commit(
+    store: DataStore, info: UploadInfo, source: AsyncIterator[bytes], commits: Commits
+) -> int:
+    """`store.write`, then the commit a caller makes of what the store left uncommitted (the
+    offset returned is durable: the commit's check against the witness holds it to that)."""
+    end = await store.write(info, source, commits)
+    assert end >= info.offset, f"write returned {end}, below the committed {info.offset}"
+    if end > info.offset:
+        await commits(end)
+    return end
 
 
 async def uploaded(store: DataStore, data: bytes, concat: ConcatKind | None = None) -> UploadInfo:

@@ -15,6 +15,7 @@ from tests.stores.helpers import (
     new_info,
     stored_bytes,
     write,
+    write_and_commit,
 )
 from tests.support.payloads import payload, sha256
 from tusd_py.stores.base import DataStore, LengthDeferrer
@@ -44,7 +45,7 @@ async def test_commits_increase_and_never_pass_the_stored_bytes(
     info = new_info(len(data))
     await store.create(info)
     commits = Commits(info, await medium.open())  # checks each commit from another instance
-    end = await store.write(info, chunks(data), commits)
+    end = await write_and_commit(store, info, chunks(data), commits)
     assert end == len(data)
     assert commits.offsets == sorted(set(commits.offsets))
     assert commits.offsets[-1] == end

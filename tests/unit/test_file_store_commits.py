@@ -54,10 +54,11 @@ async def test_a_slow_commit_does_not_hold_up_the_body(tmp_path: Path) -> None:
     end = await store.write(info, chunks(), commit)
     assert end == CHUNK * CHUNKS
     offsets = [offset for offset, _, _ in commits]
-    assert offsets == sorted(set(offsets)) and offsets[-1] == end
+    # The last bytes' commit is the caller's (stores/base.py, `write`).
+    assert offsets == sorted(set(offsets)) and offsets[-1] < end
     assert all(offset <= on_disk for offset, on_disk, _ in commits), "committed before written"
     # The body kept flowing while the periodic commits ran.
-    assert any(meanwhile > 0 for _, _, meanwhile in commits[:-1])
+    assert any(meanwhile > 0 for _, _, meanwhile in commits)
 
 
 @pytest.mark.usefixtures("small_intervals")

@@ -63,5 +63,8 @@ class Locker(ABC):
         free or held by someone else). Callers waiting for one holder share one request and are
         all answered when it releases. Raises a 423 `TusError` after the acquire timeout."""
 
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Prepare at app start (Redis: load scripts, subscribe); a no-op by default."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop background work (renewal, subscriptions)."""

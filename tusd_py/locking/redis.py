@@ -24,7 +24,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -40,6 +40,7 @@ from tusd_py.redis_client import (
     check_prefix,
     lock_key,
     make_client,
+    preload_scripts,
     redis_errors,
     text,
     upload_key,
@@ -65,13 +66,18 @@ LISTENER_CONNECTIONS = 1
 RELEASE_ATTEMPTS = 4
 RELEASE_BACKOFF = 0.05
 
-# KEYS: lock, wait mark. ARGV: token, lease ms, wait-mark ms, channel, upload id, holder the
-# caller asked last time, "1" to ask even the same holder again.
+# KEYS: lock, wait mark, and the upload's state hash. ARGV: token, lease ms, wait-mark ms,
+# channel, upload id, holder the caller asked last time, "1" to ask even the same holder again,
+# then the state fields to read along with the lease (`state_fields`): the request reads the
+# state right after taking the lock, and this saves it the round trip.
 # Taking a lease we already hold succeeds, which makes a retried call harmless.
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if (not holder) or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if #ARGV > 7 then
+    return {1, '', 0, redis.call('HMGET', KEYS[3], unpack(ARGV, 8))}
+  end
   return {1, '', 0}
 end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
@@ -100,17 +106,24 @@ end
 return 0
 """
 
-# KEYS: lock, wait mark. ARGV: token, channel, upload id.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    redis.call('PUBLISH', ARGV[2], 'free ' .. ARGV[3])
+# The release, as a Lua function so that RedisState's commit-and-release script runs the same
+# code (`release_args` gives its keys and arguments). Replies 1 when released, 0 when the lock
+# was no longer ours.
+RELEASE_FUNCTION = """
+local function release(lock_key, wait_key, token, channel, upload_id)
+  if redis.call('GET', lock_key) == token then
+    redis.call('DEL', lock_key)
+    if redis.call('EXISTS', wait_key) == 1 then
+      redis.call('PUBLISH', channel, 'free ' .. upload_id)
+    end
+    return 1
   end
-  return 1
+  return 0
 end
-return 0
 """
+
+# KEYS: lock, wait mark. ARGV: token, channel, upload id.
+_RELEASE = RELEASE_FUNCTION + "return release(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])\n"
 
 
 class RedisLock(Lock):
@@ -132,6 +145,9 @@ class RedisLock(Lock):
         self._lost = False
         self._released = False
         self._renewal: asyncio.Task[None] | None = None
+        # The state fields the acquire script read with the lease (the locker's
+        # `state_fields`), until RedisState takes them: see `take_state_read`.
+        self._state_read: list[Any] | None = None
 
     @property
     def valid(self) -> bool:
@@ -149,6 +165,21 @@ class RedisLock(Lock):
         self._lost = True
         log.warning("lost the lock of upload %s (lease expired or taken over)", self.upload_id)
         self.request_release()
+
+    def take_state_read(self) -> list[Any] | None:
+        """The state fields read when the lease was taken, once: a later read must ask Redis."""
+        values, self._state_read = self._state_read, None
+        return values
+
+    def release_args(self) -> tuple[list[str], list[str]]:
+        """Keys and arguments of `RELEASE_FUNCTION` for this lock."""
+        return self._locker._release_keys_args(self)
+
+    def released_by_script(self) -> None:
+        """Another script (RedisState's commit-and-release) released the lease in Redis."""
+        if not self._released:
+            self._released = True
+            self._locker._forget(self)
 
     async def release(self) -> None:
         if self._released:
@@ -169,8 +200,13 @@ class RedisLocker(Locker):
         lease: float = 15.0,
         acquire_timeout: float = 10.0,
         on_close: CloseHook | None = None,
+        state_fields: Sequence[str] = (),
     ) -> None:
-        """`redis` is a client (closed by `on_close`, if given) or a URL (client owned here)."""
+        """`redis` is a client (closed by `on_close`, if given) or a URL (client owned here).
+
+        `state_fields`: fields of the upload's state hash that acquire reads with the lease
+        (`RedisLock.take_state_read`), so that the holder's first state read costs nothing.
+        """
         if isinstance(redis, str):
             redis = make_client(
                 redis, max_connections=DEFAULT_MAX_CONNECTIONS + LISTENER_CONNECTIONS
@@ -184,6 +220,7 @@ class RedisLocker(Locker):
         self.lease = lease
         self.acquire_timeout = acquire_timeout
         self.channel = f"{self.prefix}:locks"
+        self.state_fields = list(state_fields)
         self._acquire_script = redis.register_script(_ACQUIRE)
         self._let_go_script = redis.register_script(_LET_GO)
         self._renew_script = redis.register_script(_RENEW)
@@ -200,7 +237,12 @@ class RedisLocker(Locker):
         return max(1, int(self.lease * 1000))
 
     async def open(self) -> None:
-        """Subscribe to release requests now rather than on the first acquire."""
+        """Load the scripts and subscribe to release requests now rather than on the first
+        acquire (not fatal when Redis is unreachable: both happen again when needed)."""
+        await preload_scripts(
+            self._client,
+            [self._acquire_script, self._let_go_script, self._renew_script, self._release_script],
+        )
         await self._ensure_listener()
 
     async def acquire(self, upload_id: str, on_release_request: ReleaseRequest) -> Lock:
@@ -210,7 +252,11 @@ class RedisLocker(Locker):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.acquire_timeout
         token = secrets.token_hex(16)
-        keys = [lock_key(self.prefix, upload_id), upload_key(self.prefix, upload_id, "wait")]
+        keys = [
+            lock_key(self.prefix, upload_id),
+            upload_key(self.prefix, upload_id, "wait"),
+            upload_key(self.prefix, upload_id, "state"),
+        ]
         last_holder = ""
         last_ask = -math.inf
         delay = MIN_POLL
@@ -232,10 +278,14 @@ class RedisLocker(Locker):
                             upload_id,
                             last_holder,
                             "1" if force else "0",
+                            *self.state_fields,
                         ],
                     )
                 if int(reply[0]) == 1:
-                    return self._hold(upload_id, token, on_release_request, sent + self.lease)
+                    lock = self._hold(upload_id, token, on_release_request, sent + self.lease)
+                    if len(reply) > 3:
+                        lock._state_read = reply[3]
+                    return lock
                 holder = text(reply[1])
                 if force or holder != last_holder:
                     last_ask = now
@@ -364,14 +414,17 @@ class RedisLocker(Locker):
         if lock._renewal is not None:
             lock._renewal.cancel()
 
-    async def _release(self, lock: RedisLock) -> None:
-        # Never raises: failing to release only delays the next holder until the lease ends,
-        # and a release runs in `finally` blocks where an error would hide the real outcome.
+    def _release_keys_args(self, lock: RedisLock) -> tuple[list[str], list[str]]:
         keys = [
             lock_key(self.prefix, lock.upload_id),
             upload_key(self.prefix, lock.upload_id, "wait"),
         ]
-        args = [lock.token, self.channel, lock.upload_id]
+        return keys, [lock.token, self.channel, lock.upload_id]
+
+    async def _release(self, lock: RedisLock) -> None:
+        # Never raises: failing to release only delays the next holder until the lease ends,
+        # and a release runs in `finally` blocks where an error would hide the real outcome.
+        keys, args = self._release_keys_args(lock)
         delay = RELEASE_BACKOFF
         for attempt in range(1, RELEASE_ATTEMPTS + 1):
             if self._closed:

@@ -147,6 +147,11 @@ class ChecksumGuard:
             )
         self._verified = True
 
+    @property
+    def verified(self) -> bool:
+        """The whole body arrived and matched the checksum."""
+        return self._verified
+
     async def commit(self, offset: int) -> None:
         # A store may commit while the body is still streaming (S3 parts): remember, and apply
         # only once verified. The store serialises its commit calls, so flushing here is safe.

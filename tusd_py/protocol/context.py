@@ -13,7 +13,7 @@ from tusd_py.config import Config
 from tusd_py.errors import gone, not_found
 from tusd_py.hooks import Hooks
 from tusd_py.info import UploadInfo
-from tusd_py.locking.base import Locker
+from tusd_py.locking.base import HolderReader, Lock, Locker
 from tusd_py.protocol.body import BodyReader, framing_refused
 from tusd_py.state.base import StateStore
 from tusd_py.stores.base import Capability, DataStore, capabilities
@@ -33,6 +33,12 @@ class TusContext:
     @functools.cached_property
     def capabilities(self) -> frozenset[Capability]:
         return capabilities(self.store)
+
+    @functools.cached_property
+    def holder_reader(self) -> HolderReader | None:
+        """The state, when it reads the lock's holder with the state (once: a runtime Protocol
+        check walks the class's attributes, too slow for every HEAD)."""
+        return self.state if isinstance(self.state, HolderReader) else None
 
     @property
     def extensions(self) -> list[str]:
@@ -72,9 +78,11 @@ class TusContext:
         for reader in list(self.active_readers):
             reader.stop("shutdown")
 
-    async def existing(self, upload_id: str) -> UploadInfo:
-        """The upload's info; 404 when unknown, 410 when it expired unfinished."""
-        info = await self.state.get(upload_id)
+    async def existing(self, upload_id: str, lock: Lock | None = None) -> UploadInfo:
+        """The upload's info; 404 when unknown, 410 when it expired unfinished. Pass the `lock`
+        just taken for the upload: its state may have come with it."""
+        state = self.state
+        info = await (state.get(upload_id) if lock is None else state.get_held(upload_id, lock))
         if info is None or is_direct_record(info):
             raise not_found(upload_id)
         if is_expired(info):

@@ -103,7 +103,7 @@ async def handle_create(ctx: TusContext, request: Request) -> Response:
         reader = ctx.open_body(request)
         async with held(ctx.locker, info.id, lambda: reader.stop("handover")) as lock:
             try:
-                await append(ctx, info, lock, reader, checksum)
+                await append(ctx, info, lock, reader, checksum, last=True)
             except BaseException:
                 # The client never learns the Location, so nobody could resume or delete it.
                 await discard(ctx, info)

@@ -12,8 +12,8 @@ from tusd_py.protocol.uploads import remove
 
 
 async def handle_delete(ctx: TusContext, upload_id: str) -> Response:
-    async with held(ctx.locker, upload_id):
-        info = await ctx.existing(upload_id)
+    async with held(ctx.locker, upload_id) as lock:
+        info = await ctx.existing(upload_id, lock)
         if info.part_of is not None:
             check_deletable(info, await ctx.state.get(info.part_of))
         await ctx.hooks.pre_terminate(info)  # may refuse

@@ -356,7 +356,7 @@ async def upload_append(
 
     reader = ctx.open_body(request) if with_body else None
     async with held(ctx.locker, upload_id, stopper(reader)) as lock:
-        info = await ctx.existing(upload_id)
+        info = await ctx.existing(upload_id, lock)
         if info.concat == "final":
             raise TusError(403, "final-upload", "a final upload of a concatenation is read-only")
         if info.finished:

@@ -43,7 +43,7 @@ async def handle_patch(ctx: TusContext, request: Request, upload_id: str) -> Res
 
     reader = ctx.open_body(request)
     async with held(ctx.locker, upload_id, lambda: reader.stop("handover")) as lock:
-        info = await ctx.existing(upload_id)
+        info = await ctx.existing(upload_id, lock)
         if info.concat == "final":
             raise TusError(
                 403, "final-upload", "a final upload of a concatenation cannot be patched"
@@ -60,6 +60,6 @@ async def handle_patch(ctx: TusContext, request: Request, upload_id: str) -> Res
             # Also retries a completion that failed after the last byte was committed.
             await complete_upload(ctx, info, lock)
         else:
-            await append(ctx, info, lock, reader, checksum)
+            await append(ctx, info, lock, reader, checksum, last=True)
     await after_finish(ctx, info)  # a claimed partial may complete its final upload
     return tus_response(204, offset_headers(info))

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 
 from tusd_py.errors import TusError, gone, not_found
-from tusd_py.hooks import UploadStopped
+from tusd_py.hooks import HookType, UploadStopped
 from tusd_py.info import UploadInfo
-from tusd_py.locking.base import HolderReader, Lock
+from tusd_py.locking.base import Lock
 from tusd_py.locking.held import held
 from tusd_py.protocol.body import BodyReader
 from tusd_py.protocol.checksum import Checksum, guarded
@@ -123,10 +123,14 @@ async def append(
     lock: Lock,
     reader: BodyReader,
     checksum: Checksum | None = None,
+    *,
+    last: bool = False,
 ) -> None:
     """Stream the body into the store at `info.offset`, committing as bytes become durable.
 
-    With a `checksum`, nothing is committed until the whole body has been verified.
+    With a `checksum`, nothing is committed until the whole body has been verified. `last`: the
+    caller needs neither the lock nor the state afterwards, so the final commit of an upload
+    that is not finished by it may release the lock in the same step (one Redis round trip).
     """
     room = None if info.length is None else info.length - info.offset
     if ctx.config.max_size and info.length is None:
@@ -138,15 +142,28 @@ async def append(
         await ctx.state.commit(info, offset, lock)
 
     chunks, on_commit, guard = guarded(checksum, reader, ctx.state, info, lock, commit)
+    # With post-receive hooks the final commit stays inside `receiving`: the hook reports the
+    # committed offset, and a stop it asks for removes the upload under the lock.
+    carry = last and not ctx.hooks.enabled(HookType.POST_RECEIVE)
+    carried: int | None = None
     try:
         async with ctx.hooks.receiving(info, reader):  # post-receive, byte count, StopUpload
-            await ctx.store.write(info, chunks, on_commit)
+            end = await ctx.store.write(info, chunks, on_commit)
             if guard is not None:
                 await guard.apply()
+            # What the store left for us to commit (stores/base.py: `write`).
+            if end > info.offset and (guard is None or guard.verified):
+                if carry and (info.length is None or end < info.length):
+                    carried = end
+                else:
+                    await commit(end)
     except UploadStopped as stopped:
         await remove(ctx, info)
         ctx.hooks.terminated(info)
         raise stopped.error from None
+    if carried is not None:
+        await ctx.state.commit_and_release(info, carried, lock)
+        return
     await complete_upload(ctx, info, lock)
 
 
@@ -171,8 +188,9 @@ async def current_info(ctx: TusContext, upload_id: str) -> UploadInfo:
     from. Readers of one upload never wait for each other. An upload whose last bytes arrived but
     whose completion failed is completed first, under the lock (only then is it taken)."""
     state = ctx.state
-    if isinstance(state, HolderReader):
-        info, holder = await state.get_with_holder(upload_id)  # one round trip with Redis
+    reader = ctx.holder_reader
+    if reader is not None:
+        info, holder = await reader.get_with_holder(upload_id)  # one round trip with Redis
     else:
         holder = await ctx.locker.holder(upload_id)
         info = await state.get(upload_id)
@@ -185,7 +203,7 @@ async def current_info(ctx: TusContext, upload_id: str) -> UploadInfo:
         raise gone(upload_id)
     if info.finished and not info.completed:
         async with held(ctx.locker, upload_id) as lock:
-            info = await ctx.existing(upload_id)
+            info = await ctx.existing(upload_id, lock)
             await complete_upload(ctx, info, lock)
     return info
 
@@ -196,6 +214,6 @@ async def completed_info(ctx: TusContext, upload_id: str) -> UploadInfo:
     info = await ctx.existing(upload_id)
     if info.finished and not info.completed:
         async with held(ctx.locker, upload_id) as lock:
-            info = await ctx.existing(upload_id)
+            info = await ctx.existing(upload_id, lock)
             await complete_upload(ctx, info, lock)
     return info

@@ -32,6 +32,11 @@ class StateStore(ABC):
     async def get(self, upload_id: str) -> UploadInfo | None:
         """The upload's current info, or None when neither state nor storage knows it."""
 
+    async def get_held(self, upload_id: str, lock: Lock) -> UploadInfo | None:
+        """`get` for the holder of `lock`, right after taking it: a state may answer from what
+        was read together with taking the lock (Redis: one round trip for both)."""
+        return await self.get(upload_id)
+
     @abstractmethod
     async def commit(self, info: UploadInfo, offset: int, lock: Lock) -> None:
         """Move the committed offset forward to `offset` and persist `info.expires_at`.
@@ -39,6 +44,13 @@ class StateStore(ABC):
         Raises `lock_lost` when `lock` is no longer the holder; never moves an offset backwards.
         On success `info.offset` is `offset`.
         """
+
+    async def commit_and_release(self, info: UploadInfo, offset: int, lock: Lock) -> None:
+        """`commit`, then `lock.release()`: the request's last use of the upload's state and
+        lock. A state may do both in one step (Redis: one script). When the commit fails the
+        lock may still be held; the caller's `held` block releases it."""
+        await self.commit(info, offset, lock)
+        await lock.release()
 
     @abstractmethod
     async def update(self, info: UploadInfo, lock: Lock | None) -> None:

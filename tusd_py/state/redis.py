@@ -28,11 +28,13 @@ from redis.asyncio import Redis
 from tusd_py.errors import lock_lost, offset_mismatch, upload_exists
 from tusd_py.info import UploadInfo, dumps
 from tusd_py.locking.base import Lock
+from tusd_py.locking.redis import RELEASE_FUNCTION, RedisLock
 from tusd_py.redis_client import (
     CloseHook,
     check_prefix,
     lock_key,
     make_client,
+    preload_scripts,
     redis_errors,
     text,
     upload_key,
@@ -45,7 +47,8 @@ log = logging.getLogger(__name__)
 DEFAULT_FINISHED_TTL = 7 * 24 * 3600.0
 DEFAULT_EXPIRED_TTL = 3600.0
 
-_FIELDS = ("info", "offset", "expires_at")
+# The fields a read wants; the locker reads them with the lease too (RedisLocker.state_fields).
+STATE_FIELDS = ("info", "offset", "expires_at")
 
 # Shared by the scripts below. ARGV numbers arrive as strings; -1 means "none".
 _SET_TTL = """
@@ -63,16 +66,35 @@ end
 # KEYS: state, lock. ARGV: token, offset, expires_at, length, finished ttl ms, expire-at ms.
 # Replies {0} done, {1} lock not ours, {2} no state (caller rewrites it all), {3, current} the
 # committed offset is already beyond `offset`.
-_COMMIT = (
+_COMMIT_FUNCTION = (
     _SET_TTL
     + """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {1} end
-local current = redis.call('HGET', KEYS[1], 'offset')
-if not current then return {2} end
-if tonumber(ARGV[2]) < tonumber(current) then return {3, current} end
-redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'expires_at', ARGV[3])
-set_ttl(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]))
-return {0}
+local function commit(state, lock, token, offset, expires_at, length, finished_ms, expire_ms)
+  if redis.call('GET', lock) ~= token then return {1} end
+  local current = redis.call('HGET', state, 'offset')
+  if not current then return {2} end
+  if tonumber(offset) < tonumber(current) then return {3, current} end
+  redis.call('HSET', state, 'offset', offset, 'expires_at', expires_at)
+  set_ttl(state, tonumber(offset), tonumber(length), finished_ms, tonumber(expire_ms))
+  return {0}
+end
+"""
+)
+_COMMIT = _COMMIT_FUNCTION + "return commit(KEYS[1], KEYS[2], unpack(ARGV))\n"
+
+# The last commit of a request and the release of its lock, in one round trip. KEYS: state,
+# lock, then the release's keys. ARGV: the commit's six, then the release's. Replies as
+# `_COMMIT`; the lock is released unless the commit was refused for a lost lock or must be
+# written again in full ({1}, {2}: the caller then releases as usual).
+_COMMIT_AND_RELEASE = (
+    _COMMIT_FUNCTION
+    + RELEASE_FUNCTION
+    + """
+local reply = commit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if reply[1] == 0 or reply[1] == 3 then
+  release(KEYS[3], KEYS[4], ARGV[7], ARGV[8], ARGV[9])
+end
+return reply
 """
 )
 
@@ -166,6 +188,7 @@ class RedisState(StateStore):
         self.finished_ttl = finished_ttl
         self.expired_ttl = expired_ttl
         self._commit = redis.register_script(_COMMIT)
+        self._commit_and_release = redis.register_script(_COMMIT_AND_RELEASE)
         self._put = redis.register_script(_PUT)
         self._rebuild = redis.register_script(_REBUILD)
         self._get_with_holder = redis.register_script(_GET_WITH_HOLDER)
@@ -175,6 +198,16 @@ class RedisState(StateStore):
         # start-up check (probes.warn_if_not_ready) warns about it, through `ready`.
         with contextlib.suppress(rexc.RedisError):
             await self._client.ping()
+        await preload_scripts(
+            self._client,
+            [
+                self._commit,
+                self._commit_and_release,
+                self._put,
+                self._rebuild,
+                self._get_with_holder,
+            ],
+        )
 
     async def ready(self) -> None:
         with redis_errors("PING"):
@@ -203,8 +236,18 @@ class RedisState(StateStore):
     async def get(self, upload_id: str) -> UploadInfo | None:
         with redis_errors("HMGET"):
             values: list[Any] = await self._client.hmget(
-                upload_key(self.prefix, upload_id, "state"), list(_FIELDS)
+                upload_key(self.prefix, upload_id, "state"), list(STATE_FIELDS)
             )
+        if values[0] is None or values[1] is None:
+            return await self._rebuild_from_store(upload_id)
+        return _decode(values)
+
+    async def get_held(self, upload_id: str, lock: Lock) -> UploadInfo | None:
+        # The acquire script read the state with the lease: nobody else can have written it
+        # since (every write checks the token), so it is as fresh as a read now.
+        values = lock.take_state_read() if isinstance(lock, RedisLock) else None
+        if values is None:
+            return await self.get(upload_id)
         if values[0] is None or values[1] is None:
             return await self._rebuild_from_store(upload_id)
         return _decode(values)
@@ -213,7 +256,7 @@ class RedisState(StateStore):
         """`get`, and the token of the upload's lock holder (None: free), in one round trip."""
         with redis_errors("EVALSHA get-with-holder"):
             reply: list[Any] = await self._get_with_holder(
-                keys=self._keys(upload_id), args=list(_FIELDS)
+                keys=self._keys(upload_id), args=list(STATE_FIELDS)
             )
         holder = None if reply[0] is None else text(reply[0])
         values = reply[1]
@@ -229,6 +272,33 @@ class RedisState(StateStore):
                 keys=self._keys(info.id),
                 args=[lock.token, offset, _expires_text(info), *self._ttl_args(info)],
             )
+        await self._committed(info, offset, lock, reply)
+
+    async def commit_and_release(self, info: UploadInfo, offset: int, lock: Lock) -> None:
+        if not isinstance(lock, RedisLock):
+            await super().commit_and_release(info, offset, lock)
+            return
+        if not lock.valid:
+            raise lock_lost(info.id)
+        release_keys, release_args = lock.release_args()
+        with redis_errors("EVALSHA commit-and-release"):
+            reply: list[Any] = await self._commit_and_release(
+                keys=[*self._keys(info.id), *release_keys],
+                args=[
+                    lock.token,
+                    offset,
+                    _expires_text(info),
+                    *self._ttl_args(info),
+                    *release_args,
+                ],
+            )
+        if int(reply[0]) in (0, 3):
+            lock.released_by_script()
+        await self._committed(info, offset, lock, reply)
+        await lock.release()  # after {2}: the full rewrite needed the lock; a no-op otherwise
+
+    async def _committed(self, info: UploadInfo, offset: int, lock: Lock, reply: list[Any]) -> None:
+        """What a commit script's reply means: raise, write the state again, or done."""
         status = int(reply[0])
         if status == 1:
             raise lock_lost(info.id)

@@ -95,9 +95,13 @@ class DataStore(ABC):
     async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
         """Append `chunks` at `info.offset` and return the new offset.
 
-        Call `commit(offset)` whenever bytes up to `offset` are durable (at the latest before
-        returning). If `chunks` raises, commit nothing more, undo what is not committed where the
-        medium allows it, and re-raise the error as it is. (S3 cannot delete a part that landed
+        Call `commit(offset)` whenever bytes up to `offset` are durable and the write goes on
+        relying on that (the S3 store before dropping what the offset covers). The bytes up to
+        the offset returned are durable; what of them is not committed yet the caller commits
+        (the file store leaves its last commit to it, which can then travel with the lock's
+        release: one Redis round trip for both). If `chunks` raises, commit nothing more,
+        undo what is not committed where the medium allows it, and re-raise the error as it
+        is. (S3 cannot delete a part that landed
         while its upload was being cancelled: `stored_offset` may then count those bytes, which
         are the client's bytes at their offsets.) The caller guarantees `chunks` never goes past
         the upload's length.

@@ -326,8 +326,8 @@ class _FileWriter:
             self.store._buffered -= self.buffered
             if not self.closed:
                 await asyncio.to_thread(self.f.close)
-        if self.written > self.committed:
-            await self._commit(self.start + self.written)
+        # What is written and not yet committed is the caller's to commit: so it can travel
+        # with the release of the lock (stores/base.py, `write`).
         return self.start + self.written
 
     async def _receive(self, chunks: AsyncIterable[bytes]) -> None:
