@@ -23,13 +23,14 @@ import time
 from typing import Any
 
 from redis import exceptions as rexc
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 
 from tusd_py.errors import lock_lost, offset_mismatch, upload_exists
 from tusd_py.info import UploadInfo, dumps
 from tusd_py.locking.base import Lock
 from tusd_py.redis_client import (
     CloseHook,
+    RedisClient,
     check_prefix,
     lock_key,
     make_client,
@@ -143,7 +144,7 @@ class RedisState(StateStore):
 
     def __init__(
         self,
-        redis: Redis | str,
+        redis: RedisClient | str,
         prefix: str,
         store: DataStore,
         finished_ttl: float = DEFAULT_FINISHED_TTL,
@@ -178,7 +179,11 @@ class RedisState(StateStore):
 
     async def ready(self) -> None:
         with redis_errors("PING"):
-            await self._client.ping()
+            if isinstance(self._client, RedisCluster):
+                # Every primary serves a share of the uploads; a replica down costs nothing yet.
+                await self._client.ping(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                await self._client.ping()
 
     async def close(self) -> None:
         if self._on_close is not None:
