@@ -84,9 +84,7 @@ def configure_logging(log_format: LogFormat = "text", level: str = "info") -> No
     root.setLevel(level.upper())
     # The Azure SDK logs every request and response, headers included, at info: our access
     # line already says what happened, so only its warnings and errors come through.
-    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(
-        logging.WARNING
-    )
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 def announcement(message: str, log_format: LogFormat, **fields: object) -> str:

@@ -20,6 +20,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 
 from tusd_py.errors import TusError, storage_unavailable
 from tusd_py.metrics import REDIS_POOL_EXHAUSTED, REDIS_POOL_WAIT
@@ -115,7 +116,7 @@ class WaitingCluster(RedisCluster):
             self._permits.release()
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.connection_permit():
+        async with self.connection_permit(), _closed_socket_is_connection_error():
             return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
@@ -150,8 +151,21 @@ class _WaitingPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         client = self.cluster_client
         assert isinstance(client, WaitingCluster)
-        async with client.connection_permit():
+        async with client.connection_permit(), _closed_socket_is_connection_error():
             return await super().execute(raise_on_error, allow_redirections)
+
+
+@contextlib.asynccontextmanager
+async def _closed_socket_is_connection_error() -> AsyncIterator[None]:
+    # While a failed primary is retried, redis-py's cluster client can disconnect a connection
+    # that another command is just setting up; uvloop then raises RuntimeError ("the handler is
+    # closed") instead of an OSError. It is a lost connection: a 503, not a 500.
+    try:
+        yield
+    except RuntimeError as exc:
+        if "closed" not in str(exc):
+            raise
+        raise rexc.ConnectionError(f"Redis connection closed under a command: {exc}") from exc
 
 
 # Per node beyond the command budget: the lock-handover subscription's connection.
@@ -183,6 +197,9 @@ def make_client(
         "client_name": "tusd-py",
     }
     if cluster:
+        # Off: Redis OSS refuses the handshake, and redis-py's cluster connections then wrote
+        # to a closed socket (RuntimeError, not a RedisError) while a failed primary was retried.
+        settings["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
         return WaitingCluster.from_url(url, max_connections=max_connections, wait=wait, **settings)
     pool = WaitingPool.from_url(url, max_connections=max_connections, wait=wait, **settings)
     return Redis.from_pool(pool)

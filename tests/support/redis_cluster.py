@@ -2,6 +2,9 @@
 on free ports, joined with `redis-cli --cluster create`, stopped in `finally`.
 
 The node timeout is short (1 s) so that a replica takes over a killed primary within seconds.
+A replica may take over however long ago it last heard from its primary (validity factor 0):
+with the default, a replica of a freshly created, idle cluster here often never stood for
+election. Each node logs to redis.log in its directory.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class ClusterNode:
             "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no",
             "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            "--cluster-replica-validity-factor", "0", "--logfile", "redis.log",
         ]  # fmt: skip
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc)
@@ -107,13 +111,14 @@ class RedisClusterServers:
                     nodes = client.execute_command("CLUSTER", "NODES")
             except OSError as exc:
                 return f"{node.address}: {exc}"
-            except Exception as exc:  # noqa: BLE001 - redis errors while a node starts
+            except Exception as exc:  # redis errors while a node starts
                 return f"{node.address}: {exc}"
             serving = 0
             for line in str(nodes).splitlines():
                 fields = line.split()
                 flags = fields[2].split(",")
-                if "master" in flags and "fail" not in flags and len(fields) > 8:
+                failing = "fail" in flags or "fail?" in flags or fields[7] != "connected"
+                if "master" in flags and not failing and len(fields) > 8:
                     serving += 1
             if serving < 3:
                 return f"{node.address} sees {serving} primaries serving slots, not 3"
@@ -135,8 +140,15 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
         if binary is None:
             raise RuntimeError("redis-cli is not installed; run scripts/test, which installs it")
         subprocess.run(
-            [binary, "--cluster", "create", *(n.address for n in servers.nodes),
-             "--cluster-replicas", "1", "--cluster-yes"],  # fmt: skip
+            [
+                binary,
+                "--cluster",
+                "create",
+                *(n.address for n in servers.nodes),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

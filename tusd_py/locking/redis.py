@@ -33,7 +33,7 @@ from typing import Any
 
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tusd_py.errors import locked
@@ -472,7 +472,7 @@ class RedisLocker(Locker):
                         message = await pubsub.get_message(timeout=1.0)
                         if message is not None and self._received(message, "", backoff):
                             backoff = 0.1
-            except (RedisError, _Unsubscribed) as exc:
+            except (RedisError, RedisClusterException, _Unsubscribed) as exc:
                 if self._subscribed.is_set():
                     log.warning("lost the Redis subscription for lock handover: %s", exc)
                 if self._cluster:
@@ -490,6 +490,8 @@ class RedisLocker(Locker):
         """SSUBSCRIBE on the primary that owns our channel's slot; messages reach that node
         only, not the whole Cluster. When the slot moves (resharding, failover) the node ends
         the subscription, or the connection breaks: the caller then subscribes again."""
+        assert isinstance(self._client, RedisCluster)
+        await self._client.initialize()  # the slot map, to find the channel's node
         await pubsub.ssubscribe(self.channel)
         backoff = 0.1
         while True:
