@@ -25,6 +25,7 @@ from tests.support.tus_requests import TUS, download_sha256, head
 from tests.support.tusd_process import TusdProcess
 from tusd_py.locking.redis import RedisLocker
 from tusd_py.redis_client import make_client, upload_key
+from tusd_py.state.redis import _COMMIT
 
 MiB = 1024 * 1024
 
@@ -295,6 +296,12 @@ def test_a_primary_killed_mid_upload_is_replaced_and_every_upload_completes(
                 thread.join(max(1.0, deadline - time.monotonic()))
             recovered = time.monotonic() - killed_at
             servers.wait_ok()
+            # The promoted replica had none of the scripts (Redis 7 does not replicate SCRIPT
+            # LOAD): the commits there went through NOSCRIPT, a reload and a repeat.
+            successor = servers.primary_of(upload_key(prefix, uploads[0].upload_id, "state"))
+            assert successor is not victim
+            with successor.client() as client:
+                assert client.script_exists(hashlib.sha1(_COMMIT.encode()).hexdigest()) == [True]
 
             for upload in uploads:
                 assert upload.error is None, upload.error
