@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.cluster import key_slot
 
 from tests.support.redis_cluster import RedisClusterServers, redis_cluster
 from tests.support.servers import RedisServer, unique_prefix
@@ -199,6 +200,44 @@ async def test_a_release_request_reaches_the_holder_and_no_other_instance(
     finally:
         for locker in lockers:
             await locker.close()
+
+
+# -- resharding: ASK and MOVED ---------------------------------------------------------------
+
+
+def test_an_upload_whose_slot_moves_mid_upload_completes_and_follows_moved(
+    redis_cluster: RedisClusterServers, tmp_path: Path
+) -> None:
+    upload_dir = tmp_path / "uploads"
+    upload_dir.mkdir()
+    a, b, prefix = pair_on(redis_cluster, upload_dir)
+    try:
+        data = payload(4 * MiB, seed=7)
+        url = raw_create(a.endpoint, len(data))
+        upload = ResumingUpload([a.endpoint, b.endpoint], url, data, chunk=128 * 1024)
+        slot = key_slot(upload_key(prefix, upload.upload_id, "state").encode())
+        source = redis_cluster.primary_of_slot(slot)
+        target = next(n for n in redis_cluster.primaries() if n is not source)
+        thread = threading.Thread(target=upload.run, args=(time.monotonic() + 60,))
+        thread.start()
+        while upload.offset < MiB:
+            time.sleep(0.01)
+        moved = redis_cluster.migrate_slot(slot, target, pause=0.5)
+        answered_while_moving = len(upload.statuses)
+        thread.join(60)
+        assert moved >= 1
+        assert redis_cluster.primary_of_slot(slot) is target
+        assert upload.error is None, upload.error
+        # While the slot migrates, ASK redirections can fail (redis-py's asyncio cluster client
+        # sends ASKING on another pooled connection than the command; docs/redis.md): 503s,
+        # which clients retry. Never a 500, and once the slot has moved, MOVED is followed.
+        assert set(upload.statuses) <= {204, 503, "HEAD 503"}, upload.statuses
+        assert set(upload.statuses[answered_while_moving + 1 :]) <= {204}, upload.statuses
+        expected = (len(data), sha256(data))
+        assert download_sha256(b.url_for(url)) == expected
+        assert sha256((upload_dir / upload.upload_id).read_bytes()) == expected[1]
+    finally:
+        report([a, b])
 
 
 # -- a primary killed mid-upload --------------------------------------------------------------

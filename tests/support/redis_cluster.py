@@ -78,12 +78,38 @@ class RedisClusterServers:
 
     def primary_of(self, key: str) -> ClusterNode:
         """The node that serves `key`'s slot as a primary, as a running node sees it."""
-        slot = key_slot(key.encode())
+        return self.primary_of_slot(key_slot(key.encode()))
+
+    def migrate_slot(self, slot: int, target: ClusterNode, pause: float) -> int:
+        """Move `slot` to the primary `target` as `redis-cli --cluster reshard` does: mark it
+        importing and migrating, MIGRATE its keys in one batch, wait `pause` seconds (clients
+        are sent ASK meanwhile), then give the slot to `target` (MOVED afterwards). Returns
+        the number of keys moved."""
+        source = self.primary_of_slot(slot)
+        assert source is not target
+        with source.client() as src, target.client() as dst:
+            source_id = src.execute_command("CLUSTER", "MYID")
+            target_id = dst.execute_command("CLUSTER", "MYID")
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+            if keys:
+                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            time.sleep(pause)
+            for node in (target, source):
+                with node.client() as client:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        return len(keys)
+
+    def primary_of_slot(self, slot: int) -> ClusterNode:
         with self.running()[0].client() as client:
             for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if int(start) <= slot <= int(end):
                     return next(n for n in self.nodes if n.port == int(primary[1]))
         raise RuntimeError(f"no primary serves slot {slot}")
+
+    def primaries(self) -> list[ClusterNode]:
+        return [n for n in self.running() if n.role() == "master"]
 
     def kill(self, node: ClusterNode) -> None:
         assert node.proc is not None
