@@ -157,15 +157,16 @@ class _WaitingPipeline(ClusterPipeline):
 
 @contextlib.asynccontextmanager
 async def _closed_socket_is_connection_error() -> AsyncIterator[None]:
-    # While a failed primary is retried, redis-py's cluster client can disconnect a connection
-    # that another command is just setting up; uvloop then raises RuntimeError ("the handler is
-    # closed") instead of an OSError. It is a lost connection: a 503, not a 500.
+    # While a failed primary is retried, redis-py's cluster client disconnects connections that
+    # other commands are just setting up or writing to; those then fail with RuntimeError ("the
+    # handler is closed", from uvloop) or AttributeError (its writer is already None) instead of
+    # a ConnectionError. Only redis-py runs inside: it is a lost connection, a 503, not a 500.
     try:
         yield
-    except RuntimeError as exc:
-        if "closed" not in str(exc):
-            raise
-        raise rexc.ConnectionError(f"Redis connection closed under a command: {exc}") from exc
+    except (RuntimeError, AttributeError) as exc:
+        raise rexc.ConnectionError(
+            f"Redis connection broke under a command ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 # Per node beyond the command budget: the lock-handover subscription's connection.
