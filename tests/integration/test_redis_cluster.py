@@ -25,7 +25,7 @@ from tests.support.socket_http import RawHTTP, patch_headers, raw_create
 from tests.support.tus_requests import TUS, download_sha256, head
 from tests.support.tusd_process import TusdProcess
 from tusd_py.locking.redis import RedisLocker
-from tusd_py.redis_client import make_client, upload_key
+from tusd_py.redis_client import PoolExhausted, make_client, upload_key
 from tusd_py.state.redis import _COMMIT
 
 MiB = 1024 * 1024
@@ -354,3 +354,27 @@ def test_a_primary_killed_mid_upload_is_replaced_and_every_upload_completes(
             print(f"all uploads done {recovered:.1f}s after the kill; non-204 answers: {failures}")
         finally:
             report([a, b])
+
+
+# -- the connection budget ----------------------------------------------------------------------
+
+
+async def test_cluster_commands_queue_for_a_connection_then_fail_as_pool_exhausted(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    client = make_client(redis_cluster.url, cluster=True, max_connections=2, pool_wait=0.3)
+    prefix = unique_prefix()
+    try:
+        await client.ping()
+        # 20 commands at once through 2 connections: they queue, none fails.
+        await asyncio.gather(*(client.set(f"{prefix}:{{k{i}}}", i) for i in range(20)))
+        # Two commands that hold their connection for a second: the third waits 0.3 s, then
+        # gives up the way the single-endpoint pool does.
+        held = [asyncio.create_task(client.blpop([f"{prefix}:{{empty{i}}}"], 1)) for i in (1, 2)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(PoolExhausted, match=r"all 2 Redis connections stayed busy for 0\.3s"):
+            await client.get(f"{prefix}:{{k0}}")
+        await asyncio.gather(*held)
+        assert await client.get(f"{prefix}:{{k0}}") == "0"
+    finally:
+        await client.aclose()
