@@ -7,6 +7,8 @@ import pytest
 
 from tests.support.azurite import azurite  # noqa: F401  (the session's Azurite)
 from tests.support.hook_receiver import receiver  # noqa: F401  (a hook receiver per test)
+from tests.support.redis_cluster import RedisClusterServers
+from tests.support.redis_cluster import redis_cluster as start_redis_cluster
 from tests.support.servers import S3_ENV, RedisServer, S3Server, redis_server, s3_server
 
 
@@ -32,3 +34,11 @@ def s3() -> Iterator[S3Server]:
         os.environ.setdefault(key, value)
     with s3_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A six-node Redis Cluster (three primaries, three replicas) for the whole session; tests
+    use distinct key prefixes and must leave all six nodes running."""
+    with start_redis_cluster() as servers:
+        yield servers

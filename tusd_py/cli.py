@@ -242,6 +242,12 @@ class _Server(uvicorn.Server):
 )
 @click.option("--redis-prefix", default="tusd", help="Prefix of every Redis key.")
 @click.option(
+    "--redis-cluster/--no-redis-cluster",
+    default=False,
+    help="--redis-url is one node of a Redis Cluster (Redis 7 or newer); the others are found "
+    "from it.",
+)
+@click.option(
     "--redis-max-connections",
     default=256,
     type=click.IntRange(min=1),

@@ -102,6 +102,7 @@ class Config:
     local_state_cache: int = 64 * 1024**2  # bytes of recent infos kept in memory without Redis
     redis_url: str | None = None
     redis_prefix: str = "tusd"
+    redis_cluster: bool = False  # redis_url is one node of a Redis Cluster
     redis_max_connections: int = 256  # per instance; more commands at once wait for one
     redis_expired_ttl: float = 3600.0  # an expired unfinished upload's state lives this much longer
 
@@ -191,6 +192,10 @@ class Config:
                 "the smallest S3 part must be between 5 MiB (S3's minimum) and 5 GiB, got "
                 f"{self.s3_min_part_size} bytes",
                 "s3_min_part_size",
+            )
+        if self.redis_cluster and not self.redis_url:
+            raise ConfigError(
+                "--redis-cluster needs --redis-url (a node of the Cluster)", "redis_cluster"
             )
         if self.s3_tails == "redis" and not self.redis_url:
             raise ConfigError("--s3-tails redis needs --redis-url", "s3_tails")

@@ -19,7 +19,9 @@ def build_redis_backends(config: Config, store: DataStore) -> tuple[RedisState, 
     if not config.redis_url:
         raise ValueError("build_redis_backends needs config.redis_url")
     client = make_client(
-        config.redis_url, max_connections=config.redis_max_connections + LISTENER_CONNECTIONS
+        config.redis_url,
+        cluster=config.redis_cluster,
+        max_connections=config.redis_max_connections + LISTENER_CONNECTIONS,
     )
     shared = SharedClient(client, users=2)
     state = RedisState(

@@ -1,7 +1,8 @@
 """What `RedisState` and `RedisLocker` share: the client, the key layout and error mapping.
 
-Every key of one upload carries the hash tag `{<id>}`, so each Lua script touches one slot and
-runs unchanged on Redis Cluster. See docs/redis.md for the whole layout.
+Every key of one upload carries the hash tag `{<id>}`, so each Lua script, transaction and
+multi-key command touches one slot and runs unchanged on Redis Cluster (`make_client(...,
+cluster=True)`). See docs/redis.md for the whole layout.
 """
 
 from __future__ import annotations
@@ -9,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any, ClassVar
 
 from redis import exceptions as rexc
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis._parsers import AsyncCommandsParser
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
+from redis.maint_notifications import MaintNotificationsConfig
 
 from tusd_py.errors import TusError, storage_unavailable
 from tusd_py.metrics import REDIS_POOL_EXHAUSTED, REDIS_POOL_WAIT
@@ -37,6 +41,8 @@ DEFAULT_MAX_CONNECTIONS = 256
 POOL_WAIT = 5.0
 
 CloseHook = Callable[[], Awaitable[None]]
+# What state, locks and S3 tails talk to: one Redis endpoint, or a Redis Cluster.
+RedisClient = Redis | RedisCluster
 
 
 class PoolExhausted(rexc.ConnectionError):
@@ -72,34 +78,140 @@ class WaitingPool(BlockingConnectionPool):
         return connection
 
 
+class WaitingCluster(RedisCluster):
+    """A `RedisCluster` whose commands queue for a connection like `WaitingPool`'s do.
+
+    redis-py's cluster client keeps a pool per node and fails at once (MaxConnectionsError)
+    when one is full. Here every command and pipeline first takes one of `max_connections`
+    permits, for the whole client, within `wait` seconds; each node's pool is allowed as many
+    connections plus the handover subscription's, so a command holding a permit always finds
+    one. The difference from one endpoint: the budget is shared by all nodes, so a slow node
+    can hold permits that commands for the others then wait for.
+    """
+
+    def __init__(self, *, max_connections: int, wait: float = POOL_WAIT, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections + CLUSTER_EXTRA_CONNECTIONS, **kwargs)
+        self.commands_parser = _SharedCommandsParser(f"{kwargs.get('host')}:{kwargs.get('port')}")
+        self.pool_wait = wait
+        self.permits = max_connections
+        self._permits = asyncio.Semaphore(max_connections)
+
+    @contextlib.asynccontextmanager
+    async def connection_permit(self) -> AsyncIterator[None]:
+        start = time.perf_counter()
+        deadline = asyncio.timeout(self.pool_wait)
+        try:
+            async with deadline:
+                await self._permits.acquire()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            REDIS_POOL_EXHAUSTED.inc()
+            raise PoolExhausted(
+                f"all {self.permits} Redis connections stayed busy for {self.pool_wait:g}s"
+            ) from None
+        REDIS_POOL_WAIT.observe(time.perf_counter() - start)
+        try:
+            yield
+        finally:
+            self._permits.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.connection_permit(), _closed_socket_is_connection_error():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused by redis-py
+        return _WaitingPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py does
+
+
+class _SharedCommandsParser(AsyncCommandsParser):
+    """redis-py reads the whole COMMAND table (~250 ms of parsing) for every cluster client and
+    again after every topology refresh, e.g. each reconnect during a failover. The table only
+    changes with the Redis version, so one per seed node and process is read."""
+
+    _tables: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, seed: str) -> None:
+        super().__init__()
+        self._seed = seed
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        table = self._tables.get(self._seed)
+        if table is None:
+            await super().initialize(node)
+            self._tables[self._seed] = table = self.commands
+        else:
+            if node is not None:
+                self.node = node
+            self.commands = table
+
+
+class _WaitingPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = self.cluster_client
+        assert isinstance(client, WaitingCluster)
+        async with client.connection_permit(), _closed_socket_is_connection_error():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+@contextlib.asynccontextmanager
+async def _closed_socket_is_connection_error() -> AsyncIterator[None]:
+    # While a failed primary is retried, redis-py's cluster client disconnects connections that
+    # other commands are just setting up or writing to; those then fail with RuntimeError ("the
+    # handler is closed", from uvloop) or AttributeError (its writer is already None) instead of
+    # a ConnectionError. Only redis-py runs inside: it is a lost connection, a 503, not a 500.
+    try:
+        yield
+    except (RuntimeError, AttributeError) as exc:
+        raise rexc.ConnectionError(
+            f"Redis connection broke under a command ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+# Per node beyond the command budget: the lock-handover subscription's connection.
+CLUSTER_EXTRA_CONNECTIONS = 1
+
+
 def make_client(
     url: str,
     *,
+    cluster: bool = False,
     decode: bool = True,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     pool_wait: float | None = None,
-) -> Redis:
+) -> RedisClient:
     """A redis.asyncio client with settings suited to a request path (short timeouts); replies
     are str, or bytes with `decode=False`. Commands beyond `max_connections` at once wait up to
-    `pool_wait` seconds (POOL_WAIT) for a connection, then fail with `PoolExhausted`."""
-    pool = WaitingPool.from_url(
-        url,
-        max_connections=max_connections,
-        wait=POOL_WAIT if pool_wait is None else pool_wait,
-        decode_responses=decode,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        health_check_interval=30,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES),
-        client_name="tusd-py",
-    )
+    `pool_wait` seconds (POOL_WAIT) for a connection, then fail with `PoolExhausted`.
+
+    With `cluster`, `url` is one node of a Redis Cluster (the others are discovered from it) and
+    the client is a `RedisCluster`, which follows MOVED/ASK redirections and refreshes its slot
+    map after a failover."""
+    wait = POOL_WAIT if pool_wait is None else pool_wait
+    settings: dict[str, Any] = {
+        "decode_responses": decode,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES),
+        "client_name": "tusd-py",
+    }
+    if cluster:
+        # Off: Redis OSS refuses the handshake, and redis-py's cluster connections then wrote
+        # to a closed socket (RuntimeError, not a RedisError) while a failed primary was retried.
+        settings["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+        return WaitingCluster.from_url(url, max_connections=max_connections, wait=wait, **settings)
+    pool = WaitingPool.from_url(url, max_connections=max_connections, wait=wait, **settings)
     return Redis.from_pool(pool)
 
 
-async def preload_scripts(client: Redis, scripts: Iterable[AsyncScript]) -> None:
+async def preload_scripts(client: RedisClient, scripts: Iterable[AsyncScript]) -> None:
     """Load `scripts` into Redis at start, so that no request pays for a NOSCRIPT reply and a
     SCRIPT LOAD. Not fatal: when Redis is unreachable now, or later forgets them (SCRIPT FLUSH,
-    a restart), redis-py loads a script again on its first NOSCRIPT."""
+    a restart, a promoted replica), redis-py loads a script again on its first NOSCRIPT. On a
+    Cluster redis-py sends SCRIPT LOAD to every primary."""
     with contextlib.suppress(rexc.RedisError):
         for script in scripts:
             script.sha = await client.script_load(script.script)
@@ -159,7 +271,7 @@ def redis_errors(operation: str) -> Iterator[None]:
 class SharedClient:
     """One client used by several owners; closed when the last of them closes."""
 
-    def __init__(self, client: Redis, users: int) -> None:
+    def __init__(self, client: RedisClient, users: int) -> None:
         self.client = client
         self._users = users
 

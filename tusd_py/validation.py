@@ -78,7 +78,7 @@ def check_config(config: Config) -> None:
     if config.azure_endpoint is not None:
         check_http_url(config.azure_endpoint, "azure_endpoint", "the Azure endpoint")
     if config.redis_url is not None:
-        check_redis_url(config.redis_url)
+        check_redis_url(config.redis_url, cluster=config.redis_cluster)
     check_store_options(config, changed_fields(config))
 
 
@@ -92,7 +92,7 @@ def check_http_url(url: str, field: str, what: str) -> None:
         raise ConfigError(f"{what} must be an http:// or https:// URL, got {url!r}", field)
 
 
-def check_redis_url(url: str) -> None:
+def check_redis_url(url: str, *, cluster: bool = False) -> None:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
@@ -109,6 +109,13 @@ def check_redis_url(url: str) -> None:
     if parts.scheme != "unix" and database and not database.isdigit():
         raise ConfigError(
             f"the Redis URL's database must be a number, got {database!r}", "redis_url"
+        )
+    if cluster and (parts.scheme == "unix" or database not in ("", "0")):
+        # A Cluster has database 0 only, and nodes are found by address.
+        raise ConfigError(
+            f"with --redis-cluster the Redis URL must be redis:// or rediss:// with database 0, "
+            f"got {url!r}",
+            "redis_url",
         )
 
 

@@ -43,6 +43,15 @@ def redis_state(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"redis_url": server.url, "redis_prefix": f"t{uuid.uuid4().hex[:16]}"}
 
 
+def redis_cluster_state(request: pytest.FixtureRequest) -> dict[str, Any]:
+    servers = request.getfixturevalue("redis_cluster")
+    return {
+        "redis_url": servers.url,
+        "redis_cluster": True,
+        "redis_prefix": f"t{uuid.uuid4().hex[:16]}",
+    }
+
+
 def s3_storage(request: pytest.FixtureRequest) -> dict[str, Any]:
     server = request.getfixturevalue("s3")
     # A fresh botocore session loads the S3 service model again (~0.1 s); one per run is enough.
@@ -76,6 +85,8 @@ BACKENDS: dict[str, tuple[ConfigPart, ...]] = {
     "file-redis": (redis_state,),
     "s3-local": (s3_storage, local_state),
     "s3-redis": (s3_storage, redis_state),
+    "file-rediscluster": (redis_cluster_state,),
+    "s3-rediscluster": (s3_storage, redis_cluster_state),
     "azure-local": (azure_storage, local_state),
     "azure-redis": (azure_storage, redis_state),
 }

@@ -28,6 +28,15 @@ def test_every_config_field_has_its_option_or_is_listed_without_one() -> None:
         ({"s3_buffer_size": 1}, "Config.s3_buffer_size is set but --s3-bucket is not"),
         ({"azure_endpoint": "http://127.0.0.1:10000/a"}, "(--azure-endpoint / TUSD_AZURE_END"),
         ({"redis_url": "redis://h/zero"}, "database must be a number, got 'zero'"),
+        ({"redis_cluster": True}, "--redis-cluster needs --redis-url (a node of the Cluster)"),
+        (
+            {"redis_cluster": True, "redis_url": "redis://h:7000/1"},
+            "with --redis-cluster the Redis URL must be redis:// or rediss:// with database 0",
+        ),
+        (
+            {"redis_cluster": True, "redis_url": "unix:///run/redis.sock"},
+            "(--redis-url / TUSD_REDIS_URL)",
+        ),
         ({"hooks_http": "http://:80/x"}, "(--hooks-http / TUSD_HOOKS_HTTP)"),
     ],
 )

@@ -1,14 +1,18 @@
 """Redis locker: per-upload leases with tokens, renewed while held, handed over across instances.
 
-- Acquire is one Lua script: take the lease (SET PX) when free, else mark that someone waits and
-  publish a release request naming the holder's token. Every instance subscribes to one channel
-  per prefix and forwards a request to the local holder with that token, if it has one.
-- A releaser deletes the lease only if the token is still its own and, when a waiter has marked
-  itself, publishes "free" so the waiter retries at once instead of at its next poll.
+- A token is `<instance>.<random>`: it names the instance that holds the lease. Each instance
+  subscribes to a channel of its own, `<prefix>:locks:<instance>` (sharded pub/sub, SSUBSCRIBE,
+  on a Redis Cluster), so a message reaches only the instance it is for, never the fleet.
+- Acquire is one Lua script: take the lease (SET PX) when free, else add this instance to the
+  upload's waiters (a set) and reply the holder's token; the waiter then publishes a release
+  request to the holder's channel (or hands it over in-process when it holds the lease itself).
+  The script cannot publish on a Cluster: the holder's channel lives in another slot.
+- A releaser deletes the lease only if the token is still its own, and gets the waiting
+  instances back: each is sent "free" so its waiters retry at once instead of at their next poll.
 - Waiters also poll with a short backoff capped by the lease's remaining time, so a crashed
   holder's lease is taken over right after it expires and lost messages cost only a poll.
 - `let_go` (a reader such as HEAD, which does not take the lock) marks itself as a waiter and
-  publishes the same release request, then polls until the holder's token is gone; readers in
+  sends the same release request, then polls until the holder's token is gone; readers in
   one instance waiting for one holder share that loop.
 - A background task per held lock renews the lease at a third of its length; a renewal that
   finds another token (or cannot reach Redis before the lease ends) marks the lock invalid and
@@ -27,9 +31,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tusd_py.errors import locked
@@ -37,6 +41,7 @@ from tusd_py.locking.base import Lock, Locker, ReleaseRequest
 from tusd_py.redis_client import (
     DEFAULT_MAX_CONNECTIONS,
     CloseHook,
+    RedisClient,
     check_prefix,
     lock_key,
     make_client,
@@ -66,35 +71,30 @@ LISTENER_CONNECTIONS = 1
 RELEASE_ATTEMPTS = 4
 RELEASE_BACKOFF = 0.05
 
-# KEYS: lock, wait mark, and the upload's state hash. ARGV: token, lease ms, wait-mark ms,
-# channel, upload id, holder the caller asked last time, "1" to ask even the same holder again,
-# then the state fields to read along with the lease (`state_fields`): the request reads the
-# state right after taking the lock, and this saves it the round trip.
+# KEYS: lock, waiters, and the upload's state hash. ARGV: token, lease ms, wait-mark ms, this
+# instance, then the state fields to read along with the lease (`state_fields`): the request
+# reads the state right after taking the lock, and this saves it the round trip.
 # Taking a lease we already hold succeeds, which makes a retried call harmless.
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if (not holder) or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  if #ARGV > 7 then
-    return {1, '', 0, redis.call('HMGET', KEYS[3], unpack(ARGV, 8))}
+  if #ARGV > 4 then
+    return {1, '', 0, redis.call('HMGET', KEYS[3], unpack(ARGV, 5))}
   end
   return {1, '', 0}
 end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
-if holder ~= ARGV[6] or ARGV[7] == '1' then
-  redis.call('PUBLISH', ARGV[4], 'release ' .. ARGV[5] .. ' ' .. holder)
-end
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return {0, holder, redis.call('PTTL', KEYS[1])}
 """
 
-# KEYS: lock, wait mark. ARGV: holder's token, wait-mark ms, channel, upload id, "1" to ask.
+# KEYS: lock, waiters. ARGV: holder's token, wait-mark ms, this instance.
 # Replies -2 when `holder` no longer holds the lock, else the lease's remaining ms (PTTL).
 _LET_GO = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -2 end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-if ARGV[5] == '1' then
-  redis.call('PUBLISH', ARGV[3], 'release ' .. ARGV[4] .. ' ' .. ARGV[1])
-end
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return redis.call('PTTL', KEYS[1])
 """
 
@@ -107,23 +107,30 @@ return 0
 """
 
 # The release, as a Lua function so that RedisState's commit-and-release script runs the same
-# code (`release_args` gives its keys and arguments). Replies 1 when released, 0 when the lock
-# was no longer ours.
+# code (`release_args` gives its keys and arguments). Replies {1, instances that wait} once
+# released, {0} when the lease is not ours (any more): the caller tells those instances "free"
+# (on a Cluster a script cannot publish to their channels, which live in other slots).
 RELEASE_FUNCTION = """
-local function release(lock_key, wait_key, token, channel, upload_id)
+local function release(lock_key, waiters_key, token)
   if redis.call('GET', lock_key) == token then
     redis.call('DEL', lock_key)
-    if redis.call('EXISTS', wait_key) == 1 then
-      redis.call('PUBLISH', channel, 'free ' .. upload_id)
-    end
-    return 1
+    local waiting = redis.call('SMEMBERS', waiters_key)
+    redis.call('DEL', waiters_key)
+    return {1, waiting}
   end
-  return 0
+  return {0}
 end
 """
 
-# KEYS: lock, wait mark. ARGV: token, channel, upload id.
-_RELEASE = RELEASE_FUNCTION + "return release(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])\n"
+# KEYS: lock, waiters. ARGV: token.
+_RELEASE = RELEASE_FUNCTION + "return release(KEYS[1], KEYS[2], ARGV[1])\n"
+
+
+def holder_instance(token: str) -> str:
+    """The instance named in a lease token ("" for a token of a version before per-instance
+    channels: such a holder is not asked, and its lease is waited out)."""
+    instance, dot, _ = token.partition(".")
+    return instance if dot else ""
 
 
 class RedisLock(Lock):
@@ -175,11 +182,13 @@ class RedisLock(Lock):
         """Keys and arguments of `RELEASE_FUNCTION` for this lock."""
         return self._locker._release_keys_args(self)
 
-    def released_by_script(self) -> None:
-        """Another script (RedisState's commit-and-release) released the lease in Redis."""
+    async def released_by_script(self, waiting: list[Any]) -> None:
+        """Another script (RedisState's commit-and-release) released the lease in Redis; the
+        instances `waiting` for it (that script's `RELEASE_FUNCTION` reply) are told "free"."""
         if not self._released:
             self._released = True
             self._locker._forget(self)
+            await self._locker._announce_free(self.upload_id, waiting)
 
     async def release(self) -> None:
         if self._released:
@@ -194,7 +203,7 @@ class RedisLock(Lock):
 class RedisLocker(Locker):
     def __init__(
         self,
-        redis: Redis | str,
+        redis: RedisClient | str,
         prefix: str = "tusd",
         *,
         lease: float = 15.0,
@@ -219,7 +228,10 @@ class RedisLocker(Locker):
         self.prefix = check_prefix(prefix)
         self.lease = lease
         self.acquire_timeout = acquire_timeout
-        self.channel = f"{self.prefix}:locks"
+        self._cluster = isinstance(redis, RedisCluster)
+        #: This process's name in lease tokens and waiter sets, and the channel it listens on.
+        self.instance = secrets.token_hex(8)
+        self.channel = self.channel_of(self.instance)
         self.state_fields = list(state_fields)
         self._acquire_script = redis.register_script(_ACQUIRE)
         self._let_go_script = redis.register_script(_LET_GO)
@@ -231,6 +243,9 @@ class RedisLocker(Locker):
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closed = False
+
+    def channel_of(self, instance: str) -> str:
+        return f"{self.prefix}:locks:{instance}"
 
     @property
     def _lease_ms(self) -> int:
@@ -251,10 +266,10 @@ class RedisLocker(Locker):
         await self._ensure_listener()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.acquire_timeout
-        token = secrets.token_hex(16)
+        token = f"{self.instance}.{secrets.token_hex(12)}"
         keys = [
             lock_key(self.prefix, upload_id),
-            upload_key(self.prefix, upload_id, "wait"),
+            upload_key(self.prefix, upload_id, "waiters"),
             upload_key(self.prefix, upload_id, "state"),
         ]
         last_holder = ""
@@ -274,10 +289,7 @@ class RedisLocker(Locker):
                             token,
                             self._lease_ms,
                             WAIT_MARK_MS,
-                            self.channel,
-                            upload_id,
-                            last_holder,
-                            "1" if force else "0",
+                            self.instance,
                             *self.state_fields,
                         ],
                     )
@@ -288,6 +300,7 @@ class RedisLocker(Locker):
                     return lock
                 holder = text(reply[1])
                 if force or holder != last_holder:
+                    await self._ask(upload_id, holder)
                     last_ask = now
                 last_holder = holder
                 delay = await self._pause(wake, upload_id, deadline, delay, int(reply[2]))
@@ -320,7 +333,7 @@ class RedisLocker(Locker):
         await self._ensure_listener()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.acquire_timeout
-        keys = [lock_key(self.prefix, upload_id), upload_key(self.prefix, upload_id, "wait")]
+        keys = [lock_key(self.prefix, upload_id), upload_key(self.prefix, upload_id, "waiters")]
         last_ask = -math.inf
         delay = MIN_POLL
         with self._woken_on_free(upload_id) as wake:
@@ -332,18 +345,13 @@ class RedisLocker(Locker):
                     pttl = int(
                         await self._let_go_script(
                             keys=keys,
-                            args=[
-                                holder,
-                                WAIT_MARK_MS,
-                                self.channel,
-                                upload_id,
-                                "1" if ask else "0",
-                            ],
+                            args=[holder, WAIT_MARK_MS, self.instance],
                         )
                     )
                 if pttl == -2:
                     return
                 if ask:
+                    await self._ask(upload_id, holder)
                     last_ask = now
                 delay = await self._pause(wake, upload_id, deadline, delay, pttl)
 
@@ -417,9 +425,9 @@ class RedisLocker(Locker):
     def _release_keys_args(self, lock: RedisLock) -> tuple[list[str], list[str]]:
         keys = [
             lock_key(self.prefix, lock.upload_id),
-            upload_key(self.prefix, lock.upload_id, "wait"),
+            upload_key(self.prefix, lock.upload_id, "waiters"),
         ]
-        return keys, [lock.token, self.channel, lock.upload_id]
+        return keys, [lock.token]
 
     async def _release(self, lock: RedisLock) -> None:
         # Never raises: failing to release only delays the next holder until the lease ends,
@@ -430,8 +438,7 @@ class RedisLocker(Locker):
             if self._closed:
                 return  # the client may be closed; the lease runs out as after a crash
             try:
-                await self._release_script(keys=keys, args=args)
-                return
+                reply: list[Any] = await self._release_script(keys=keys, args=args)
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # Past the lease's end there is nothing left to release.
                 if attempt == RELEASE_ATTEMPTS or time.monotonic() + delay >= lock._deadline:
@@ -447,6 +454,10 @@ class RedisLocker(Locker):
                 log.warning(
                     "could not release upload %s (lease will expire): %s", lock.upload_id, exc
                 )
+                return
+            else:
+                if int(reply[0]) == 1:
+                    await self._announce_free(lock.upload_id, reply[1])
                 return
             await asyncio.sleep(delay)
             delay *= 2
@@ -476,6 +487,32 @@ class RedisLocker(Locker):
 
     # -- release requests and "free" notices ----------------------------------------------
 
+    async def _announce_free(self, upload_id: str, waiting: list[Any]) -> None:
+        for instance in waiting:
+            await self._send(text(instance), f"free {upload_id}")
+
+    async def _ask(self, upload_id: str, holder: str) -> None:
+        """Ask the instance holding `upload_id` under `holder` to let go."""
+        instance = holder_instance(holder)
+        if instance:
+            await self._send(instance, f"release {upload_id} {holder}")
+
+    async def _send(self, instance: str, message: str) -> None:
+        """Deliver `message` to `instance`'s listener: in-process for this one, else one PUBLISH
+        (SPUBLISH on a Cluster). Best effort, as pub/sub is anyway: a lost message costs a
+        re-ask or a poll, so a failure here must not fail the request."""
+        if instance == self.instance:
+            self._dispatch(message)
+            return
+        channel = self.channel_of(instance)
+        try:
+            if self._cluster:
+                await self._client.spublish(channel, message)
+            else:
+                await self._client.publish(channel, message)
+        except RedisError as exc:
+            log.info("could not send %r to instance %s: %s", message, instance, exc)
+
     async def _ensure_listener(self) -> None:
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="tusd-lock-listener")
@@ -490,19 +527,19 @@ class RedisLocker(Locker):
         while True:
             pubsub = self._client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        self._subscribed.set()
-                        backoff = 0.1
-                    elif message["type"] == "message":
-                        self._dispatch(text(message["data"]))
-            except RedisError as exc:
+                if isinstance(pubsub, ClusterPubSub):
+                    await self._listen_sharded(pubsub)
+                else:
+                    await pubsub.subscribe(self.channel)
+                    while True:
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None and self._received(message, "", backoff):
+                            backoff = 0.1
+            except (RedisError, RedisClusterException, _Unsubscribed) as exc:
                 if self._subscribed.is_set():
                     log.warning("lost the Redis subscription for lock handover: %s", exc)
+                if self._cluster:
+                    await self._refresh_slots()
             except Exception:
                 log.exception("lock handover listener failed; restarting it")
             finally:
@@ -511,6 +548,37 @@ class RedisLocker(Locker):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    async def _listen_sharded(self, pubsub: ClusterPubSub) -> None:
+        """SSUBSCRIBE on the primary that owns our channel's slot; messages reach that node
+        only, not the whole Cluster. When the slot moves (resharding, failover) the node ends
+        the subscription, or the connection breaks: the caller then subscribes again."""
+        assert isinstance(self._client, RedisCluster)
+        await self._client.initialize()  # the slot map, to find the channel's node
+        await pubsub.ssubscribe(self.channel)
+        backoff = 0.1
+        while True:
+            message = await pubsub.get_sharded_message(timeout=1.0)
+            if message is not None and self._received(message, "s", backoff):
+                backoff = 0.1
+
+    def _received(self, message: dict[str, Any], kind: str, backoff: float) -> bool:
+        """Handle one pub/sub message (`kind` "s" for sharded); True once subscribed."""
+        if message["type"] == f"{kind}subscribe":
+            self._subscribed.set()
+            return True
+        if message["type"] == f"{kind}message":
+            self._dispatch(text(message["data"]))
+        elif message["type"] == f"{kind}unsubscribe":
+            raise _Unsubscribed("Redis ended the subscription (its slot moved)")
+        return False
+
+    async def _refresh_slots(self) -> None:
+        # The slot map is refreshed when a command meets a moved or dead node; an idle instance
+        # would otherwise keep subscribing to the primary that is gone. EXISTS of the channel's
+        # name goes to the node owning the channel's slot.
+        with contextlib.suppress(RedisError):
+            await self._client.exists(self.channel)
 
     def _dispatch(self, message: str) -> None:
         kind, _, rest = message.partition(" ")
@@ -522,3 +590,7 @@ class RedisLocker(Locker):
         elif kind == "free":
             for wake in self._waiters.get(rest, ()):
                 wake.set()
+
+
+class _Unsubscribed(Exception):
+    pass

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from redis import exceptions as rexc
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 
 from tusd_py.errors import lock_lost, offset_mismatch, upload_exists
 from tusd_py.info import UploadInfo, dumps
@@ -31,6 +31,7 @@ from tusd_py.locking.base import Lock
 from tusd_py.locking.redis import RELEASE_FUNCTION, RedisLock
 from tusd_py.redis_client import (
     CloseHook,
+    RedisClient,
     check_prefix,
     lock_key,
     make_client,
@@ -83,18 +84,20 @@ end
 _COMMIT = _COMMIT_FUNCTION + "return commit(KEYS[1], KEYS[2], unpack(ARGV))\n"
 
 # The last commit of a request and the release of its lock, in one round trip. KEYS: state,
-# lock, then the release's keys. ARGV: the commit's six, then the release's. Replies as
-# `_COMMIT`; the lock is released unless the commit was refused for a lost lock or must be
-# written again in full ({1}, {2}: the caller then releases as usual).
+# lock, then the release's keys. ARGV: the commit's six, then the release's. Replies
+# {`_COMMIT`'s reply, instances waiting for the lock}; the lock is released unless the commit
+# was refused for a lost lock or must be written again in full ({1}, {2}: the caller then
+# releases as usual).
 _COMMIT_AND_RELEASE = (
     _COMMIT_FUNCTION
     + RELEASE_FUNCTION
     + """
 local reply = commit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local waiting = {}
 if reply[1] == 0 or reply[1] == 3 then
-  release(KEYS[3], KEYS[4], ARGV[7], ARGV[8], ARGV[9])
+  waiting = release(KEYS[3], KEYS[4], ARGV[7])[2] or {}
 end
-return reply
+return {reply, waiting}
 """
 )
 
@@ -165,7 +168,7 @@ class RedisState(StateStore):
 
     def __init__(
         self,
-        redis: Redis | str,
+        redis: RedisClient | str,
         prefix: str,
         store: DataStore,
         finished_ttl: float = DEFAULT_FINISHED_TTL,
@@ -211,7 +214,11 @@ class RedisState(StateStore):
 
     async def ready(self) -> None:
         with redis_errors("PING"):
-            await self._client.ping()
+            if isinstance(self._client, RedisCluster):
+                # Every primary serves a share of the uploads; a replica down costs nothing yet.
+                await self._client.ping(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                await self._client.ping()
 
     async def close(self) -> None:
         if self._on_close is not None:
@@ -282,7 +289,7 @@ class RedisState(StateStore):
             raise lock_lost(info.id)
         release_keys, release_args = lock.release_args()
         with redis_errors("EVALSHA commit-and-release"):
-            reply: list[Any] = await self._commit_and_release(
+            replies: list[Any] = await self._commit_and_release(
                 keys=[*self._keys(info.id), *release_keys],
                 args=[
                     lock.token,
@@ -292,8 +299,9 @@ class RedisState(StateStore):
                     *release_args,
                 ],
             )
+        reply, waiting = replies
         if int(reply[0]) in (0, 3):
-            lock.released_by_script()
+            await lock.released_by_script(waiting)
         await self._committed(info, offset, lock, reply)
         await lock.release()  # after {2}: the full rewrite needed the lock; a no-op otherwise
 

@@ -171,7 +171,10 @@ class S3Store(DataStore):
         """Keep incomplete parts in Redis unless `--s3-tails s3` (tails.py)."""
         if config.redis_url and self.tails_choice != "s3":
             client = make_client(  # tails are bytes
-                config.redis_url, decode=False, max_connections=config.redis_max_connections
+                config.redis_url,
+                cluster=config.redis_cluster,
+                decode=False,
+                max_connections=config.redis_max_connections,
             )
             self.use_redis_tails(RedisTails(client, config.redis_prefix))
 

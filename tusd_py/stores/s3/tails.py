@@ -24,9 +24,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from redis.asyncio import Redis
-
-from tusd_py.redis_client import redis_errors, text, upload_key
+from tusd_py.redis_client import RedisClient, redis_errors, text, upload_key
 from tusd_py.stores.s3.errors import MISSING_KEY, inconsistent
 from tusd_py.stores.s3.limits import MIB
 from tusd_py.stores.s3.parts import PartBuffer, append_object, digest_params, part_digest
@@ -217,7 +215,7 @@ class RedisTails(TailStore):
 
     kind = "redis"
 
-    def __init__(self, client: Redis, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str) -> None:
         """`client` must not decode responses (tails are bytes); it is closed by `close()`."""
         self._client = client
         self._prefix = prefix
@@ -315,7 +313,9 @@ class RedisTails(TailStore):
             batch = fields[i : i + 1000]
             with redis_errors("MULTI/EXEC drop-tails"):
                 async with self._client.pipeline(transaction=True) as pipe:
-                    pipe.unlink(*[self._key(upload, field) for field in batch])
+                    # Not pipe.unlink(): a coroutine on redis-py's cluster pipeline, which
+                    # would silently never queue the command.
+                    pipe.execute_command("UNLINK", *[self._key(upload, f) for f in batch])
                     pipe.hdel(index, *batch)
                     await pipe.execute()
 

@@ -1,0 +1,380 @@
+"""tusd-py on a real six-node Redis Cluster (`--redis-cluster`): lock handover between two
+server processes, release requests that reach the holder only (on a Cluster and on one node),
+and a primary killed with SIGKILL in the middle of uploads.
+
+Every upload ends with a SHA-256 comparison of what the servers stored against what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.cluster import key_slot
+
+from tests.support.redis_cluster import RedisClusterServers, redis_cluster
+from tests.support.servers import RedisServer, unique_prefix
+from tests.support.socket_http import RawHTTP, patch_headers, raw_create
+from tests.support.tus_requests import TUS, download_sha256, head
+from tests.support.tusd_process import TusdProcess
+from tusd_py.locking.redis import RedisLocker
+from tusd_py.redis_client import PoolExhausted, make_client, upload_key
+from tusd_py.state.redis import _COMMIT
+
+MiB = 1024 * 1024
+
+StartPair = Callable[..., tuple[TusdProcess, TusdProcess]]
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(size * 31 + seed).randbytes(size)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pair_on(
+    servers: RedisClusterServers, upload_dir: Path, *extra: str
+) -> tuple[TusdProcess, TusdProcess, str]:
+    prefix = unique_prefix()
+    args = ("--redis-url", servers.url, "--redis-cluster", "--redis-prefix", prefix, *extra)
+    a = TusdProcess(upload_dir, args)
+    try:
+        b = TusdProcess(upload_dir, args)
+    except BaseException:
+        a.stop()
+        raise
+    return a, b, prefix
+
+
+@pytest.fixture
+def start_pair(redis_cluster: RedisClusterServers, tmp_path: Path) -> Iterator[StartPair]:
+    """`start_pair(*extra_args)`: servers A and B on the session's Cluster and one directory."""
+    started: list[TusdProcess] = []
+    upload_dir = tmp_path / "uploads"
+    upload_dir.mkdir()
+
+    def start(*extra_args: str) -> tuple[TusdProcess, TusdProcess]:
+        a, b, _ = pair_on(redis_cluster, upload_dir, *extra_args)
+        started.extend((a, b))
+        return a, b
+
+    try:
+        yield start
+    finally:
+        report(started)
+
+
+def report(servers: list[TusdProcess]) -> None:
+    for server in servers:
+        server.stop()
+        print(f"--- output of {' '.join(server.args[1:])} (exit {server.proc.returncode})")
+        print(server.output)
+
+
+def offset_of(url: str) -> int:
+    response = head(url)
+    assert response.status_code in (200, 204), f"HEAD {url}: {response.status_code} {response.text}"
+    return int(response.headers["Upload-Offset"])
+
+
+def test_a_patch_on_b_takes_over_an_upload_whose_patch_stalls_on_a(start_pair: StartPair) -> None:
+    a, b = start_pair()
+    assert httpx.get(b.endpoint.replace("/files/", "/ready"), timeout=10).status_code == 200
+    data = payload(2 * MiB)
+    sent = 1536 * 1024
+    url = raw_create(a.endpoint, len(data))
+
+    with RawHTTP(url, timeout=15) as stalled:
+        # Headers and part of the body, then silence: the client gave up on this connection
+        # and resumes through another instance, from the bytes it sent.
+        stalled.send_head("PATCH", patch_headers(0, len(data)))
+        stalled.send(data[:sent])
+        time.sleep(0.5)  # let A read what was sent
+
+        started = time.monotonic()
+        response = httpx.patch(
+            b.url_for(url),
+            content=data[sent:],
+            headers={
+                **TUS,
+                "Upload-Offset": str(sent),
+                "Content-Type": "application/offset+octet-stream",
+            },
+            timeout=30,
+        )
+        took = time.monotonic() - started
+        assert response.status_code == 204, response.text
+        assert response.headers["Upload-Offset"] == str(len(data))
+        assert took < 5.0, f"the PATCH on B waited {took:.2f}s for A's lock"
+
+        answer = stalled.read_response()  # A stopped reading, committed and answered
+        assert answer.status == 204
+        assert answer.headers["upload-offset"] == str(sent)
+
+    expected = (len(data), sha256(data))
+    assert download_sha256(a.url_for(url)) == expected
+    assert download_sha256(b.url_for(url)) == expected
+    assert sha256((a.upload_dir / url.rsplit("/", 1)[-1]).read_bytes()) == expected[1]
+
+
+# -- release requests reach the holder only ---------------------------------------------------
+
+
+@pytest.fixture(params=["cluster", "single"])
+def redis_target(request: pytest.FixtureRequest) -> tuple[str, bool]:
+    """(URL, is a Cluster): the session's Cluster or its single redis-server."""
+    if request.param == "cluster":
+        servers: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        return servers.url, True
+    server: RedisServer = request.getfixturevalue("redis")
+    return server.url, False
+
+
+async def test_a_release_request_reaches_the_holder_and_no_other_instance(
+    redis_target: tuple[str, bool], request: pytest.FixtureRequest
+) -> None:
+    url, cluster = redis_target
+    prefix = unique_prefix()
+    clients = [make_client(url, cluster=cluster) for _ in range(3)]
+    lockers = [
+        RedisLocker(c, prefix, lease=5.0, acquire_timeout=10.0, on_close=c.aclose) for c in clients
+    ]
+    holder, waiter, bystander = lockers
+    heard: dict[str, list[str]] = {locker.instance: [] for locker in lockers}
+    for locker in lockers:
+        original = locker._dispatch
+
+        def recording(message: str, locker: RedisLocker = locker, original=original) -> None:  # type: ignore[no-untyped-def]
+            heard[locker.instance].append(message)
+            original(message)
+
+        locker._dispatch = recording  # type: ignore[method-assign]
+    try:
+        for locker in lockers:
+            await locker.open()
+        asked = asyncio.Event()
+        lock = await holder.acquire("u1", asked.set)
+
+        async def hand_over() -> None:
+            await asked.wait()
+            await lock.release()
+
+        handing = asyncio.create_task(hand_over())
+        started = time.monotonic()
+        taken = await waiter.acquire("u1", lambda: None)
+        assert time.monotonic() - started < 3.0
+        await handing
+        await taken.release()
+
+        assert heard[holder.instance] == [f"release u1 {lock.token}"]
+        assert heard[waiter.instance] == ["free u1"]
+        assert heard[bystander.instance] == []
+
+        # One channel per instance, and no channel that every instance hears.
+        channels = {locker.channel for locker in lockers}
+        assert len(channels) == 3
+        if cluster:
+            servers: RedisClusterServers = request.getfixturevalue("redis_cluster")
+            sharded, plain = set(), set()
+            for node in servers.running():
+                with node.client() as client:
+                    sharded |= set(client.execute_command("PUBSUB", "SHARDCHANNELS", f"{prefix}:*"))
+                    plain |= set(client.execute_command("PUBSUB", "CHANNELS", f"{prefix}:*"))
+            assert sharded == channels
+            assert plain == set()
+        else:
+            client = make_client(url)
+            try:
+                assert set(await client.pubsub_channels(f"{prefix}:*")) == channels
+            finally:
+                await client.aclose()
+    finally:
+        for locker in lockers:
+            await locker.close()
+
+
+# -- resharding: ASK and MOVED ---------------------------------------------------------------
+
+
+def test_an_upload_whose_slot_moves_mid_upload_completes_and_follows_moved(
+    redis_cluster: RedisClusterServers, tmp_path: Path
+) -> None:
+    upload_dir = tmp_path / "uploads"
+    upload_dir.mkdir()
+    a, b, prefix = pair_on(redis_cluster, upload_dir)
+    try:
+        data = payload(4 * MiB, seed=7)
+        url = raw_create(a.endpoint, len(data))
+        upload = ResumingUpload([a.endpoint, b.endpoint], url, data, chunk=128 * 1024)
+        slot = key_slot(upload_key(prefix, upload.upload_id, "state").encode())
+        source = redis_cluster.primary_of_slot(slot)
+        target = next(n for n in redis_cluster.primaries() if n is not source)
+        thread = threading.Thread(target=upload.run, args=(time.monotonic() + 60,))
+        thread.start()
+        while upload.offset < MiB:
+            time.sleep(0.01)
+        moved = redis_cluster.migrate_slot(slot, target, pause=0.5)
+        answered_while_moving = len(upload.statuses)
+        thread.join(60)
+        assert moved >= 1
+        assert redis_cluster.primary_of_slot(slot) is target
+        assert upload.error is None, upload.error
+        # While the slot migrates, ASK redirections can fail (redis-py's asyncio cluster client
+        # sends ASKING on another pooled connection than the command; docs/redis.md): 503s,
+        # which clients retry. Never a 500, and once the slot has moved, MOVED is followed.
+        assert set(upload.statuses) <= {204, 503, "HEAD 503"}, upload.statuses
+        assert set(upload.statuses[answered_while_moving + 1 :]) <= {204}, upload.statuses
+        expected = (len(data), sha256(data))
+        assert download_sha256(b.url_for(url)) == expected
+        assert sha256((upload_dir / upload.upload_id).read_bytes()) == expected[1]
+    finally:
+        report([a, b])
+
+
+# -- a primary killed mid-upload --------------------------------------------------------------
+
+
+class ResumingUpload:
+    """A tus client that PATCHes `data` in chunks through alternating instances and resumes
+    after any failure (5xx, 409, 423, a dropped connection) from the offset a HEAD reports, as
+    tus clients do; it keeps the status of every answer."""
+
+    def __init__(self, endpoints: list[str], url: str, data: bytes, chunk: int) -> None:
+        self.endpoints = endpoints
+        self.upload_id = url.rstrip("/").rsplit("/", 1)[-1]
+        self.data = data
+        self.chunk = chunk
+        self.offset = 0
+        self.statuses: list[int | str] = []
+        self.error: str | None = None
+
+    def url(self, turn: int) -> str:
+        return self.endpoints[turn % len(self.endpoints)] + self.upload_id
+
+    def run(self, deadline: float) -> None:
+        turn = 0
+        try:
+            while self.offset < len(self.data):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"stuck at {self.offset}: {self.statuses[-20:]}")
+                turn += 1
+                if self._patch(self.url(turn)):
+                    continue
+                time.sleep(0.2)
+                self._resync(self.url(turn + 1), deadline)
+        except Exception as exc:  # reported by the test
+            self.error = repr(exc)
+
+    def _patch(self, url: str) -> bool:
+        body = self.data[self.offset : self.offset + self.chunk]
+        headers = {
+            **TUS,
+            "Upload-Offset": str(self.offset),
+            "Content-Type": "application/offset+octet-stream",
+        }
+        try:
+            response = httpx.patch(url, content=body, headers=headers, timeout=20)
+        except httpx.TransportError as exc:
+            self.statuses.append(type(exc).__name__)
+            return False
+        self.statuses.append(response.status_code)
+        if response.status_code == 204:
+            self.offset = int(response.headers["Upload-Offset"])
+            return True
+        return False
+
+    def _resync(self, url: str, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.head(url, headers=TUS, timeout=20)
+            except httpx.TransportError as exc:
+                self.statuses.append(f"HEAD {type(exc).__name__}")
+            else:
+                if response.status_code == 200:
+                    self.offset = int(response.headers["Upload-Offset"])
+                    return
+                self.statuses.append(f"HEAD {response.status_code}")
+            time.sleep(0.2)
+
+
+def test_a_primary_killed_mid_upload_is_replaced_and_every_upload_completes(
+    tmp_path: Path,
+) -> None:
+    upload_dir = tmp_path / "uploads"
+    upload_dir.mkdir()
+    # A Cluster of its own: this test leaves one node dead.
+    with redis_cluster() as servers:
+        a, b, prefix = pair_on(servers, upload_dir, "--lock-lease", "3s")
+        try:
+            endpoints = [a.endpoint, b.endpoint]
+            uploads = []
+            for i in range(6):
+                data = payload(6 * MiB, seed=i)
+                url = raw_create(endpoints[i % 2], len(data))
+                uploads.append(ResumingUpload(endpoints, url, data, chunk=512 * 1024))
+            victim = servers.primary_of(upload_key(prefix, uploads[0].upload_id, "state"))
+            deadline = time.monotonic() + 120
+            threads = [threading.Thread(target=u.run, args=(deadline,)) for u in uploads]
+            for thread in threads:
+                thread.start()
+            while uploads[0].offset < 2 * MiB and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert uploads[0].offset < len(uploads[0].data), "finished before the kill"
+            servers.kill(victim)
+            killed_at = time.monotonic()
+            for thread in threads:
+                thread.join(max(1.0, deadline - time.monotonic()))
+            recovered = time.monotonic() - killed_at
+            servers.wait_ok()
+            # The promoted replica had none of the scripts (Redis 7 does not replicate SCRIPT
+            # LOAD): the commits there went through NOSCRIPT, a reload and a repeat.
+            successor = servers.primary_of(upload_key(prefix, uploads[0].upload_id, "state"))
+            assert successor is not victim
+            with successor.client() as client:
+                assert client.script_exists(hashlib.sha1(_COMMIT.encode()).hexdigest()) == [True]
+
+            for upload in uploads:
+                assert upload.error is None, upload.error
+                assert 500 not in upload.statuses, upload.statuses
+                assert "HEAD 500" not in upload.statuses, upload.statuses
+                expected = (len(upload.data), sha256(upload.data))
+                for endpoint in endpoints:
+                    assert download_sha256(endpoint + upload.upload_id) == expected
+                assert sha256((upload_dir / upload.upload_id).read_bytes()) == expected[1]
+            failures = [s for u in uploads for s in u.statuses if s != 204]
+            print(f"all uploads done {recovered:.1f}s after the kill; non-204 answers: {failures}")
+        finally:
+            report([a, b])
+
+
+# -- the connection budget ----------------------------------------------------------------------
+
+
+async def test_cluster_commands_queue_for_a_connection_then_fail_as_pool_exhausted(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    client = make_client(redis_cluster.url, cluster=True, max_connections=2, pool_wait=0.3)
+    prefix = unique_prefix()
+    try:
+        await client.ping()
+        # 20 commands at once through 2 connections: they queue, none fails.
+        await asyncio.gather(*(client.set(f"{prefix}:{{k{i}}}", i) for i in range(20)))
+        # Two commands that hold their connection for a second: the third waits 0.3 s, then
+        # gives up the way the single-endpoint pool does.
+        held = [asyncio.create_task(client.blpop([f"{prefix}:{{empty{i}}}"], 1)) for i in (1, 2)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(PoolExhausted, match=r"all 2 Redis connections stayed busy for 0\.3s"):
+            await client.get(f"{prefix}:{{k0}}")
+        await asyncio.gather(*held)
+        assert await client.get(f"{prefix}:{{k0}}") == "0"
+    finally:
+        await client.aclose()
