@@ -8,6 +8,7 @@ import pytest
 from tests.support.azurite import azurite  # noqa: F401  (the session's Azurite)
 from tests.support.hook_receiver import receiver  # noqa: F401  (a hook receiver per test)
 from tests.support.servers import S3_ENV, RedisServer, S3Server, redis_server, s3_server
+from tests.support.tls import make_ca
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,4 +32,14 @@ def s3() -> Iterator[S3Server]:
     for key, value in S3_ENV.items():
         os.environ.setdefault(key, value)
     with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 API server over HTTPS, with a certificate signed by a CA of the session's own
+    (`.ca_bundle`: what a client must be told to trust; nothing else trusts it)."""
+    for key, value in S3_ENV.items():
+        os.environ.setdefault(key, value)
+    with s3_server(ca=make_ca(tmp_path_factory.mktemp("s3-tls"))) as server:
         yield server

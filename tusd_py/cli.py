@@ -261,6 +261,32 @@ class _Server(uvicorn.Server):
     help="Where the bytes of a part not yet full wait: Redis (auto, with --redis-url) or S3.",
 )
 @click.option(
+    "--s3-ca-bundle",
+    default=None,
+    help="PEM file of the CAs to trust for an https:// S3 endpoint (else AWS_CA_BUNDLE, else "
+    "the system's CAs).",
+)
+@click.option(
+    "--s3-addressing-style",
+    default="auto",
+    type=click.Choice(["auto", "path", "virtual"]),
+    help="Bucket in the host name (virtual) or in the path: auto is virtual on AWS, path with "
+    "--s3-endpoint.",
+)
+@click.option(
+    "--s3-download",
+    default="proxy",
+    type=click.Choice(["proxy", "redirect"]),
+    help="GET of a finished upload: streamed through the server (proxy), or a 302 to a "
+    "presigned S3 URL (redirect).",
+)
+@click.option(
+    "--s3-download-expiry",
+    default="5m",
+    callback=_duration,
+    help="How long a presigned download URL of --s3-download redirect stays valid.",
+)
+@click.option(
     "--azure-container",
     default=None,
     help="Store uploads in this Azure Blob Storage container instead of local files (created "

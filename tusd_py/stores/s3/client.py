@@ -17,12 +17,22 @@ from tusd_py.stores.s3 import signing
 from tusd_py.stores.s3.errors import MISSING_KEY, NO_UPLOAD, bucket_problem, s3_unavailable
 
 if TYPE_CHECKING:
+    from tusd_py.config import S3AddressingStyle
     from tusd_py.stores.s3.parts import PartBuffer
     from tusd_py.stores.s3.upload import S3Upload
 
 
 # The start-up and /ready checks answer within this (each of connect and read), without retries.
 PROBE_TIMEOUT = 3.0
+
+
+def addressing(style: S3AddressingStyle, endpoint: str | None) -> str:
+    """botocore's addressing style: "auto" is virtual-hosted on AWS (where path-style is being
+    retired) and path-style on an S3-compatible endpoint (most accept nothing else by default,
+    and a bucket in the host name needs wildcard DNS and a wildcard certificate)."""
+    if style != "auto":
+        return style
+    return "path" if endpoint else "virtual"
 
 
 class S3Client:
@@ -38,10 +48,14 @@ class S3Client:
         connect_timeout: float,
         read_timeout: float,
         max_connections: int,
+        ca_bundle: str | None = None,
+        addressing_style: S3AddressingStyle = "auto",
     ) -> None:
         self.bucket = bucket
         self.endpoint = endpoint
         self.region = region
+        # None lets botocore choose: AWS_CA_BUNDLE (or the profile's ca_bundle), else certifi's.
+        self.verify = ca_bundle
         # Content-MD5 lets S3 check each body and, on HTTPS, spares botocore hashing it for the
         # signature. Over plain HTTP botocore signs the body's SHA-256 anyway, which S3 checks the
         # same way: an MD5 on top would only cost CPU (docs/performance.md, item 3). Bodies are
@@ -53,7 +67,7 @@ class S3Client:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max_connections,
-            s3={"addressing_style": "path"} if endpoint else None,
+            s3={"addressing_style": addressing(addressing_style, endpoint)},
             # Many S3-compatible services reject the CRC trailers newer botocore sends by
             # default; parts carry Content-MD5 instead.
             request_checksum_calculation="when_required",
@@ -74,6 +88,7 @@ class S3Client:
                 endpoint_url=self.endpoint,
                 region_name=self.region,
                 config=self._config,
+                verify=self.verify,
             )
         )
         signing.install(self.s3.meta.events)
@@ -124,6 +139,7 @@ class S3Client:
                     "s3",
                     endpoint_url=self.endpoint,
                     region_name=self.region,
+                    verify=self.verify,
                     config=self._config.merge(
                         AioConfig(
                             retries={"mode": "standard", "total_max_attempts": 1},
@@ -139,6 +155,19 @@ class S3Client:
                 await self._probe.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
             raise bucket_problem(exc, self.bucket, self.endpoint) from exc
+
+    async def presigned_get(self, key: str, expires_in: int, **params: str) -> str:
+        """A GetObject URL that anyone holding it may use for `expires_in` seconds; `params`
+        (ResponseContentType, ResponseContentDisposition, ...) are part of its signature."""
+        if self.s3 is None:
+            raise RuntimeError("S3Store.open() was not called")
+        self.request_counts["presign_get_object"] += 1
+        url = await self.s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": key, **params},
+            ExpiresIn=expires_in,
+        )
+        return str(url)
 
     # -- one multipart upload -----------------------------------------------------------------
 
