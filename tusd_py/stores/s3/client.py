@@ -77,6 +77,7 @@ class S3Client:
         #: The aiobotocore client while open.
         self.s3: Any = None
         self._probe: Any = None  # the check's client, made on first use
+        self._presigner: Any = None  # signs download URLs (SigV4), made on first use
         #: Logical S3 calls by operation (botocore's retries not included): what a PATCH costs.
         self.request_counts: Counter[str] = Counter()
 
@@ -98,7 +99,7 @@ class S3Client:
         if self._stack is not None:
             await self._stack.aclose()
         self._stack = None
-        self.s3 = self._probe = None
+        self.s3 = self._probe = self._presigner = None
 
     async def call(
         self,
@@ -158,11 +159,24 @@ class S3Client:
 
     async def presigned_get(self, key: str, expires_in: int, **params: str) -> str:
         """A GetObject URL that anyone holding it may use for `expires_in` seconds; `params`
-        (ResponseContentType, ResponseContentDisposition, ...) are part of its signature."""
-        if self.s3 is None:
+        (ResponseContentType, ResponseContentDisposition, ...) are part of its signature.
+
+        Signed with SigV4 by a client of its own: botocore presigns with SigV2 by default where
+        the region allows it, which newer regions and many S3-compatible services refuse."""
+        if self._stack is None:
             raise RuntimeError("S3Store.open() was not called")
+        if self._presigner is None:
+            self._presigner = await self._stack.enter_async_context(
+                get_session().create_client(
+                    "s3",
+                    endpoint_url=self.endpoint,
+                    region_name=self.region,
+                    verify=self.verify,
+                    config=self._config.merge(AioConfig(signature_version="s3v4")),
+                )
+            )
         self.request_counts["presign_get_object"] += 1
-        url = await self.s3.generate_presigned_url(
+        url = await self._presigner.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": key, **params},
             ExpiresIn=expires_in,

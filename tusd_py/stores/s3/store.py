@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import botocore.session
 from botocore.exceptions import ProfileNotFound
 
-from tusd_py.errors import TusError, upload_exists
+from tusd_py.errors import TusError, storage_unavailable, upload_exists
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.redis_client import make_client
@@ -366,7 +366,11 @@ class S3Store(DataStore):
             cause = cause or EOFError(f"the body ended at byte {position} of {end}")
             failures = 0 if position > reached else failures + 1
             if failures >= MAX_READ_RESUMES:
-                raise s3_unavailable("GetObject", info.id, cause) from cause
+                raise storage_unavailable(
+                    f"S3 GetObject of upload {info.id!r} broke off at byte {position} of {end} "
+                    f"and {failures} continuations brought no byte ({error_detail(cause)})",
+                    operation="S3 GetObject",
+                ) from cause
             log.info(
                 "S3 GetObject of upload %r broke off at byte %d of %d (%s); continuing from there",
                 info.id,
