@@ -235,7 +235,9 @@ class _Server(uvicorn.Server):
     "--s3-bucket", default=None, help="Store uploads in this S3 bucket instead of local files."
 )
 @click.option(
-    "--s3-endpoint", default=None, help="S3 endpoint URL for S3-compatible stores (path-style)."
+    "--s3-endpoint",
+    default=None,
+    help="S3 endpoint URL for S3-compatible stores (path-style unless --s3-addressing-style).",
 )
 @click.option(
     "--s3-region",
