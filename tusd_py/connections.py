@@ -138,18 +138,20 @@ class _Aborts(asyncio.Protocol):
     connection as if the client had gone away (tusd_py/protocol/abort.py). The request's task
     starts only after this callback returns, so the offer is in place before the app runs."""
 
+    _offered_to: Any = None  # the request cycle that has the offer
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         cycle = getattr(self, "cycle", None)
-        if cycle is not None and not cycle.response_complete:
+        if cycle is not None and cycle is not self._offered_to:  # once per request, not chunk
+            self._offered_to = cycle
             offer_abort(cycle.scope.setdefault("state", {}), lambda: self._abort_cycle(cycle))
 
     def _abort_cycle(self, cycle: Any) -> None:
         cycle.disconnected = True  # uvicorn then sends nothing more and logs nothing
-        if getattr(self, "cycle", None) is cycle:
-            transport = cast(asyncio.Transport, getattr(self, "transport", None))
-            if transport is not None and not transport.is_closing():
-                transport.close()
+        transport = cast(asyncio.Transport, getattr(self, "transport", None))
+        if transport is not None and not transport.is_closing():
+            transport.close()
 
 
 class _FramingRefusals(asyncio.Protocol):
