@@ -8,6 +8,7 @@ serves the bytes (a Range too) with the proxy GET's Content-Type and Content-Dis
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -134,6 +135,7 @@ async def redirecting_app(
         ) as client,
     ):
         yield client
+    await asyncio.sleep(0.3)  # closed TLS connections finish shutting down (protocol conftest)
 
 
 async def create_and_send(
