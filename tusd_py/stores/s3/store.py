@@ -49,8 +49,10 @@ DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_BUFFER_SIZE = 64 * MIB
 READ_SIZE = 256 * 1024
 # Ranged GetObjects in a row that bring no byte before a download gives up (each is itself
-# retried by botocore); a continuation that makes progress starts the count again.
-MAX_READ_RESUMES = 3
+# retried by botocore); a continuation that makes progress starts the count again. Each one that
+# brought nothing waits READ_RESUME_PAUSE times its number first.
+MAX_READ_RESUMES = 5
+READ_RESUME_PAUSE = 0.1
 
 log = logging.getLogger("tusd_py.stores.s3")
 
@@ -378,6 +380,7 @@ class S3Store(DataStore):
                 end,
                 error_detail(cause),
             )
+            await asyncio.sleep(READ_RESUME_PAUSE * failures)
 
     async def download_url(
         self, info: UploadInfo, content_type: str, disposition: str
