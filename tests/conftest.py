@@ -10,6 +10,7 @@ from tests.support.hook_receiver import receiver  # noqa: F401  (a hook receiver
 from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_cluster import redis_cluster as start_redis_cluster
 from tests.support.servers import S3_ENV, RedisServer, S3Server, redis_server, s3_server
+from tests.support.tls import make_ca
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,3 +43,13 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
     use distinct key prefixes and must leave all six nodes running."""
     with start_redis_cluster() as servers:
         yield servers
+
+
+@pytest.fixture(scope="session")
+def s3_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 API server over HTTPS, with a certificate signed by a CA of the session's own
+    (`.ca_bundle`: what a client must be told to trust; nothing else trusts it)."""
+    for key, value in S3_ENV.items():
+        os.environ.setdefault(key, value)
+    with s3_server(ca=make_ca(tmp_path_factory.mktemp("s3-tls"))) as server:
+        yield server

@@ -265,7 +265,9 @@ class _Server(uvicorn.Server):
     "--s3-bucket", default=None, help="Store uploads in this S3 bucket instead of local files."
 )
 @click.option(
-    "--s3-endpoint", default=None, help="S3 endpoint URL for S3-compatible stores (path-style)."
+    "--s3-endpoint",
+    default=None,
+    help="S3 endpoint URL for S3-compatible stores (path-style unless --s3-addressing-style).",
 )
 @click.option(
     "--s3-region",
@@ -351,6 +353,32 @@ class _Server(uvicorn.Server):
     callback=_comma_list,
     help="Comma-separated buckets besides --s3-bucket that a pre-create hook may place uploads "
     "in (ChangeFileInfo.Storage.Bucket); same credentials, endpoint and region.",
+)
+@click.option(
+    "--s3-ca-bundle",
+    default=None,
+    help="PEM file of the CAs to trust for an https:// S3 endpoint (else AWS_CA_BUNDLE, else "
+    "the system's CAs).",
+)
+@click.option(
+    "--s3-addressing-style",
+    default="auto",
+    type=click.Choice(["auto", "path", "virtual"]),
+    help="Bucket in the host name (virtual) or in the path: auto is virtual on AWS, path with "
+    "--s3-endpoint.",
+)
+@click.option(
+    "--s3-download",
+    default="proxy",
+    type=click.Choice(["proxy", "redirect"]),
+    help="GET of a finished upload: streamed through the server (proxy), or a 302 to a "
+    "presigned S3 URL (redirect).",
+)
+@click.option(
+    "--s3-download-expiry",
+    default="5m",
+    callback=_duration,
+    help="How long a presigned download URL of --s3-download redirect stays valid.",
 )
 @click.option(
     "--azure-container",

@@ -13,6 +13,8 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 S3Tails = Literal["auto", "redis", "s3"]
 S3Encryption = Literal["AES256", "aws:kms"]
+S3AddressingStyle = Literal["auto", "path", "virtual"]
+S3Download = Literal["proxy", "redirect"]
 AzureAccessTier = Literal["hot", "cool", "cold", "archive"]
 
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?")
@@ -92,6 +94,12 @@ class Config:
     s3_key_template: str = ""  # object keys, e.g. "{prefix}{yyyy}/{mm}/{id}" ("" = prefix + id)
     # Buckets besides s3_bucket that a pre-create hook's Storage.Bucket may name
     s3_allowed_buckets: list[str] = field(default_factory=list)
+    # TLS and addressing: the CA bundle to trust (else AWS_CA_BUNDLE, else the system's); "auto"
+    # is virtual-hosted on AWS and path-style with an s3_endpoint
+    s3_ca_bundle: str | None = None
+    s3_addressing_style: S3AddressingStyle = "auto"
+    s3_download: S3Download = "proxy"  # GET of a finished upload: through us, or 302 to S3
+    s3_download_expiry: float = 300.0  # lifetime of a presigned download URL
     # Azure Blob Storage when azure_container is set (credentials from AZURE_STORAGE_* variables)
     azure_container: str | None = None
     azure_endpoint: str | None = None
@@ -196,6 +204,11 @@ class Config:
         if self.redis_cluster and not self.redis_url:
             raise ConfigError(
                 "--redis-cluster needs --redis-url (a node of the Cluster)", "redis_cluster"
+            )
+        if not 1 <= self.s3_download_expiry <= 7 * 24 * 3600:
+            raise ConfigError(
+                "a presigned download URL must live between 1 s and 7 days (SigV4's limit)",
+                "s3_download_expiry",
             )
         if self.s3_tails == "redis" and not self.redis_url:
             raise ConfigError("--s3-tails redis needs --redis-url", "s3_tails")

@@ -17,7 +17,9 @@ requests. With one exception: when the parser finds a request's body malformed (
 framing), uvicorn answers 400 and closes the connection itself, and the app sees only an
 `http.disconnect` — what it sees for a client that went away, whose bytes it must keep. The
 protocol class records the refusal in the request's scope state first
-(`protocol.body.refuse_framing`), so the app commits nothing more of a refused body.
+(`protocol.body.refuse_framing`), so the app commits nothing more of a refused body. And it
+offers each request a way to end its connection without a traceback (`protocol.abort`), for a
+download whose storage fails after its body started.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, cast
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from tusd_py.protocol.abort import offer_abort
 from tusd_py.protocol.body import refuse_framing
 
 _base: type[asyncio.Protocol]
@@ -130,6 +133,27 @@ class _HeadLimits(asyncio.Protocol):
             transport.close()
 
 
+class _Aborts(asyncio.Protocol):
+    """Mixed in before a uvicorn HTTP protocol class: offers each request a way to close its
+    connection as if the client had gone away (tusd_py/protocol/abort.py). The request's task
+    starts only after this callback returns, so the offer is in place before the app runs."""
+
+    _offered_to: Any = None  # the request cycle that has the offer
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and cycle is not self._offered_to:  # once per request, not chunk
+            self._offered_to = cycle
+            offer_abort(cycle.scope.setdefault("state", {}), lambda: self._abort_cycle(cycle))
+
+    def _abort_cycle(self, cycle: Any) -> None:
+        cycle.disconnected = True  # uvicorn then sends nothing more and logs nothing
+        transport = cast(asyncio.Transport, getattr(self, "transport", None))
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+
 class _FramingRefusals(asyncio.Protocol):
     """Mixed in before a uvicorn HTTP protocol class: marks the request whose body uvicorn
     refuses (its `send_400_response`, called by both parsers on a parse error)."""
@@ -154,5 +178,5 @@ def http_protocol(
     namespace = {"head_timeout": head_timeout, "max_head_size": max_head_size}
     return cast(
         type[asyncio.Protocol],
-        type(f"Limited{base.__name__}", (_HeadLimits, _FramingRefusals, base), namespace),
+        type(f"Limited{base.__name__}", (_HeadLimits, _Aborts, _FramingRefusals, base), namespace),
     )

@@ -8,6 +8,7 @@ the machine (binding the port, creating the upload directory) live in `preflight
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -40,6 +41,10 @@ STORE_ONLY_OPTIONS = {
         "s3_min_part_size",
         "s3_key_template",
         "s3_allowed_buckets",
+        "s3_ca_bundle",
+        "s3_addressing_style",
+        "s3_download",
+        "s3_download_expiry",
     ),
     "azure_container": ("azure_endpoint", "azure_prefix", "azure_blob_access_tier"),
 }
@@ -75,6 +80,8 @@ def check_config(config: Config) -> None:
         check_http_url(config.hooks_http, "hooks_http", "the hook URL")
     if config.s3_endpoint is not None:
         check_http_url(config.s3_endpoint, "s3_endpoint", "the S3 endpoint")
+    if config.s3_ca_bundle is not None and not os.path.isfile(config.s3_ca_bundle):
+        raise ConfigError(f"the CA bundle {config.s3_ca_bundle} is not a file", "s3_ca_bundle")
     if config.azure_endpoint is not None:
         check_http_url(config.azure_endpoint, "azure_endpoint", "the Azure endpoint")
     if config.redis_url is not None:

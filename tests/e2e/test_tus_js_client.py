@@ -4,8 +4,9 @@ match, and the store must hold the upload as one object (or blob, or file) and i
 Each test runs js/upload.mjs in a subprocess; it prints one JSON line with the upload URL and
 every request it sent, so a failure names the request and the status that went wrong. The
 `server` fixture runs each test on each store of tests/support/store_servers.py (ids `file`,
-`s3`, `azure`). On S3, moto rejects non-final parts under 5 MiB, so a wrong split of the stream
-fails these tests; there the upload must also read back the same through a second instance.
+`s3`, `azure`, and `s3-tls`: S3 over HTTPS). On S3, moto rejects non-final parts under 5 MiB, so
+a wrong split of the stream fails these tests; there the upload must also read back the same
+through a second instance.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.source_files import MakeFile
-from tests.support.store_servers import STORES, StoreServer, start_on
+from tests.support.store_servers import S3_TLS, STORES, StoreServer, start_on
 from tests.support.tus_js_client import assert_stored, requests_of, upload_with_js
 from tests.support.tus_requests import head
 from tests.support.tusd_process import StartTusd
@@ -23,7 +24,9 @@ MiB = 1024 * 1024
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(params=STORES)
+# S3 over HTTPS too (moto with a certificate from the session's CA, verification on): the
+# scenarios' read-backs are where a body broken off by TLS would show (issue 17).
+@pytest.fixture(params=[*STORES, S3_TLS])
 def server(request: pytest.FixtureRequest, tusd_factory: StartTusd) -> StoreServer:
     return start_on(request.param, request, tusd_factory)
 

@@ -11,6 +11,8 @@ what happens to it:
                     the response: the client cannot know the request succeeded
     "stall"         held for `stall_seconds`, then forwarded (a slow or congested S3); not in
                     FAULTS, ask for it by name
+    "cut"           forwarded, but the response's body is cut off after `cut_bytes` bytes and
+                    the connection closed (a GetObject body that ends early); not in FAULTS
 
 Every connection carries one request (`Connection: close` both ways), which keeps the proxy
 simple and makes resets affect exactly one request. It runs in the test's event loop.
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 
 FAULTS = ("500", "503", "reset", "reset-after")
 STALL = "stall"
+CUT = "cut"
 
 _ERROR_DOCS = {
     "500": (500, "Internal Server Error", "InternalError"),
@@ -98,6 +101,7 @@ class FaultProxy:
     upstream_port: int
     decide: Decide = no_faults
     stall_seconds: float = 3.0
+    cut_bytes: int = 0  # of a response body, for "cut"
     requests: Counter[str] = field(default_factory=Counter)  # forwarded or not, by method
     faults: Counter[str] = field(default_factory=Counter)
     _server: asyncio.Server | None = None
@@ -152,6 +156,8 @@ class FaultProxy:
             elif fault == STALL:
                 await asyncio.sleep(self.stall_seconds)
                 await self._forward(request, writer)
+            elif fault == CUT:
+                await self._forward(request, writer, body_limit=self.cut_bytes)
             else:
                 await self._forward(request, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -195,7 +201,9 @@ class FaultProxy:
         )
         await writer.drain()
 
-    async def _forward(self, request: Request, client: asyncio.StreamWriter | None) -> None:
+    async def _forward(
+        self, request: Request, client: asyncio.StreamWriter | None, body_limit: int | None = None
+    ) -> None:
         up_reader, up_writer = await asyncio.open_connection(
             self.upstream_host, self.upstream_port, limit=1 << 20
         )
@@ -211,9 +219,12 @@ class FaultProxy:
                 await up_reader.read()
                 return
             client.write(_close_connection(response_head))
-            while chunk := await up_reader.read(1 << 16):
+            left = body_limit  # None: all of it
+            while left != 0 and (chunk := await up_reader.read(min(left or 1 << 16, 1 << 16))):
                 client.write(chunk)
                 await client.drain()
+                if left is not None:
+                    left -= len(chunk)
         finally:
             up_writer.close()
             with contextlib.suppress(Exception):

@@ -16,16 +16,20 @@ import botocore.session
 from tests.support.servers import S3_ENV, S3Server
 
 
-def s3_client(s3: S3Server | str) -> Any:
-    """A synchronous botocore S3 client (the same API as boto3's)."""
-    return _client(s3 if isinstance(s3, str) else s3.endpoint)
+def s3_client(s3: S3Server | str, ca_bundle: str | None = None) -> Any:
+    """A synchronous botocore S3 client (the same API as boto3's); over HTTPS it trusts the
+    server's test CA (`ca_bundle` when `s3` is only an endpoint URL)."""
+    if isinstance(s3, str):
+        return _client(s3, ca_bundle)
+    return _client(s3.endpoint, s3.ca_bundle)
 
 
 @functools.cache
-def _client(endpoint: str) -> Any:
+def _client(endpoint: str, ca_bundle: str | None) -> Any:
     return botocore.session.get_session().create_client(
         "s3",
         endpoint_url=endpoint,
+        verify=ca_bundle,
         region_name=S3_ENV["AWS_DEFAULT_REGION"],
         aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],

@@ -1,4 +1,5 @@
-"""Real servers for tests: redis-server and moto's S3 server, each on a free port.
+"""Real servers for tests: redis-server and moto's S3 server (HTTP, or HTTPS with a CA of the
+test's own), each on a free port.
 
 Each is started as its own process, polled until it answers, and stopped in `finally`.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tests.support.processes import free_port, stop_process, wait_for_port
+from tests.support.tls import CertificateAuthority
 
 
 @dataclass
@@ -86,15 +89,22 @@ def redis_down(server: RedisServer) -> Iterator[None]:
 class S3Server:
     port: int
     proc: subprocess.Popen[bytes]
+    ca: CertificateAuthority | None = None  # over HTTPS: the CA that signed its certificate
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ca else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_bundle(self) -> str | None:
+        return str(self.ca.ca_cert) if self.ca else None
 
     def reset(self) -> None:
         """Drop every bucket and object (moto's reset endpoint)."""
         req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
-        urllib.request.urlopen(req, timeout=10).close()
+        context = ssl.create_default_context(cafile=self.ca_bundle) if self.ca else None
+        urllib.request.urlopen(req, timeout=10, context=context).close()
 
 
 S3_ENV = {
@@ -105,17 +115,21 @@ S3_ENV = {
 
 
 @contextlib.contextmanager
-def s3_server(env_extra: dict[str, str] | None = None) -> Iterator[S3Server]:
+def s3_server(
+    env_extra: dict[str, str] | None = None, ca: CertificateAuthority | None = None
+) -> Iterator[S3Server]:
+    """moto's S3 server; with `ca`, over HTTPS with the certificate that CA signed."""
     port = free_port()
     env = {**os.environ, **S3_ENV, **(env_extra or {})}
+    tls = ["--ssl-cert", str(ca.server_cert), "--ssl-key", str(ca.server_key)] if ca else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port), *tls],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
     )
     try:
         wait_for_port(port, proc, timeout=60)
-        yield S3Server(port, proc)
+        yield S3Server(port, proc, ca)
     finally:
         stop_process(proc)

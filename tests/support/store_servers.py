@@ -6,6 +6,8 @@
 file   the default store, in the test's upload directory
 s3     the bucket of its own on the session's moto server, behind two instances sharing Redis
        (`S3Fleet`): the client talks to `a`, and `b` must see the same upload
+s3-tls the same on the session's moto server over HTTPS (`s3_tls`), certificates verified against
+       the session's CA (`--s3-ca-bundle`); not in `STORES`: suites that want it ask for it
 azure  a container of its own on the session's Azurite
 
 The session servers (`s3`, `redis`, `azurite`) are asked for only when a store needs them, so
@@ -32,6 +34,7 @@ from tests.support.tusd_process import StartTusd, TusdProcess
 from tusd_py.stores.azure import AzureStore
 
 STORES = ["file", "s3", "azure"]
+S3_TLS = "s3-tls"
 
 
 def upload_id(url: str) -> str:
@@ -79,6 +82,8 @@ def s3_fleet(start: StartTusd, s3: S3Server, redis: RedisServer) -> S3Fleet:
         "--s3-bucket", bucket, "--s3-endpoint", s3.endpoint,
         "--redis-url", redis.url, "--redis-prefix", f"e2e-{bucket}",
     )  # fmt: skip
+    if s3.ca_bundle:
+        args += ("--s3-ca-bundle", s3.ca_bundle)
     return S3Fleet(start(*args), start(*args), bucket, s3_client(s3))
 
 
@@ -99,8 +104,9 @@ def blob_names(azurite: AzuriteServer, container: str) -> list[str]:
 def start_on(store: str, request: pytest.FixtureRequest, start: StartTusd) -> StoreServer:
     if store == "file":
         return StoreServer(store, start(), lambda url, source: None)
-    if store == "s3":
-        fleet = s3_fleet(start, request.getfixturevalue("s3"), request.getfixturevalue("redis"))
+    if store in ("s3", S3_TLS):
+        s3 = request.getfixturevalue("s3" if store == "s3" else "s3_tls")
+        fleet = s3_fleet(start, s3, request.getfixturevalue("redis"))
         return StoreServer(store, fleet.a, fleet.assert_holds)
     if store == "azure":
         azurite: AzuriteServer = request.getfixturevalue("azurite")

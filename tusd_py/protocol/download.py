@@ -7,6 +7,7 @@ else is an attachment, and `nosniff` plus a sandboxing CSP back that up.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 
@@ -15,10 +16,13 @@ from starlette.responses import Response, StreamingResponse
 
 from tusd_py.content_headers import content_disposition, content_type
 from tusd_py.errors import TusError
+from tusd_py.protocol.abort import abort_connection
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import TUS_VERSION
 from tusd_py.protocol.uploads import completed_info
-from tusd_py.stores.base import Reader
+from tusd_py.stores.base import Reader, Redirector
+
+log = logging.getLogger("tusd_py.download")
 
 _RANGE = re.compile(r"bytes=(?P<start>[0-9]*)-(?P<end>[0-9]*)")
 
@@ -77,10 +81,24 @@ async def handle_download(ctx: TusContext, request: Request, upload_id: str) -> 
         )
     size = info.length or 0
     media_type = content_type(info)
+    disposition = content_disposition(info, media_type)
+    if request.method == "GET" and isinstance(store, Redirector):
+        url = await store.download_url(info, media_type, disposition)
+        if url is not None:
+            # The client sends its Range to the storage service, which answers it itself.
+            return Response(
+                b"",
+                status_code=302,
+                headers={
+                    "Tus-Resumable": TUS_VERSION,
+                    "Location": url,
+                    "Cache-Control": "no-store",
+                },
+            )
     headers = {
         "Tus-Resumable": TUS_VERSION,
         "Accept-Ranges": "bytes",
-        "Content-Disposition": content_disposition(info, media_type),
+        "Content-Disposition": disposition,
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'; sandbox",
         "Cache-Control": "no-store",
@@ -95,13 +113,19 @@ async def handle_download(ctx: TusContext, request: Request, upload_id: str) -> 
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD" or start == end:
         return Response(b"", status_code=status, headers=headers, media_type=media_type)
-    body = await started(store.read(info, start, end))
+    body = await started(store.read(info, start, end), request, upload_id)
     return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)
 
 
-async def started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def started(
+    chunks: AsyncIterator[bytes], request: Request, upload_id: str
+) -> AsyncIterator[bytes]:
     """`chunks` with its first chunk already read: a store that fails to open the bytes (S3
-    unreachable) still gets a proper error response, not a 200 whose body breaks off at once."""
+    unreachable) still gets a proper error response, not a 200 whose body breaks off at once.
+
+    A failure after the response started cannot become an error response any more: it is logged
+    once with its cause and the connection is closed, so the client sees a body shorter than its
+    Content-Length (an error to every HTTP client) rather than a silently truncated file."""
     try:
         first = await anext(chunks)
     except StopAsyncIteration:
@@ -109,7 +133,18 @@ async def started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
     async def rest() -> AsyncIterator[bytes]:
         yield first
-        async for chunk in chunks:
-            yield chunk
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except Exception as exc:
+            abort = abort_connection(request.scope)
+            if abort is None:
+                raise  # not under our uvicorn protocol: the ASGI server closes it
+            log.error(
+                "GET of upload %r broke off mid-body, closing the connection: %s",
+                upload_id,
+                getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}",
+            )
+            abort()
 
     return rest()

@@ -159,6 +159,19 @@ class Reader(Protocol):
 
 
 @runtime_checkable
+class Redirector(Protocol):
+    """download by redirect: GET of a finished upload may be answered with a 302 to a URL that
+    serves its bytes straight from the storage service (a presigned S3 URL)."""
+
+    async def download_url(
+        self, info: UploadInfo, content_type: str, disposition: str
+    ) -> str | None:
+        """A URL that serves the finished upload with these response headers, or None to
+        stream it through the server as usual."""
+        ...
+
+
+@runtime_checkable
 class RedisUser(Protocol):
     """A store that keeps some of its own data in the shared Redis when there is one (the S3
     store's incomplete parts). Called once, before `open`, when `--redis-url` is set."""

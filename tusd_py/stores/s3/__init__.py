@@ -42,13 +42,14 @@ The bytes it writes are the same client's bytes at the same offsets, so a well-b
 unaffected; the offset it could not commit stays where the current lock holder put it.
 
 Modules, one concept each:
-    store.py         S3Store: the DataStore methods
+    store.py         S3Store: the DataStore methods; read() continues a GetObject body that
+                     breaks off with a ranged GetObject from the byte it reached
     writer.py        PatchWriter: one PATCH body cut into parts, uploaded, committed in order
     part_uploads.py  PartUploads: what outlives a PATCH (buffer budget, tail cache, tail stores,
                      background part uploads, tails waiting to be released)
     concat.py        concatenation by UploadPartCopy and gathered parts
-    client.py        S3Client: the aiobotocore client, `call` (error mapping, request counts)
-                     and the multipart operations
+    client.py        S3Client: the aiobotocore client, `call` (error mapping, request counts),
+                     the multipart operations and presigned download URLs
     parts.py         PartBuffer, Budget and the digests of part bodies
     tails.py         where the incomplete part waits: S3 segments or Redis
     upload.py        S3Upload (what `info.storage` records) and key names

@@ -18,6 +18,7 @@ from tusd_py.stores.s3.errors import MISSING_KEY, NO_UPLOAD, bucket_problem, s3_
 from tusd_py.stores.s3.objects import ObjectSettings
 
 if TYPE_CHECKING:
+    from tusd_py.config import S3AddressingStyle
     from tusd_py.stores.s3.parts import PartBuffer
     from tusd_py.stores.s3.upload import S3Upload
 
@@ -27,6 +28,15 @@ if TYPE_CHECKING:
 _WRITES_OBJECT = frozenset({"put_object", "create_multipart_upload"})
 # The start-up and /ready checks answer within this (each of connect and read), without retries.
 PROBE_TIMEOUT = 3.0
+
+
+def addressing(style: S3AddressingStyle, endpoint: str | None) -> str:
+    """botocore's addressing style: "auto" is virtual-hosted on AWS (where path-style is being
+    retired) and path-style on an S3-compatible endpoint (most accept nothing else by default,
+    and a bucket in the host name needs wildcard DNS and a wildcard certificate)."""
+    if style != "auto":
+        return style
+    return "path" if endpoint else "virtual"
 
 
 class S3Client:
@@ -43,11 +53,15 @@ class S3Client:
         read_timeout: float,
         max_connections: int,
         objects: ObjectSettings | None = None,
+        ca_bundle: str | None = None,
+        addressing_style: S3AddressingStyle = "auto",
     ) -> None:
         self.bucket = bucket
         self.objects = objects or ObjectSettings()
         self.endpoint = endpoint
         self.region = region
+        # None lets botocore choose: AWS_CA_BUNDLE (or the profile's ca_bundle), else certifi's.
+        self.verify = ca_bundle
         # Content-MD5 lets S3 check each body and, on HTTPS, spares botocore hashing it for the
         # signature. Over plain HTTP botocore signs the body's SHA-256 anyway, which S3 checks the
         # same way: an MD5 on top would only cost CPU (docs/performance.md, item 3). Bodies are
@@ -59,7 +73,7 @@ class S3Client:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max_connections,
-            s3={"addressing_style": "path"} if endpoint else None,
+            s3={"addressing_style": addressing(addressing_style, endpoint)},
             # Many S3-compatible services reject the CRC trailers newer botocore sends by
             # default; parts carry Content-MD5 instead.
             request_checksum_calculation="when_required",
@@ -69,6 +83,7 @@ class S3Client:
         #: The aiobotocore client while open.
         self.s3: Any = None
         self._probe: Any = None  # the check's client, made on first use
+        self._presigner: Any = None  # signs download URLs (SigV4), made on first use
         #: Logical S3 calls by operation (botocore's retries not included): what a PATCH costs.
         self.request_counts: Counter[str] = Counter()
 
@@ -80,6 +95,7 @@ class S3Client:
                 endpoint_url=self.endpoint,
                 region_name=self.region,
                 config=self._config,
+                verify=self.verify,
             )
         )
         signing.install(self.s3.meta.events)
@@ -89,7 +105,7 @@ class S3Client:
         if self._stack is not None:
             await self._stack.aclose()
         self._stack = None
-        self.s3 = self._probe = None
+        self.s3 = self._probe = self._presigner = None
 
     async def call(
         self,
@@ -134,6 +150,7 @@ class S3Client:
                     "s3",
                     endpoint_url=self.endpoint,
                     region_name=self.region,
+                    verify=self.verify,
                     config=self._config.merge(
                         AioConfig(
                             retries={"mode": "standard", "total_max_attempts": 1},
@@ -149,6 +166,32 @@ class S3Client:
                 await self._probe.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
             raise bucket_problem(exc, self.bucket, self.endpoint) from exc
+
+    async def presigned_get(self, key: str, expires_in: int, **params: str) -> str:
+        """A GetObject URL that anyone holding it may use for `expires_in` seconds; `params`
+        (ResponseContentType, ResponseContentDisposition, ...) are part of its signature.
+
+        Signed with SigV4 by a client of its own: botocore presigns with SigV2 by default where
+        the region allows it, which newer regions and many S3-compatible services refuse."""
+        if self._stack is None:
+            raise RuntimeError("S3Store.open() was not called")
+        if self._presigner is None:
+            self._presigner = await self._stack.enter_async_context(
+                get_session().create_client(
+                    "s3",
+                    endpoint_url=self.endpoint,
+                    region_name=self.region,
+                    verify=self.verify,
+                    config=self._config.merge(AioConfig(signature_version="s3v4")),
+                )
+            )
+        self.request_counts["presign_get_object"] += 1
+        url = await self._presigner.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": key, **params},
+            ExpiresIn=expires_in,
+        )
+        return str(url)
 
     # -- one multipart upload -----------------------------------------------------------------
 

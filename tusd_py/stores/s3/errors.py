@@ -8,6 +8,8 @@ clients into retries that cannot succeed and operators looking at S3's status pa
 from __future__ import annotations
 
 import asyncio
+import re
+from urllib.parse import urlsplit
 
 import aiohttp
 from botocore.exceptions import (
@@ -17,6 +19,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     PartialCredentialsError,
+    SSLError,
 )
 
 from tusd_py.errors import TusError, storage_unavailable
@@ -34,6 +37,7 @@ BAD_CREDENTIALS = frozenset(
 WRONG_REGION = frozenset(
     {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
 )
+_VERIFY_FAILED = re.compile(r"certificate verify failed: ([^()\]']+)")
 CREDENTIAL_SOURCES = (
     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance or task role"
 )
@@ -59,6 +63,8 @@ def misconfiguration(exc: BaseException, bucket: str, head_bucket: bool = False)
     a 301 the wrong region."""
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return f"no S3 credentials found (set {CREDENTIAL_SOURCES})"
+    if isinstance(exc, SSLError):
+        return tls_problem(exc)
     code = error_code(exc)
     if code in NO_BUCKET or (head_bucket and code in ("404", "NotFound")):
         return f"the S3 bucket {bucket!r} does not exist"
@@ -72,6 +78,20 @@ def misconfiguration(exc: BaseException, bucket: str, head_bucket: bool = False)
     if code in WRONG_REGION or (head_bucket and code == "301"):
         return f"the S3 bucket {bucket!r} is in another region: set --s3-region to its region"
     return None
+
+
+def tls_problem(exc: SSLError) -> str:
+    """A TLS failure in an operator's words: most often a certificate signed by a CA this
+    server was not told to trust (a private CA, a TLS-inspecting proxy)."""
+    url = urlsplit(str(getattr(exc, "kwargs", {}).get("endpoint_url", "")))
+    where = f"the S3 endpoint {url.scheme}://{url.netloc}" if url.netloc else "the S3 endpoint"
+    found = _VERIFY_FAILED.search(str(exc))
+    if found is None:
+        return f"TLS with {where} failed ({exc})"
+    return (
+        f"TLS with {where} failed: its certificate could not be verified "
+        f"({found[1].strip()}); set --s3-ca-bundle (or AWS_CA_BUNDLE) to the CA that signed it"
+    )
 
 
 def operation_name(operation: str) -> str:

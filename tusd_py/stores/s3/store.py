@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import botocore.session
 from botocore.exceptions import ProfileNotFound
 
-from tusd_py.errors import TusError, upload_exists
+from tusd_py.errors import TusError, storage_unavailable, upload_exists
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.redis_client import make_client
@@ -22,6 +23,7 @@ from tusd_py.stores.s3.errors import (
     MISSING_KEY,
     NO_UPLOAD,
     STREAM_ERRORS,
+    error_detail,
     inconsistent,
     invalid_storage,
     s3_unavailable,
@@ -43,7 +45,7 @@ from tusd_py.stores.s3.writer import PatchWriter
 from tusd_py.validation import ConfigError
 
 if TYPE_CHECKING:
-    from tusd_py.config import Config, S3Tails
+    from tusd_py.config import Config, S3AddressingStyle, S3Tails
 
 # What a conditional PUT answers when the object exists (AWS, and some S3-compatible services).
 _EXISTS = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
@@ -51,6 +53,13 @@ _EXISTS = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 DEFAULT_PART_SIZE = 8 * MIB
 DEFAULT_BUFFER_SIZE = 64 * MIB
 READ_SIZE = 256 * 1024
+# Ranged GetObjects in a row that bring no byte before a download gives up (each is itself
+# retried by botocore); a continuation that makes progress starts the count again. Each one that
+# brought nothing waits READ_RESUME_PAUSE times its number first.
+MAX_READ_RESUMES = 5
+READ_RESUME_PAUSE = 0.1
+
+log = logging.getLogger("tusd_py.stores.s3")
 
 
 class S3Store(DataStore):
@@ -84,6 +93,8 @@ class S3Store(DataStore):
         objects: ObjectSettings | None = None,
         key_template: str = "",
         allowed_buckets: tuple[str, ...] = (),
+        ca_bundle: str | None = None,
+        addressing_style: S3AddressingStyle = "auto",
     ) -> None:
         if not 0 < part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be between 1 byte and 5 GiB, got {part_size}")
@@ -112,6 +123,8 @@ class S3Store(DataStore):
             read_timeout=read_timeout,
             max_connections=max_connections,
             objects=objects,
+            ca_bundle=ca_bundle,
+            addressing_style=addressing_style,
         )
         self.parts = PartUploads(
             self.client,
@@ -120,6 +133,8 @@ class S3Store(DataStore):
             max_concurrency=max_concurrency,
         )
         self.tails_choice: S3Tails = "auto"
+        #: Seconds a presigned download URL lives; None: downloads stream through the server.
+        self.download_expiry: int | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> S3Store:
@@ -154,8 +169,12 @@ class S3Store(DataStore):
             ),
             key_template=config.s3_key_template,
             allowed_buckets=tuple(config.s3_allowed_buckets),
+            ca_bundle=config.s3_ca_bundle,
+            addressing_style=config.s3_addressing_style,
         )
         store.tails_choice = config.s3_tails
+        if config.s3_download == "redirect":
+            store.download_expiry = int(config.s3_download_expiry)
         return store
 
     def describe(self, info: UploadInfo) -> dict[str, str]:
@@ -426,25 +445,68 @@ class S3Store(DataStore):
         await asyncio.gather(*calls)
 
     async def read(self, info: UploadInfo, start: int, end: int) -> AsyncIterator[bytes]:
-        if end <= start:
-            return
+        """Bytes [start, end) of the finished object, as one stream even when S3's body breaks
+        off: each GetObject that ends early is continued by a ranged GetObject from the byte it
+        reached (pinned to the first one's ETag), so the client never sees the break."""
         upload = S3Upload.from_info(info)
-        response = await self.client.call(
-            "get_object",
-            info.id,
-            missing=MISSING_KEY,
+        position, etag, failures = start, None, 0
+        while position < end:
+            pinned: dict[str, str] = {"IfMatch": etag} if etag else {}
+            response = await self.client.call(
+                "get_object",
+                info.id,
+                missing=MISSING_KEY,
+                **upload.where,
+                Key=upload.key,
+                Range=f"bytes={position}-{end - 1}",
+                **pinned,
+            )
+            if response is None:
+                raise inconsistent(info.id, "the finished upload's object is missing from S3")
+            etag = etag or response.get("ETag")
+            reached, cause = position, None
+            try:
+                async with response["Body"] as body:
+                    async for chunk in body.iter_chunks(READ_SIZE):
+                        position += len(chunk)
+                        yield chunk
+            except STREAM_ERRORS as exc:
+                cause = exc
+            if position >= end:
+                return
+            cause = cause or EOFError(f"the body ended at byte {position} of {end}")
+            failures = 0 if position > reached else failures + 1
+            if failures >= MAX_READ_RESUMES:
+                raise storage_unavailable(
+                    f"S3 GetObject of upload {info.id!r} broke off at byte {position} of {end} "
+                    f"and {failures} continuations brought no byte ({error_detail(cause)})",
+                    operation="S3 GetObject",
+                ) from cause
+            log.info(
+                "S3 GetObject of upload %r broke off at byte %d of %d (%s); continuing from there",
+                info.id,
+                position,
+                end,
+                error_detail(cause),
+            )
+            await asyncio.sleep(READ_RESUME_PAUSE * failures)
+
+    async def download_url(
+        self, info: UploadInfo, content_type: str, disposition: str
+    ) -> str | None:
+        """With `--s3-download redirect`: a presigned GetObject URL of the finished object that
+        answers with these headers (they are part of its signature); else None."""
+        if self.download_expiry is None:
+            return None
+        upload = S3Upload.from_info(info)
+        return await self.client.presigned_get(
+            upload.key,
+            self.download_expiry,
             **upload.where,
-            Key=upload.key,
-            Range=f"bytes={start}-{end - 1}",
+            ResponseContentType=content_type,
+            ResponseContentDisposition=disposition,
+            ResponseCacheControl="no-store",
         )
-        if response is None:
-            raise inconsistent(info.id, "the finished upload's object is missing from S3")
-        try:
-            async with response["Body"] as body:
-                async for chunk in body.iter_chunks(READ_SIZE):
-                    yield chunk
-        except STREAM_ERRORS as exc:
-            raise s3_unavailable("GetObject", info.id, exc) from exc
 
     async def list_upload_ids(self) -> AsyncIterator[str]:
         token: str | None = None
