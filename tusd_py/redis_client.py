@@ -77,20 +77,24 @@ def make_client(
     decode: bool = True,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     pool_wait: float | None = None,
+    socket_timeout: float = SOCKET_TIMEOUT,
+    **connection_kwargs: Any,
 ) -> Redis:
     """A redis.asyncio client with settings suited to a request path (short timeouts); replies
     are str, or bytes with `decode=False`. Commands beyond `max_connections` at once wait up to
-    `pool_wait` seconds (POOL_WAIT) for a connection, then fail with `PoolExhausted`."""
+    `pool_wait` seconds (POOL_WAIT) for a connection, then fail with `PoolExhausted`.
+    `connection_kwargs` (credentials, TLS files) apply where the URL does not set them."""
     pool = WaitingPool.from_url(
         url,
         max_connections=max_connections,
         wait=POOL_WAIT if pool_wait is None else pool_wait,
         decode_responses=decode,
-        socket_timeout=SOCKET_TIMEOUT,
+        socket_timeout=socket_timeout,
         socket_connect_timeout=CONNECT_TIMEOUT,
         health_check_interval=30,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES),
         client_name="tusd-py",
+        **connection_kwargs,
     )
     return Redis.from_pool(pool)
 
@@ -128,7 +132,7 @@ def redis_unavailable(exc: rexc.RedisError, operation: str = "command") -> TusEr
         )
     if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError | rexc.NoPermissionError):
         # A ConnectionError to redis-py, but no outage: the URL's credentials are wrong.
-        return storage_unavailable(f"Redis refused the credentials of --redis-url: {exc}")
+        return storage_unavailable(f"Redis refused the configured credentials: {exc}")
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError):
         return storage_unavailable(f"Redis is unreachable: {exc}", operation=logged)
     # OOM, READONLY after a failover, cluster resharding, a script error: nothing the client

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from tusd_py.config import Config
@@ -69,6 +69,7 @@ def check_config(config: Config) -> None:
         check_http_url(config.azure_endpoint, "azure_endpoint", "the Azure endpoint")
     if config.redis_url is not None:
         check_redis_url(config.redis_url)
+    check_redis_options(config)
     check_store_options(config, changed_fields(config))
 
 
@@ -83,23 +84,139 @@ def check_http_url(url: str, field: str, what: str) -> None:
 
 
 def check_redis_url(url: str) -> None:
+    # The URL may carry a password: messages show it redacted.
+    shown = redacted(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
-        raise ConfigError(f"the Redis URL {url!r} is not valid: {exc}", "redis_url") from None
+        raise ConfigError(f"the Redis URL {shown!r} is not valid: {exc}", "redis_url") from None
     if parts.scheme not in REDIS_SCHEMES:
         raise ConfigError(
-            f"the Redis URL must start with redis://, rediss:// or unix://, got {url!r}",
+            f"the Redis URL must start with redis://, rediss:// or unix://, got {shown!r}",
             "redis_url",
         )
     if parts.scheme != "unix" and not parts.hostname:
-        raise ConfigError(f"the Redis URL {url!r} names no host", "redis_url")
+        raise ConfigError(f"the Redis URL {shown!r} names no host", "redis_url")
     database = parts.path.strip("/")
     if parts.scheme != "unix" and database and not database.isdigit():
         raise ConfigError(
             f"the Redis URL's database must be a number, got {database!r}", "redis_url"
         )
+
+
+def check_redis_options(config: Config) -> None:
+    """Sentinel, credentials, TLS files and WAIT: each needs the others it depends on."""
+    if config.redis_sentinels and not config.redis_sentinel_master:
+        raise ConfigError(
+            "--redis-sentinels needs the name of the primary's group that Sentinel "
+            "monitors (--redis-sentinel-master)",
+            "redis_sentinel_master",
+        )
+    given = changed_fields(config) - {"redis_url"}
+    redis_options = {f for f in given if f.startswith("redis_")}
+    if redis_options and config.redis_url is None:
+        option = sorted(redis_options)[0]
+        raise ConfigError(
+            f"{option_names(option).split(' / ')[0]} is set but --redis-url is not, so it "
+            "would be ignored",
+            option,
+        )
+    if config.redis_url is None:
+        return
+    if config.redis_sentinels:
+        try:
+            parse_sentinels(config.redis_sentinels)
+        except ValueError as exc:
+            raise ConfigError(f"a Sentinel address is wrong: {exc}", "redis_sentinels") from None
+        if urlsplit(config.redis_url).scheme == "unix":
+            raise ConfigError(
+                "with --redis-sentinels the Redis URL must be redis:// or rediss://",
+                "redis_url",
+            )
+    else:
+        for option in ("redis_sentinel_master", "redis_sentinel_password"):
+            if getattr(config, option):
+                raise ConfigError(
+                    f"{option_names(option).split(' / ')[0]} is set but --redis-sentinels "
+                    "is not, so it would be ignored",
+                    option,
+                )
+    parts = urlsplit(config.redis_url)
+    if parts.username and config.redis_username:
+        raise ConfigError(
+            "the Redis user is given both in --redis-url and in --redis-username", "redis_username"
+        )
+    if parts.password and config.redis_password:
+        raise ConfigError(
+            "the Redis password is given both in --redis-url and in --redis-password",
+            "redis_password",
+        )
+    if config.redis_username and not config.redis_password and not parts.password:
+        raise ConfigError(
+            "--redis-username needs a password (--redis-password or in --redis-url)",
+            "redis_password",
+        )
+    tls_files = ("redis_ca_file", "redis_cert_file", "redis_key_file")
+    for option in tls_files:
+        path = getattr(config, option)
+        if path is None:
+            continue
+        if parts.scheme != "rediss":
+            raise ConfigError(
+                f"{option_names(option).split(' / ')[0]} needs a rediss:// URL (TLS)", option
+            )
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}", option) from None
+    if bool(config.redis_cert_file) != bool(config.redis_key_file):
+        raise ConfigError(
+            "a client certificate needs both --redis-cert-file and --redis-key-file",
+            "redis_key_file" if config.redis_cert_file else "redis_cert_file",
+        )
+    if config.redis_wait_replicas < 0:
+        raise ConfigError(
+            f"the replicas to wait for must be 0 or more, got {config.redis_wait_replicas}",
+            "redis_wait_replicas",
+        )
+    if config.redis_wait_timeout <= 0:
+        raise ConfigError(
+            "the wait for replicas must be a duration > 0 (WAIT 0 would wait for ever)",
+            "redis_wait_timeout",
+        )
+
+
+def redacted(url: str) -> str:
+    """The URL with its password (and user name) replaced by `***`, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = "***@" + host + (f":{port}" if port is not None else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def parse_sentinels(addresses: list[str]) -> list[tuple[str, int]]:
+    """['10.0.0.1:26379', '[::1]:26379'] -> [(host, port), ...]; ValueError if one is wrong."""
+    found = []
+    for address in addresses:
+        host, sep, port = address.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError(f"{address!r} is not HOST:PORT")
+        found.append((host, int(port)))
+    return found
 
 
 def changed_fields(config: Config) -> set[str]:
