@@ -14,7 +14,6 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import httpx
 import pytest
 
 from tests.support.redis_topologies import MASTER, SentinelGroup, sentinel_group
+from tests.support.s3_client import new_bucket
+from tests.support.servers import S3Server
 from tests.support.tusd_process import TusdProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -44,17 +45,14 @@ class Upload:
     finished_at: float = 0.0
 
 
-@pytest.fixture
-def group() -> Iterator[SentinelGroup]:
-    with sentinel_group(replicas=2) as topology:
-        yield topology
-
-
-def start_pair(tmp_path: Path, group: SentinelGroup) -> list[TusdProcess]:
+def start_pair(
+    tmp_path: Path, group: SentinelGroup, store_args: tuple[str, ...], wait: int
+) -> list[TusdProcess]:
     args = (
+        *store_args,
         "--redis-sentinels", group.sentinel_addresses,
         "--redis-sentinel-master", MASTER,
-        "--redis-wait-replicas", "1",
+        "--redis-wait-replicas", str(wait),
         "--redis-wait-timeout", "2s",
         # A request cut off by the failover cannot release its lock: the next one waits for
         # the lease (docs/redis.md, hazards); short here to keep the test short.
@@ -164,16 +162,41 @@ async def run_and_fail_over(
     return killed_at, old, new
 
 
-def test_uploads_survive_a_failover_and_offsets_never_go_back(
-    tmp_path: Path, group: SentinelGroup
+@pytest.mark.parametrize(
+    ("store", "replicas", "wait"),
+    [
+        ("file", 2, 1),
+        ("s3", 2, 1),
+        # The shape of the issue without WAIT: uploads complete all the same, but an offset
+        # acknowledged just before the kill may be one the promoted replica never received.
+        ("file", 1, 0),
+    ],
+)
+def test_uploads_survive_a_failover(
+    tmp_path: Path, store: str, replicas: int, wait: int, request: pytest.FixtureRequest
 ) -> None:
-    servers = start_pair(tmp_path, group)
+    with sentinel_group(replicas=replicas) as group:
+        failover_under_load(tmp_path, group, store, wait, request)
+
+
+def failover_under_load(
+    tmp_path: Path, group: SentinelGroup, store: str, wait: int, request: pytest.FixtureRequest
+) -> None:
+    store_args: tuple[str, ...] = ()
+    if store == "s3":
+        # The S3 store with its incomplete parts in Redis (--s3-tails auto): tails written
+        # before a commit are in the replication stream ahead of it, so its WAIT covers them.
+        s3: S3Server = request.getfixturevalue("s3")
+        store_args = ("--s3-bucket", new_bucket(s3), "--s3-endpoint", s3.endpoint,
+                      "--s3-part-size", "5MiB")  # fmt: skip
+    servers = start_pair(tmp_path, group, store_args, wait)
     try:
         items = [Upload(os.urandom(SIZE)) for _ in range(UPLOADS)]
         killed_at, old, new = asyncio.run(run_and_fail_over(servers, group, items))
         assert new != old
         for item in items:
-            assert not item.regressions, (item.url, item.regressions)
+            if wait:
+                assert not item.regressions, (item.url, item.regressions)
             got = httpx.get(item.url, timeout=60)
             assert got.status_code == 200
             assert hashlib.sha256(got.content).digest() == hashlib.sha256(item.data).digest()
@@ -182,15 +205,16 @@ def test_uploads_survive_a_failover_and_offsets_never_go_back(
             ready = httpx.get(server.endpoint.replace("/files/", "/ready"), timeout=30)
             assert ready.status_code == 200, ready.text
             assert f"redis: sentinel (master {MASTER}), primary {new}" in ready.text, ready.text
-            assert "redis replicas: 1 connected" in ready.text, ready.text
+            assert f"redis replicas: {len(group.replicas) - 1} connected" in ready.text, ready.text
         assert sum(metric(s, "tusd_redis_failovers_total") for s in servers) >= 1
         assert sum(metric(s, "tusd_redis_reconnects_total") for s in servers) >= 1
         recovered = max(item.finished_at for item in items) - killed_at
         print(
-            f"\nfailover {old} -> {new}: {len(items)}/{len(items)} uploads complete, "
+            f"\n{store}: failover {old} -> {new}: {len(items)}/{len(items)} uploads complete, "
             f"{sum(i.errors for i in items)} failed requests, "
             f"{sum(i.resent for i in items) / CHUNK:.0f} MiB re-sent, "
-            f"last upload done {recovered:.1f}s after the kill"
+            f"last upload done {recovered:.1f}s after the kill, "
+            f"{sum(len(i.regressions) for i in items)} HEADs below an offset given"
         )
     finally:
         for server in servers:
