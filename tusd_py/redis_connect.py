@@ -67,15 +67,31 @@ class _CountsReconnects:
             self._connected_before = True
 
 
-class CountedConnection(_CountsReconnects, Connection):
+class _LeavesDemotedNodes:
+    """A node that answers READONLY was the primary and is a replica now (a managed service's
+    failover behind one DNS name): drop the connection, so the retry connects anew and finds
+    the new primary, instead of every write on this pooled connection failing for ever.
+    (Sentinel's connections do the same, and ask Sentinel again.)"""
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except rexc.ReadOnlyError:
+            await self.disconnect()  # type: ignore[attr-defined]
+            raise rexc.ConnectionError(
+                "the Redis node became a replica (failover); reconnecting"
+            ) from None
+
+
+class CountedConnection(_CountsReconnects, _LeavesDemotedNodes, Connection):
     pass
 
 
-class CountedSSLConnection(_CountsReconnects, SSLConnection):
+class CountedSSLConnection(_CountsReconnects, _LeavesDemotedNodes, SSLConnection):
     pass
 
 
-class CountedUnixConnection(_CountsReconnects, UnixDomainSocketConnection):
+class CountedUnixConnection(_CountsReconnects, _LeavesDemotedNodes, UnixDomainSocketConnection):
     pass
 
 
