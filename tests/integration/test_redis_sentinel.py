@@ -19,10 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.support.redis_topologies import MASTER, SentinelGroup, sentinel_group
 from tests.support.s3_client import new_bucket
 from tests.support.servers import S3Server
+from tests.support.tus_requests import wait_until
 from tests.support.tusd_process import TusdProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -139,6 +141,13 @@ async def resume_offset(
         return offset
 
 
+def subscribers(address: str) -> int:
+    host, port = address.rsplit(":", 1)
+    with redis.Redis(host=host, port=int(port), socket_timeout=2) as client:
+        counts = client.pubsub_numsub("tusd:locks")
+    return int(counts[0][1])
+
+
 def metric(server: TusdProcess, name: str) -> float:
     text = httpx.get(server.endpoint.replace("/files/", "/metrics"), timeout=30).text
     found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
@@ -206,6 +215,8 @@ def failover_under_load(
             assert ready.status_code == 200, ready.text
             assert f"redis: sentinel (master {MASTER}), primary {new}" in ready.text, ready.text
             assert f"redis replicas: {len(group.replicas) - 1} connected" in ready.text, ready.text
+        # Both lock-handover subscriptions moved to the new primary.
+        assert wait_until(lambda: subscribers(new) == len(servers), 30), subscribers(new)
         assert sum(metric(s, "tusd_redis_failovers_total") for s in servers) >= 1
         assert sum(metric(s, "tusd_redis_reconnects_total") for s in servers) >= 1
         recovered = max(item.finished_at for item in items) - killed_at

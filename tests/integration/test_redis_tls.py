@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.redis_topologies import TlsRedis, tls_redis
+from tests.support.redis_topologies import LEAST_USER, TlsRedis, tls_redis
 from tests.support.tusd_process import TusdProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -81,6 +81,23 @@ def test_rediss_with_the_ca_and_an_acl_user_in_the_url(tmp_path: Path, tls: TlsR
     finally:
         server.stop()
     assert tls.password not in server.output
+
+
+def test_the_least_permissions_the_docs_name_suffice(tmp_path: Path, tls: TlsRedis) -> None:
+    server = TusdProcess(
+        tmp_path / "uploads",
+        (
+            "--redis-url", tls.url(user=LEAST_USER),
+            "--redis-ca-file", str(tls.ca_file),
+            "--redis-wait-replicas", "0",
+        ),
+    )  # fmt: skip
+    try:
+        upload_through(server, os.urandom(5000))
+        assert "redis: single" in ready_text(server)
+        assert "NOPERM" not in server.output and "WARNING" not in server.output, server.output
+    finally:
+        server.stop()
 
 
 def test_user_and_password_as_options(tmp_path: Path, tls: TlsRedis) -> None:

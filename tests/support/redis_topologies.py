@@ -172,6 +172,12 @@ def _node_dir(workdir: Path, port: int) -> Path:
 # -- TLS and ACL --------------------------------------------------------------------------
 
 
+LEAST_USER = "tusd-least"
+LEAST_COMMANDS = (
+    "+@read", "+@write", "+@scripting", "+@pubsub", "+ping", "+info", "+wait", "+client|setname",
+)  # fmt: skip
+
+
 @dataclass
 class TlsRedis:
     port: int
@@ -243,6 +249,9 @@ def tls_redis() -> Iterator[TlsRedis]:
                 # Each word its own argument: redis-server quotes one with spaces as one word.
                 "--user", "default", "off",
                 "--user", user, "on", f">{password}", "~*", "&*", "+@all",
+                # The least docs/redis.md says tusd-py needs, for the default prefix.
+                "--user", LEAST_USER, "on", f">{password}", "~tusd:*", "&tusd:locks",
+                *LEAST_COMMANDS,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
