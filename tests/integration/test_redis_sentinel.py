@@ -45,6 +45,7 @@ class Upload:
     errors: int = 0
     resent: int = 0  # bytes sent again because an answer never came or was not 204
     finished_at: float = 0.0
+    acknowledged_at: list[float] = field(default_factory=list)  # when each 204 arrived
 
 
 def start_pair(
@@ -107,6 +108,7 @@ async def upload(client: httpx.AsyncClient, servers: list[TusdProcess], item: Up
         if answer is not None and answer.status_code == 204:
             offset = int(answer.headers["Upload-Offset"])
             item.given = max(item.given, offset)
+            item.acknowledged_at.append(time.monotonic())
             await asyncio.sleep(PAUSE)
             continue
         item.errors += 1
@@ -220,10 +222,16 @@ def failover_under_load(
         assert sum(metric(s, "tusd_redis_failovers_total") for s in servers) >= 1
         assert sum(metric(s, "tusd_redis_reconnects_total") for s in servers) >= 1
         recovered = max(item.finished_at for item in items) - killed_at
+        first_after = min(t for i in items for t in i.acknowledged_at if t > killed_at) - killed_at
+        # Every upload made progress again, not just one of them.
+        each_after = max(
+            min(t for t in i.acknowledged_at if t > killed_at) - killed_at for i in items
+        )
         print(
             f"\n{store}: failover {old} -> {new}: {len(items)}/{len(items)} uploads complete, "
             f"{sum(i.errors for i in items)} failed requests, "
             f"{sum(i.resent for i in items) / CHUNK:.0f} MiB re-sent, "
+            f"first 204 {first_after:.1f}s after the kill, every upload's by {each_after:.1f}s, "
             f"last upload done {recovered:.1f}s after the kill, "
             f"{sum(len(i.regressions) for i in items)} HEADs below an offset given"
         )
