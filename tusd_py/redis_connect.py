@@ -23,12 +23,13 @@ from redis.asyncio.connection import (
 )
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import (
+    MasterNotFoundError,
     Sentinel,
     SentinelConnectionPool,
     SentinelManagedConnection,
     SentinelManagedSSLConnection,
 )
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from tusd_py.metrics import REDIS_FAILOVERS, REDIS_RECONNECTS
 from tusd_py.redis_client import (
@@ -196,6 +197,9 @@ def _sentinel_client(config: Config, *, decode: bool, max_connections: int) -> R
     sentinel_kwargs: dict[str, Any] = {
         "socket_timeout": SENTINEL_TIMEOUT,
         "socket_connect_timeout": SENTINEL_TIMEOUT,
+        # No retries of its own: discovery moves on to the next Sentinel at once (redis-py's
+        # default backs off for seconds, also on a refused password).
+        "retry": Retry(NoBackoff(), 0),
         "decode_responses": True,
         **tls_kwargs,
     }
@@ -250,7 +254,12 @@ def _cause_chain(exc: BaseException) -> list[BaseException]:
 def refusal(exc: BaseException) -> tuple[str, str] | None:
     """(what, option) when `exc` says the configuration is wrong — credentials refused, a
     certificate that does not verify — rather than that Redis is down; else None."""
-    for cause in _cause_chain(exc):
+    chain = _cause_chain(exc)
+    for cause in chain:
+        if isinstance(cause, MasterNotFoundError):
+            # Sentinel's own errors are folded into its "No master found" message.
+            return _sentinel_refusal(str(cause))
+    for cause in chain:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return (
                 f"the Redis server's TLS certificate does not verify: {cause.verify_message}",
@@ -264,10 +273,12 @@ def refusal(exc: BaseException) -> tuple[str, str] | None:
             return f"the Redis user may not run tusd-py's commands: {cause}", "redis_username"
         if isinstance(cause, rexc.ResponseError) and "NOAUTH" in str(cause):
             return "Redis requires a password and none was given", "redis_password"
-    text = str(exc)
-    if "AuthenticationError" in text or "invalid password" in text or "WRONGPASS" in text:
-        # Sentinel hides a refused password inside its "No master found" error.
+    return None
+
+
+def _sentinel_refusal(text: str) -> tuple[str, str] | None:
+    if "Authentication" in text or "invalid username-password" in text or "NOAUTH" in text:
         return "a Redis Sentinel refused the credentials", "redis_sentinel_password"
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return "a Redis Sentinel's TLS certificate does not verify", "redis_ca_file"
-    return None
+    return None  # no Sentinel answered, or none knows the group: an outage, not configuration

@@ -43,7 +43,13 @@ class SentinelGroup:
     replicas: list[Node]
     sentinels: list[Node]
     workdir: Path
+    password: str | None = None  # the Sentinels' own
     killed: list[Node] = field(default_factory=list)
+
+    def sentinel_client(self, node: Node) -> redis.Redis:
+        return redis.Redis(
+            port=node.port, password=self.password, socket_timeout=1, decode_responses=True
+        )
 
     @property
     def sentinel_addresses(self) -> str:
@@ -52,11 +58,9 @@ class SentinelGroup:
     def primary_address(self) -> str:
         """The primary as the Sentinels report it now (the first that answers)."""
         for sentinel in self.sentinels:
-            with contextlib.suppress(redis.RedisError):
-                client = redis.Redis(port=sentinel.port, socket_timeout=1, decode_responses=True)
-                with client:
-                    host, port = client.sentinel_get_master_addr_by_name(MASTER)
-                    return f"{host}:{port}"
+            with contextlib.suppress(redis.RedisError), self.sentinel_client(sentinel) as client:
+                host, port = client.sentinel_get_master_addr_by_name(MASTER)
+                return f"{host}:{port}"
         raise RuntimeError("no Sentinel answers")
 
     def kill_primary(self) -> str:
@@ -84,10 +88,12 @@ class SentinelGroup:
             stop_process(node.proc)
 
 
-def _sentinel_conf(workdir: Path, port: int, primary_port: int) -> Path:
+def _sentinel_conf(workdir: Path, port: int, primary_port: int, password: str | None) -> Path:
     conf = workdir / f"sentinel-{port}.conf"
+    # With requirepass a Sentinel also uses it towards the other Sentinels.
+    auth = f"requirepass {password}\n" if password else ""
     conf.write_text(
-        f"port {port}\n"
+        auth + f"port {port}\n"
         "bind 127.0.0.1\n"
         "protected-mode no\n"
         f"dir {workdir}\n"
@@ -107,14 +113,12 @@ def _wait_until_known(group: SentinelGroup, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         ready = 0
         for sentinel in group.sentinels:
-            with contextlib.suppress(redis.RedisError):
-                client = redis.Redis(port=sentinel.port, socket_timeout=1, decode_responses=True)
-                with client:
-                    state = client.sentinel_master(MASTER)
-                    replicas = client.sentinel_slaves(MASTER)
-                    online = [r for r in replicas if r.get("master-link-status") == "ok"]
-                    if int(state["num-other-sentinels"]) >= 2 and len(online) >= want_replicas:
-                        ready += 1
+            with contextlib.suppress(redis.RedisError), group.sentinel_client(sentinel) as client:
+                state = client.sentinel_master(MASTER)
+                replicas = client.sentinel_slaves(MASTER)
+                online = [r for r in replicas if r.get("master-link-status") == "ok"]
+                if int(state["num-other-sentinels"]) >= 2 and len(online) >= want_replicas:
+                    ready += 1
         if ready == len(group.sentinels):
             return
         time.sleep(0.2)
@@ -122,8 +126,11 @@ def _wait_until_known(group: SentinelGroup, timeout: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def sentinel_group(replicas: int = 2) -> Iterator[SentinelGroup]:
-    """A primary, `replicas` replicas (no persistence) and three Sentinels (quorum 2)."""
+def sentinel_group(
+    replicas: int = 2, sentinel_password: str | None = None
+) -> Iterator[SentinelGroup]:
+    """A primary, `replicas` replicas (no persistence) and three Sentinels (quorum 2), which
+    ask for `sentinel_password` when given."""
     workdir = Path(tempfile.mkdtemp(prefix="tusd-sentinel-"))
     started: list[subprocess.Popen[bytes]] = []
     try:
@@ -145,7 +152,7 @@ def sentinel_group(replicas: int = 2) -> Iterator[SentinelGroup]:
         assert binary is not None
         for _ in range(3):
             port = free_port()
-            conf = _sentinel_conf(workdir, port, primary.port)
+            conf = _sentinel_conf(workdir, port, primary.port, sentinel_password)
             proc = subprocess.Popen(
                 [binary, str(conf), "--sentinel"],
                 stdout=subprocess.DEVNULL,
@@ -154,7 +161,7 @@ def sentinel_group(replicas: int = 2) -> Iterator[SentinelGroup]:
             started.append(proc)
             wait_for_port(port, proc)
             sentinels.append(Node(port, proc))
-        group = SentinelGroup(primary, replica_nodes, sentinels, workdir)
+        group = SentinelGroup(primary, replica_nodes, sentinels, workdir, sentinel_password)
         _wait_until_known(group)
         yield group
     finally:
