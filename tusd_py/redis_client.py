@@ -16,6 +16,7 @@ from redis import exceptions as rexc
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import ExponentialWithJitterBackoff
 
 from tusd_py.errors import TusError, storage_unavailable
@@ -133,6 +134,12 @@ def redis_unavailable(exc: rexc.RedisError, operation: str = "command") -> TusEr
     if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError | rexc.NoPermissionError):
         # A ConnectionError to redis-py, but no outage: the URL's credentials are wrong.
         return storage_unavailable(f"Redis refused the configured credentials: {exc}")
+    if isinstance(exc, MasterNotFoundError):
+        # Its text lists every Sentinel's client at length; the gist is enough.
+        return storage_unavailable(
+            f"Redis is unreachable: {str(exc).split(' : ')[0]} (no Sentinel named a primary)",
+            operation=logged,
+        )
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError):
         return storage_unavailable(f"Redis is unreachable: {exc}", operation=logged)
     # OOM, READONLY after a failover, cluster resharding, a script error: nothing the client

@@ -34,6 +34,19 @@ STORE_ONLY_OPTIONS = {
     "azure_container": ("azure_endpoint", "azure_prefix", "azure_blob_access_tier"),
 }
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# How to reach Redis and what to wait for: meaningless without --redis-url or --redis-sentinels.
+REDIS_CONNECTION_OPTIONS = (
+    "redis_sentinels",
+    "redis_sentinel_master",
+    "redis_sentinel_password",
+    "redis_username",
+    "redis_password",
+    "redis_ca_file",
+    "redis_cert_file",
+    "redis_key_file",
+    "redis_wait_replicas",
+    "redis_wait_timeout",
+)
 
 
 def option_names(field: str) -> str:
@@ -113,13 +126,12 @@ def check_redis_options(config: Config) -> None:
             "monitors (--redis-sentinel-master)",
             "redis_sentinel_master",
         )
-    given = changed_fields(config) - {"redis_url"}
-    redis_options = {f for f in given if f.startswith("redis_")}
-    if redis_options and config.redis_url is None:
-        option = sorted(redis_options)[0]
+    given = changed_fields(config) & set(REDIS_CONNECTION_OPTIONS)
+    if given and config.redis_url is None:
+        option = min(given, key=REDIS_CONNECTION_OPTIONS.index)
         raise ConfigError(
-            f"{option_names(option).split(' / ')[0]} is set but --redis-url is not, so it "
-            "would be ignored",
+            f"{option_names(option).split(' / ')[0]} is set but neither --redis-url nor "
+            "--redis-sentinels is, so it would be ignored",
             option,
         )
     if config.redis_url is None:

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import MasterNotFoundError
 
 from tusd_py.config import Config
+from tusd_py.redis_client import redis_unavailable
 from tusd_py.redis_connect import (
     CountedSentinelConnection,
     CountedSSLConnection,
@@ -36,8 +38,11 @@ URL = "redis://127.0.0.1:6379/0"
         ),
         ({"redis_url": URL, "redis_sentinel_master": "m"}, "--redis-sentinels is not"),
         ({"redis_url": URL, "redis_sentinel_password": "x"}, "--redis-sentinels is not"),
-        ({"redis_password": "x"}, "--redis-password is set but --redis-url is not"),
-        ({"redis_wait_replicas": 1}, "--redis-wait-replicas is set but --redis-url is not"),
+        (
+            {"redis_password": "x"},
+            "--redis-password is set but neither --redis-url nor --redis-sentinels is",
+        ),
+        ({"redis_wait_replicas": 1}, "--redis-wait-replicas is set but neither --redis-url"),
         (
             {"redis_url": "redis://:a@h/0", "redis_password": "b"},
             "given both in --redis-url and in --redis-password",
@@ -143,3 +148,16 @@ async def test_a_single_tls_client_uses_the_ca_file_and_counts_reconnects(tmp_pa
         assert topology_of(config, client).primary == "127.0.0.1:6380"
     finally:
         await client.aclose()
+
+
+def test_other_redis_options_without_redis_are_still_accepted() -> None:
+    Config(redis_prefix="other", redis_expired_ttl=5.0, redis_max_connections=8)
+
+
+def test_no_primary_from_sentinel_is_a_short_503() -> None:
+    long = "No master found for 'mymaster' : <redis.asyncio.client.Redis(<...>)> - " * 3
+    error = redis_unavailable(MasterNotFoundError(long), "EVALSHA commit")
+    assert error.status == 503
+    assert error.message == (
+        "Redis is unreachable: No master found for 'mymaster' (no Sentinel named a primary)"
+    )
