@@ -13,7 +13,9 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from tests.support.in_process import app_client
 from tests.support.servers import RedisServer, redis_server, unique_prefix
+from tusd_py.config import Config
 from tusd_py.errors import TusError
 from tusd_py.ids import new_upload_id
 from tusd_py.info import UploadInfo
@@ -103,3 +105,26 @@ async def test_with_a_replica_the_offset_is_there_when_the_commit_returns(
     finally:
         await client.aclose()
         await replica_client.aclose()
+
+
+async def test_a_creation_not_confirmed_in_time_answers_503_saying_so(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    # The whole app: the client sees the 503 and why, with Retry-After, never a 201.
+    config = Config(
+        upload_dir=str(tmp_path / "uploads"),
+        redis_url=redis.url,
+        redis_prefix=unique_prefix(),
+        redis_wait_replicas=1,
+        redis_wait_timeout=0.2,
+    )
+    async with app_client(config) as client:
+        created = await client.post(
+            "/files/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "10"}
+        )
+        assert created.status_code == 503, created.text
+        assert created.headers["Retry-After"] == "5"
+        assert "0 of 1 replicas confirmed it within 0.2s" in created.text
+        ready = await client.get("/ready")
+        assert ready.status_code == 200
+        assert "redis replicas: 0 connected, 0 in sync (waiting for 1 per commit)" in ready.text
