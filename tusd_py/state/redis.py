@@ -337,8 +337,8 @@ class RedisState(StateStore):
         for _ in range(2):
             with redis_errors(f"EVALSHA {name} + WAIT"):
                 # One pipeline, one connection. A retry after a dropped connection sends both
-                # again, so the WAIT always follows a write of its own connection (the scripts
-                # write even when they change nothing).
+                # again, so the WAIT follows a write of its own connection (a commit or creation
+                # that succeeds writes, even when the values are the same as before).
                 async with self._client.pipeline(transaction=False) as pipe:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
                     pipe.wait(self.wait_replicas, max(1, int(self.wait_timeout * 1000)))
