@@ -151,9 +151,11 @@ def describe(answer: httpx.Response | None) -> str:
     return "no answer" if answer is None else f"{answer.status_code} {answer.text[:120]}"
 
 
-def subscribers(address: str) -> int:
+def subscribers(group: SentinelGroup, address: str) -> int:
     host, port = address.rsplit(":", 1)
-    with redis.Redis(host=host, port=int(port), socket_timeout=2) as client:
+    with redis.Redis(
+        host=host, port=int(port), socket_timeout=2, **group.client_kwargs()
+    ) as client:
         counts = client.pubsub_numsub("tusd:locks")
     return int(counts[0][1])
 
@@ -183,19 +185,26 @@ async def run_and_fail_over(
 
 
 @pytest.mark.parametrize(
-    ("store", "replicas", "wait"),
+    ("store", "replicas", "wait", "tls"),
     [
-        ("file", 2, 1),
-        ("s3", 2, 1),
+        ("file", 2, 1, False),
+        ("s3", 2, 1, False),
         # The shape of the issue without WAIT: uploads complete all the same, but an offset
         # acknowledged just before the kill may be one the promoted replica never received.
-        ("file", 1, 0),
+        ("file", 1, 0, False),
+        # Data nodes and Sentinels on TLS only: rediss:// reaches both with the CA file.
+        ("file", 2, 1, True),
     ],
 )
 def test_uploads_survive_a_failover(
-    tmp_path: Path, store: str, replicas: int, wait: int, request: pytest.FixtureRequest
+    tmp_path: Path,
+    store: str,
+    replicas: int,
+    wait: int,
+    tls: bool,
+    request: pytest.FixtureRequest,
 ) -> None:
-    with sentinel_group(replicas=replicas) as group:
+    with sentinel_group(replicas=replicas, tls=tls) as group:
         failover_under_load(tmp_path, group, store, wait, request)
 
 
@@ -209,6 +218,8 @@ def failover_under_load(
         s3: S3Server = request.getfixturevalue("s3")
         store_args = ("--s3-bucket", new_bucket(s3), "--s3-endpoint", s3.endpoint,
                       "--s3-part-size", "5MiB")  # fmt: skip
+    if group.ca_file is not None:
+        store_args += ("--redis-url", f"rediss://{MASTER}/0", "--redis-ca-file", str(group.ca_file))
     servers = start_pair(tmp_path, group, store_args, wait)
     try:
         items = [Upload(os.urandom(SIZE)) for _ in range(UPLOADS)]
@@ -227,7 +238,7 @@ def failover_under_load(
             assert f"redis: sentinel (master {MASTER}), primary {new}" in ready.text, ready.text
             assert f"redis replicas: {len(group.replicas) - 1} connected" in ready.text, ready.text
         # Both lock-handover subscriptions moved to the new primary.
-        assert wait_until(lambda: subscribers(new) == len(servers), 30), subscribers(new)
+        assert wait_until(lambda: subscribers(group, new) == len(servers), 30)
         assert sum(metric(s, "tusd_redis_failovers_total") for s in servers) >= 1
         assert sum(metric(s, "tusd_redis_reconnects_total") for s in servers) >= 1
         # A second after the Sentinels named the new primary (time for each instance to ask
@@ -241,7 +252,8 @@ def failover_under_load(
             min(t for t in i.acknowledged_at if t > killed_at) - killed_at for i in items
         )
         print(
-            f"\n{store}: failover {old} -> {new}: {len(items)}/{len(items)} uploads complete, "
+            f"\n{store}{' TLS' if group.ca_file else ''}: failover {old} -> {new}: "
+            f"{len(items)}/{len(items)} uploads complete, "
             f"{sum(i.errors for i in items)} failed PATCHes, "
             f"{sum(len(i.failures) for i in items)} failed requests, "
             f"promoted {promoted_at - killed_at:.1f}s after the kill, "

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -44,11 +45,21 @@ class SentinelGroup:
     sentinels: list[Node]
     workdir: Path
     password: str | None = None  # the Sentinels' own
+    ca_file: Path | None = None  # every node and Sentinel speaks TLS only, signed by this CA
     killed: list[Node] = field(default_factory=list)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        if self.ca_file is None:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": str(self.ca_file)}
 
     def sentinel_client(self, node: Node) -> redis.Redis:
         return redis.Redis(
-            port=node.port, password=self.password, socket_timeout=1, decode_responses=True
+            port=node.port,
+            password=self.password,
+            socket_timeout=1,
+            decode_responses=True,
+            **self.client_kwargs(),
         )
 
     @property
@@ -77,7 +88,7 @@ class SentinelGroup:
                 now = self.primary_address()
                 if now != old:
                     port = int(now.rsplit(":", 1)[1])
-                    with redis.Redis(port=port, socket_timeout=1) as client:
+                    with redis.Redis(port=port, socket_timeout=1, **self.client_kwargs()) as client:
                         if client.info("replication")["role"] == "master":
                             return now
             time.sleep(0.1)
@@ -88,13 +99,17 @@ class SentinelGroup:
             stop_process(node.proc)
 
 
-def _sentinel_conf(workdir: Path, port: int, primary_port: int, password: str | None) -> Path:
+def _sentinel_conf(
+    workdir: Path, port: int, primary_port: int, password: str | None, tls: list[str]
+) -> Path:
     conf = workdir / f"sentinel-{port}.conf"
     # With requirepass a Sentinel also uses it towards the other Sentinels.
     auth = f"requirepass {password}\n" if password else ""
+    # The data nodes' `--name value` TLS pairs, as sentinel.conf lines.
+    tls_lines = "".join(f"{tls[i][2:]} {tls[i + 1]}\n" for i in range(0, len(tls), 2))
+    listen = f"port 0\ntls-port {port}\n" if tls else f"port {port}\n"
     conf.write_text(
-        auth + f"port {port}\n"
-        "bind 127.0.0.1\n"
+        auth + tls_lines + listen + "bind 127.0.0.1\n"
         "protected-mode no\n"
         f"dir {workdir}\n"
         f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n"
@@ -127,24 +142,39 @@ def _wait_until_known(group: SentinelGroup, timeout: float = 60.0) -> None:
 
 @contextlib.contextmanager
 def sentinel_group(
-    replicas: int = 2, sentinel_password: str | None = None
+    replicas: int = 2, sentinel_password: str | None = None, tls: bool = False
 ) -> Iterator[SentinelGroup]:
     """A primary, `replicas` replicas (no persistence) and three Sentinels (quorum 2), which
-    ask for `sentinel_password` when given."""
+    ask for `sentinel_password` when given. With `tls`, all of them on TLS only (replication
+    and Sentinel's own links too), with certificates signed by the group's `ca_file`."""
     workdir = Path(tempfile.mkdtemp(prefix="tusd-sentinel-"))
     started: list[subprocess.Popen[bytes]] = []
     try:
+        tls_args: list[str] = []
+        ca_file = None
+        if tls:
+            ca = make_ca(workdir, "group-ca")
+            cert, key = make_server_cert(workdir, ca)
+            ca_file = ca[0]
+            tls_args = [
+                "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no",
+                "--tls-replication", "yes",
+            ]  # fmt: skip
+
+        def data_node(port: int, *extra: str) -> subprocess.Popen[bytes]:
+            # Later arguments win: `--port 0` turns the plain port off.
+            listen = ["--port", "0", "--tls-port", str(port)] if tls else []
+            directory = str(_node_dir(workdir, port))
+            return start_redis_process(port, directory, *listen, *tls_args, *extra)
+
         port = free_port()
-        primary = Node(port, start_redis_process(port, str(_node_dir(workdir, port))))
+        primary = Node(port, data_node(port))
         started.append(primary.proc)
         replica_nodes = []
         for _ in range(replicas):
             port = free_port()
-            proc = start_redis_process(
-                port,
-                str(_node_dir(workdir, port)),
-                "--replicaof", "127.0.0.1", str(primary.port),
-            )  # fmt: skip
+            proc = data_node(port, "--replicaof", "127.0.0.1", str(primary.port))
             started.append(proc)
             replica_nodes.append(Node(port, proc))
         sentinels = []
@@ -152,7 +182,7 @@ def sentinel_group(
         assert binary is not None
         for _ in range(3):
             port = free_port()
-            conf = _sentinel_conf(workdir, port, primary.port, sentinel_password)
+            conf = _sentinel_conf(workdir, port, primary.port, sentinel_password, tls_args)
             proc = subprocess.Popen(
                 [binary, str(conf), "--sentinel"],
                 stdout=subprocess.DEVNULL,
@@ -161,7 +191,9 @@ def sentinel_group(
             started.append(proc)
             wait_for_port(port, proc)
             sentinels.append(Node(port, proc))
-        group = SentinelGroup(primary, replica_nodes, sentinels, workdir, sentinel_password)
+        group = SentinelGroup(
+            primary, replica_nodes, sentinels, workdir, sentinel_password, ca_file
+        )
         _wait_until_known(group)
         yield group
     finally:
