@@ -265,6 +265,9 @@ def refusal(exc: BaseException) -> tuple[str, str] | None:
                 f"the Redis server's TLS certificate does not verify: {cause.verify_message}",
                 "redis_ca_file",
             )
+        if "CERTIFICATE_REQUIRED" in str(cause):
+            # The server's TLS alert arrives on the first read, as a plain ConnectionError.
+            return "Redis demands a client certificate and none was given", "redis_cert_file"
         if isinstance(cause, ssl.SSLError):
             return f"TLS with Redis failed: {cause.reason or cause}", "redis_url"
         if isinstance(cause, rexc.AuthenticationError | rexc.AuthorizationError):

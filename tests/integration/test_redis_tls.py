@@ -153,3 +153,20 @@ def test_plain_redis_to_a_tls_port_is_not_a_configuration_error(
         assert tls.password not in answer.text
     finally:
         server.stop()
+
+
+def test_a_client_certificate_where_redis_demands_one(tmp_path: Path) -> None:
+    with tls_redis(auth_clients=True) as strict:
+        base = ("--redis-url", strict.url(), "--redis-ca-file", str(strict.ca_file))
+        line = refused(tmp_path, *base)
+        assert "Redis demands a client certificate and none was given" in line, line
+        assert "(--redis-cert-file / TUSD_REDIS_CERT_FILE)" in line
+        cert, key = strict.client_cert
+        server = TusdProcess(
+            tmp_path / "uploads",
+            (*base, "--redis-cert-file", str(cert), "--redis-key-file", str(key)),
+        )
+        try:
+            upload_through(server, os.urandom(2000))
+        finally:
+            server.stop()

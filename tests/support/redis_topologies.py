@@ -225,6 +225,7 @@ class TlsRedis:
     other_ca_file: Path  # a CA that signed nothing of this server's
     user: str
     password: str
+    client_cert: tuple[Path, Path]  # a client certificate and key signed by `ca_file`
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         """rediss:// with credentials (default: the ACL user's)."""
@@ -246,10 +247,12 @@ def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
-def make_server_cert(directory: Path, ca: tuple[Path, Path]) -> tuple[Path, Path]:
+def make_server_cert(
+    directory: Path, ca: tuple[Path, Path], name: str = "redis"
+) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and localhost signed by `ca`: (certificate, key)."""
-    cert, key, csr = directory / "redis.crt", directory / "redis.key", directory / "redis.csr"
-    ext = directory / "san.ext"
+    cert, key, csr = (directory / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
+    ext = directory / f"{name}-san.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     _openssl(
         "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
@@ -265,8 +268,9 @@ def make_server_cert(directory: Path, ca: tuple[Path, Path]) -> tuple[Path, Path
 
 
 @contextlib.contextmanager
-def tls_redis() -> Iterator[TlsRedis]:
-    """redis-server on TLS only (`--port 0`), with the default user off and one ACL user."""
+def tls_redis(auth_clients: bool = False) -> Iterator[TlsRedis]:
+    """redis-server on TLS only (`--port 0`), with the default user off and one ACL user;
+    with `auth_clients`, it also demands a client certificate signed by its CA."""
     if shutil.which("openssl") is None:
         raise RuntimeError("openssl is not installed; run scripts/test, which installs it")
     workdir = Path(tempfile.mkdtemp(prefix="tusd-redis-tls-"))
@@ -274,6 +278,7 @@ def tls_redis() -> Iterator[TlsRedis]:
         ca = make_ca(workdir, "test-ca")
         other_ca, _ = make_ca(workdir, "other-ca")
         cert, key = make_server_cert(workdir, ca)
+        client_cert = make_server_cert(workdir, ca, "client")
         port = free_port()
         user, password = "tusd", "acl-secret-1"
         binary = shutil.which("redis-server")
@@ -283,7 +288,8 @@ def tls_redis() -> Iterator[TlsRedis]:
             [
                 binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
                 "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-                "--tls-ca-cert-file", str(ca[0]), "--tls-auth-clients", "no",
+                "--tls-ca-cert-file", str(ca[0]),
+                "--tls-auth-clients", "yes" if auth_clients else "no",
                 "--save", "", "--appendonly", "no", "--dir", str(workdir),
                 # Each word its own argument: redis-server quotes one with spaces as one word.
                 "--user", "default", "off",
@@ -297,7 +303,7 @@ def tls_redis() -> Iterator[TlsRedis]:
         )  # fmt: skip
         try:
             wait_for_port(port, proc)
-            yield TlsRedis(port, proc, ca[0], other_ca, user, password)
+            yield TlsRedis(port, proc, ca[0], other_ca, user, password, client_cert)
         finally:
             stop_process(proc)
     finally:
