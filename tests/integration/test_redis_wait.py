@@ -128,3 +128,19 @@ async def test_a_creation_not_confirmed_in_time_answers_503_saying_so(
         ready = await client.get("/ready")
         assert ready.status_code == 200
         assert "redis replicas: 0 connected, 0 in sync (waiting for 1 per commit)" in ready.text
+
+
+async def test_a_retried_creation_is_the_same_creation_not_a_conflict(
+    client: Redis, store: FileStore
+) -> None:
+    # redis-py resends a script whose reply was lost (a dropped connection, a failover): the
+    # second run must not answer 409 for the upload the first run created.
+    state = RedisState(client, unique_prefix(), store)
+    info = UploadInfo(id=new_upload_id(), length=10)
+    await store.create(info)
+    await state.create(info)
+    await state.create(info)
+    other = UploadInfo(id=info.id, length=10, created_at=info.created_at + 1)
+    with pytest.raises(TusError) as refused:
+        await state.create(other)
+    assert refused.value.status == 409

@@ -82,7 +82,8 @@ return {0}
 
 # KEYS: state, lock. ARGV: token ("" = unchecked), info, offset, expires_at, length,
 # finished ttl ms, expire-at ms, mode. Mode "new" writes only where no state exists (replies -1
-# otherwise), "keep" keeps a stored offset, "max" never lowers one. Replies the offset now
+# otherwise, unless the stored info is this very one: a retry whose first reply was lost, e.g.
+# to a failover), "keep" keeps a stored offset, "max" never lowers one. Replies the offset now
 # stored, or false when the lock is not ours.
 _PUT = (
     _SET_TTL
@@ -90,7 +91,10 @@ _PUT = (
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
 local offset = ARGV[3]
 local current = redis.call('HGET', KEYS[1], 'offset')
-if current and ARGV[8] == 'new' then return -1 end
+if current and ARGV[8] == 'new' then
+  if redis.call('HGET', KEYS[1], 'info') ~= ARGV[2] then return -1 end
+  if tonumber(current) > tonumber(offset) then offset = current end
+end
 if current and (ARGV[8] == 'keep'
     or (ARGV[8] == 'max' and tonumber(current) > tonumber(offset))) then
   offset = current
