@@ -34,6 +34,8 @@ SIZE = 12 * CHUNK
 # Each client pauses between PATCHes so that uploads are still in flight when the primary dies.
 PAUSE = 0.1
 DEADLINE = 180.0
+# Requests may still fail this long after the promotion is visible, no longer.
+LATE_AFTER = 5.0
 
 
 @dataclass
@@ -241,9 +243,9 @@ def failover_under_load(
         assert wait_until(lambda: subscribers(group, new) == len(servers), 30)
         assert sum(metric(s, "tusd_redis_failovers_total") for s in servers) >= 1
         assert sum(metric(s, "tusd_redis_reconnects_total") for s in servers) >= 1
-        # A second after the Sentinels named the new primary (time for each instance to ask
-        # them), nothing fails any more: no storm of 5xx after the promotion.
-        late = [f for i in items for f in i.failures if f[0] > promoted_at + 1.0]
+        # Soon after the Sentinels named the new primary (time for each instance to ask them;
+        # generous for a loaded machine), nothing fails any more: no storm of 5xx.
+        late = [f for i in items for f in i.failures if f[0] > promoted_at + LATE_AFTER]
         assert not late, late
         recovered = max(item.finished_at for item in items) - killed_at
         first_after = min(t for i in items for t in i.acknowledged_at if t > killed_at) - killed_at
