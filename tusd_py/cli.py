@@ -26,7 +26,7 @@ from tusd_py.config import Config, parse_duration, parse_size
 from tusd_py.connections import http_protocol
 from tusd_py.hooks import parse_hook_types
 from tusd_py.logs import announcement, configure_logging
-from tusd_py.preflight import check_upload_dir, listening_socket
+from tusd_py.preflight import check_redis, check_upload_dir, listening_socket
 from tusd_py.probes import warn_if_not_ready
 from tusd_py.protocol.context import TusContext
 from tusd_py.supervisor import supervise
@@ -260,6 +260,64 @@ class _Server(uvicorn.Server):
     callback=_duration,
     help="How long Redis keeps the state of an unfinished upload past its expiry (the expiry "
     "sweep deletes the upload itself).",
+)
+@click.option(
+    "--redis-sentinels",
+    default="",
+    callback=_comma_list,
+    help="Comma-separated HOST:PORT of Redis Sentinels: the primary is found through them and "
+    "followed across failovers (with --redis-sentinel-master; --redis-url may then be left out, "
+    "or give only scheme, credentials and database).",
+)
+@click.option(
+    "--redis-sentinel-master",
+    default=None,
+    help="The name under which the Sentinels monitor the primary (e.g. mymaster).",
+)
+@click.option(
+    "--redis-sentinel-password",
+    default=None,
+    help="Password of the Sentinels themselves (Sentinel's requirepass), if they have one.",
+)
+@click.option(
+    "--redis-username",
+    default=None,
+    help="Redis ACL user (instead of one in --redis-url).",
+)
+@click.option(
+    "--redis-password",
+    default=None,
+    help="Redis password (instead of one in --redis-url, which shows in process lists); prefer "
+    "the variable.",
+)
+@click.option(
+    "--redis-ca-file",
+    default=None,
+    help="With rediss://: PEM file of the CA that signed Redis's certificate (default: the "
+    "system's CAs).",
+)
+@click.option(
+    "--redis-cert-file",
+    default=None,
+    help="With rediss://: PEM client certificate, for Redis with tls-auth-clients (with "
+    "--redis-key-file).",
+)
+@click.option(
+    "--redis-key-file", default=None, help="With rediss://: the client certificate's key."
+)
+@click.option(
+    "--redis-wait-replicas",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Acknowledge a creation or an offset only once this many replicas have it (WAIT), so "
+    "it survives a failover; 0 = once the primary has it.",
+)
+@click.option(
+    "--redis-wait-timeout",
+    default="1s",
+    callback=_duration,
+    help="How long a commit waits for --redis-wait-replicas; then the request answers 503 and "
+    "the client resumes from HEAD.",
 )
 @click.option(
     "--s3-bucket", default=None, help="Store uploads in this S3 bucket instead of local files."
@@ -567,6 +625,7 @@ def build_server(config: Config, app: Starlette) -> _Server:
 def run(config: Config) -> None:
     configure_logging(config.log_format, config.log_level)
     with refused_configuration():
+        check_redis(config)
         app = create_app(config)
     store = app.state.tus.store
     if store.shared_medium and config.state_kind == "local":

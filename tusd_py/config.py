@@ -113,6 +113,18 @@ class Config:
     redis_cluster: bool = False  # redis_url is one node of a Redis Cluster
     redis_max_connections: int = 256  # per instance; more commands at once wait for one
     redis_expired_ttl: float = 3600.0  # an expired unfinished upload's state lives this much longer
+    # High availability and security (docs/redis.md): the primary found through Sentinel, ACL
+    # credentials (repr=False: a Config printed never shows them), TLS files for rediss://.
+    redis_sentinels: list[str] = field(default_factory=list)  # HOST:PORT of each Sentinel
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: str | None = field(default=None, repr=False)
+    redis_username: str | None = None
+    redis_password: str | None = field(default=None, repr=False)
+    redis_ca_file: str | None = None
+    redis_cert_file: str | None = None
+    redis_key_file: str | None = None
+    redis_wait_replicas: int = 0  # 0: a commit is acknowledged once the primary has it
+    redis_wait_timeout: float = 1.0
 
     # Hooks (see docs/hooks.md); HTTP hooks are off until hooks_http is set, file hooks until
     # hooks_dir is (one of the two, as in tusd)
@@ -178,6 +190,10 @@ class Config:
             raise ConfigError(
                 "an expired upload's Redis state must be kept more than 0 s", "redis_expired_ttl"
             )
+        if self.redis_sentinels and self.redis_url is None and self.redis_sentinel_master:
+            # The URL is the switch to Redis; with Sentinel its host is not used (see
+            # docs/redis.md), so a plain one naming the primary's group will do.
+            self.redis_url = f"redis://{self.redis_sentinel_master}/0"
         if self.workers < 1:
             raise ConfigError(
                 f"--workers must be 1 or more (or auto), got {self.workers}", "workers"

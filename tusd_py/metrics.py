@@ -88,6 +88,21 @@ REDIS_POOL_EXHAUSTED = Counter(
     "Redis commands given up because no pooled connection became free within the wait.",
 )
 
+REDIS_FAILOVERS = Counter(
+    "tusd_redis_failovers",
+    "Changes of the Redis primary that this instance saw through Sentinel.",
+)
+REDIS_RECONNECTS = Counter(
+    "tusd_redis_reconnects",
+    "Redis connections opened again after losing their socket (a restart, a failover, a "
+    "network fault); a pool's first connects are not counted.",
+)
+REDIS_WAIT_TIMEOUTS = Counter(
+    "tusd_redis_wait_timeouts",
+    "Commits that fewer than --redis-wait-replicas replicas confirmed within "
+    "--redis-wait-timeout (the request answered 503).",
+)
+
 
 def observe_s3_request(operation: str, seconds: float, ok: bool = True) -> None:
     """Record one S3 request, e.g. `observe_s3_request("upload_part", 0.12)`."""

@@ -6,12 +6,19 @@ exit 2 instead of a traceback from deep inside uvicorn or the file store.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
 import tempfile
 
+from redis import exceptions as rexc
+
+from tusd_py.config import Config
+from tusd_py.redis_connect import client_for, refusal
 from tusd_py.validation import ConfigError
+
+REDIS_CHECK_TIMEOUT = 5.0
 
 
 def check_upload_dir(path: str) -> None:
@@ -31,6 +38,32 @@ def check_upload_dir(path: str) -> None:
         raise ConfigError(
             f"cannot write in the upload directory {path}: {exc.strerror or exc}", "upload_dir"
         ) from None
+
+
+def check_redis(config: Config) -> None:
+    """Refuse credentials Redis (or Sentinel) rejects and certificates that do not verify: no
+    retry fixes those. Redis unreachable is left to the start-up warning (it may come up)."""
+    if config.redis_url is None:
+        return
+    problem = asyncio.run(_redis_refusal(config))
+    if problem is None:
+        return
+    what, field = problem
+    if field in ("redis_password", "redis_username") and not config.redis_password:
+        field = "redis_url"  # the credentials came in the URL
+    raise ConfigError(what, field)
+
+
+async def _redis_refusal(config: Config) -> tuple[str, str] | None:
+    client = client_for(config, max_connections=1)
+    try:
+        async with asyncio.timeout(REDIS_CHECK_TIMEOUT):
+            await client.ping()
+    except (rexc.RedisError, OSError, TimeoutError) as exc:
+        return refusal(exc)
+    finally:
+        await client.aclose()
+    return None
 
 
 def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:

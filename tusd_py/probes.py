@@ -48,12 +48,27 @@ async def warn_if_not_ready(ctx: TusContext) -> None:
         log.warning("not ready: %s (serving anyway; /ready answers 503 until fixed)", found)
 
 
+async def topology_lines(ctx: TusContext) -> list[str]:
+    """What a state store with a topology (Redis: shape, primary, replicas) says of it; a
+    failure here is no readiness problem of its own (`ready` found any that matter)."""
+    describe = getattr(ctx.state, "describe", None)
+    if describe is None:
+        return []
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            lines: list[str] = await describe()
+    except Exception:
+        return []
+    return lines
+
+
 def ready_endpoint(ctx: TusContext) -> Callable[[Request], Awaitable[PlainTextResponse]]:
     async def ready(request: Request) -> PlainTextResponse:
         problems = await readiness_problems(ctx)
         if problems:
             log.warning("not ready: %s", "; ".join(problems))
             return PlainTextResponse("not ready\n" + "\n".join(problems) + "\n", status_code=503)
-        return PlainTextResponse("ready\n")
+        details = "".join(line + "\n" for line in await topology_lines(ctx))
+        return PlainTextResponse("ready\n" + details)
 
     return ready

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from tusd_py.config import Config
 from tusd_py.locking.redis import LISTENER_CONNECTIONS, RedisLocker
-from tusd_py.redis_client import SharedClient, make_client
+from tusd_py.redis_client import SharedClient
+from tusd_py.redis_connect import client_for, topology_of
 from tusd_py.state.redis import STATE_FIELDS, RedisState
 from tusd_py.stores.base import DataStore, RedisUser
 
@@ -18,11 +19,7 @@ def build_redis_backends(config: Config, store: DataStore) -> tuple[RedisState, 
     """
     if not config.redis_url:
         raise ValueError("build_redis_backends needs config.redis_url")
-    client = make_client(
-        config.redis_url,
-        cluster=config.redis_cluster,
-        max_connections=config.redis_max_connections + LISTENER_CONNECTIONS,
-    )
+    client = client_for(config, max_connections=config.redis_max_connections + LISTENER_CONNECTIONS)
     shared = SharedClient(client, users=2)
     state = RedisState(
         client,
@@ -30,6 +27,9 @@ def build_redis_backends(config: Config, store: DataStore) -> tuple[RedisState, 
         store,
         expired_ttl=config.redis_expired_ttl,
         on_close=shared.release,
+        wait_replicas=config.redis_wait_replicas,
+        wait_timeout=config.redis_wait_timeout,
+        topology=lambda: topology_of(config, client),
     )
     locker = RedisLocker(
         client,

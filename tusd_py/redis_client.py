@@ -19,6 +19,7 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.maint_notifications import MaintNotificationsConfig
@@ -181,10 +182,13 @@ def make_client(
     decode: bool = True,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     pool_wait: float | None = None,
+    socket_timeout: float = SOCKET_TIMEOUT,
+    **connection_kwargs: Any,
 ) -> RedisClient:
     """A redis.asyncio client with settings suited to a request path (short timeouts); replies
     are str, or bytes with `decode=False`. Commands beyond `max_connections` at once wait up to
     `pool_wait` seconds (POOL_WAIT) for a connection, then fail with `PoolExhausted`.
+    `connection_kwargs` (credentials, TLS files) apply where the URL does not set them.
 
     With `cluster`, `url` is one node of a Redis Cluster (the others are discovered from it) and
     the client is a `RedisCluster`, which follows MOVED/ASK redirections and refreshes its slot
@@ -192,11 +196,12 @@ def make_client(
     wait = POOL_WAIT if pool_wait is None else pool_wait
     settings: dict[str, Any] = {
         "decode_responses": decode,
-        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_timeout": socket_timeout,
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "health_check_interval": 30,
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES),
         "client_name": "tusd-py",
+        **connection_kwargs,
     }
     if cluster:
         # Off: Redis OSS refuses the handshake, and redis-py's cluster connections then wrote
@@ -250,7 +255,13 @@ def redis_unavailable(exc: rexc.RedisError, operation: str = "command") -> TusEr
         )
     if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError | rexc.NoPermissionError):
         # A ConnectionError to redis-py, but no outage: the URL's credentials are wrong.
-        return storage_unavailable(f"Redis refused the credentials of --redis-url: {exc}")
+        return storage_unavailable(f"Redis refused the configured credentials: {exc}")
+    if isinstance(exc, MasterNotFoundError):
+        # Its text lists every Sentinel's client at length; the gist is enough.
+        return storage_unavailable(
+            f"Redis is unreachable: {str(exc).split(' : ')[0]} (no Sentinel named a primary)",
+            operation=logged,
+        )
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError):
         return storage_unavailable(f"Redis is unreachable: {exc}", operation=logged)
     # OOM, READONLY after a failover, cluster resharding, a script error: nothing the client

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from tusd_py.config import Config
@@ -49,6 +49,19 @@ STORE_ONLY_OPTIONS = {
     "azure_container": ("azure_endpoint", "azure_prefix", "azure_blob_access_tier"),
 }
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# How to reach Redis and what to wait for: meaningless without --redis-url or --redis-sentinels.
+REDIS_CONNECTION_OPTIONS = (
+    "redis_sentinels",
+    "redis_sentinel_master",
+    "redis_sentinel_password",
+    "redis_username",
+    "redis_password",
+    "redis_ca_file",
+    "redis_cert_file",
+    "redis_key_file",
+    "redis_wait_replicas",
+    "redis_wait_timeout",
+)
 
 
 def option_names(field: str) -> str:
@@ -86,6 +99,7 @@ def check_config(config: Config) -> None:
         check_http_url(config.azure_endpoint, "azure_endpoint", "the Azure endpoint")
     if config.redis_url is not None:
         check_redis_url(config.redis_url, cluster=config.redis_cluster)
+    check_redis_options(config)
     check_store_options(config, changed_fields(config))
 
 
@@ -100,18 +114,20 @@ def check_http_url(url: str, field: str, what: str) -> None:
 
 
 def check_redis_url(url: str, *, cluster: bool = False) -> None:
+    # The URL may carry a password: messages show it redacted.
+    shown = redacted(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
-        raise ConfigError(f"the Redis URL {url!r} is not valid: {exc}", "redis_url") from None
+        raise ConfigError(f"the Redis URL {shown!r} is not valid: {exc}", "redis_url") from None
     if parts.scheme not in REDIS_SCHEMES:
         raise ConfigError(
-            f"the Redis URL must start with redis://, rediss:// or unix://, got {url!r}",
+            f"the Redis URL must start with redis://, rediss:// or unix://, got {shown!r}",
             "redis_url",
         )
     if parts.scheme != "unix" and not parts.hostname:
-        raise ConfigError(f"the Redis URL {url!r} names no host", "redis_url")
+        raise ConfigError(f"the Redis URL {shown!r} names no host", "redis_url")
     database = parts.path.strip("/")
     if parts.scheme != "unix" and database and not database.isdigit():
         raise ConfigError(
@@ -121,9 +137,134 @@ def check_redis_url(url: str, *, cluster: bool = False) -> None:
         # A Cluster has database 0 only, and nodes are found by address.
         raise ConfigError(
             f"with --redis-cluster the Redis URL must be redis:// or rediss:// with database 0, "
-            f"got {url!r}",
+            f"got {shown!r}",
             "redis_url",
         )
+
+
+def check_redis_options(config: Config) -> None:
+    """Sentinel, Cluster, credentials, TLS files and WAIT: each needs the others it depends on."""
+    if config.redis_cluster and config.redis_sentinels:
+        raise ConfigError(
+            "choose one of --redis-cluster and --redis-sentinels: a Cluster fails over by itself",
+            "redis_cluster",
+        )
+    if config.redis_cluster and config.redis_wait_replicas:
+        # WAIT counts the replicas of the node that ran the commit, and redis-py's Cluster
+        # pipelines cannot send a key-less WAIT after it on the same connection.
+        raise ConfigError(
+            "--redis-wait-replicas is not supported with --redis-cluster yet",
+            "redis_wait_replicas",
+        )
+    if config.redis_sentinels and not config.redis_sentinel_master:
+        raise ConfigError(
+            "--redis-sentinels needs the name of the primary's group that Sentinel "
+            "monitors (--redis-sentinel-master)",
+            "redis_sentinel_master",
+        )
+    given = changed_fields(config) & set(REDIS_CONNECTION_OPTIONS)
+    if given and config.redis_url is None:
+        option = min(given, key=REDIS_CONNECTION_OPTIONS.index)
+        raise ConfigError(
+            f"{option_names(option).split(' / ')[0]} is set but neither --redis-url nor "
+            "--redis-sentinels is, so it would be ignored",
+            option,
+        )
+    if config.redis_url is None:
+        return
+    if config.redis_sentinels:
+        try:
+            parse_sentinels(config.redis_sentinels)
+        except ValueError as exc:
+            raise ConfigError(f"a Sentinel address is wrong: {exc}", "redis_sentinels") from None
+        if urlsplit(config.redis_url).scheme == "unix":
+            raise ConfigError(
+                "with --redis-sentinels the Redis URL must be redis:// or rediss://",
+                "redis_url",
+            )
+    else:
+        for option in ("redis_sentinel_master", "redis_sentinel_password"):
+            if getattr(config, option):
+                raise ConfigError(
+                    f"{option_names(option).split(' / ')[0]} is set but --redis-sentinels "
+                    "is not, so it would be ignored",
+                    option,
+                )
+    parts = urlsplit(config.redis_url)
+    if parts.username and config.redis_username:
+        raise ConfigError(
+            "the Redis user is given both in --redis-url and in --redis-username", "redis_username"
+        )
+    if parts.password and config.redis_password:
+        raise ConfigError(
+            "the Redis password is given both in --redis-url and in --redis-password",
+            "redis_password",
+        )
+    if config.redis_username and not config.redis_password and not parts.password:
+        raise ConfigError(
+            "--redis-username needs a password (--redis-password or in --redis-url)",
+            "redis_password",
+        )
+    tls_files = ("redis_ca_file", "redis_cert_file", "redis_key_file")
+    for option in tls_files:
+        path = getattr(config, option)
+        if path is None:
+            continue
+        if parts.scheme != "rediss":
+            raise ConfigError(
+                f"{option_names(option).split(' / ')[0]} needs a rediss:// URL (TLS)", option
+            )
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}", option) from None
+    if bool(config.redis_cert_file) != bool(config.redis_key_file):
+        raise ConfigError(
+            "a client certificate needs both --redis-cert-file and --redis-key-file",
+            "redis_key_file" if config.redis_cert_file else "redis_cert_file",
+        )
+    if config.redis_wait_replicas < 0:
+        raise ConfigError(
+            f"the replicas to wait for must be 0 or more, got {config.redis_wait_replicas}",
+            "redis_wait_replicas",
+        )
+    if config.redis_wait_timeout <= 0:
+        raise ConfigError(
+            "the wait for replicas must be a duration > 0 (WAIT 0 would wait for ever)",
+            "redis_wait_timeout",
+        )
+
+
+def redacted(url: str) -> str:
+    """The URL with its password (and user name) replaced by `***`, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = "***@" + host + (f":{port}" if port is not None else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def parse_sentinels(addresses: list[str]) -> list[tuple[str, int]]:
+    """['10.0.0.1:26379', '[::1]:26379'] -> [(host, port), ...]; ValueError if one is wrong."""
+    found = []
+    for address in addresses:
+        host, sep, port = address.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError(f"{address!r} is not HOST:PORT")
+        found.append((host, int(port)))
+    return found
 
 
 def changed_fields(config: Config) -> set[str]:

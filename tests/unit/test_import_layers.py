@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
         "tusd_py.config",
         "tusd_py.request_context",
         "tusd_py.redis_client",
+        "tusd_py.redis_connect",
         "tusd_py.logs",
         "tusd_py.failures",
         "tusd_py.workers",

@@ -20,15 +20,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis import exceptions as rexc
 from redis.asyncio import RedisCluster
+from redis.commands.core import AsyncScript
 
-from tusd_py.errors import lock_lost, offset_mismatch, upload_exists
+from tusd_py.errors import lock_lost, offset_mismatch, storage_unavailable, upload_exists
 from tusd_py.info import UploadInfo, dumps
 from tusd_py.locking.base import Lock
 from tusd_py.locking.redis import RELEASE_FUNCTION, RedisLock
+from tusd_py.metrics import REDIS_WAIT_TIMEOUTS
 from tusd_py.redis_client import (
     CloseHook,
     RedisClient,
@@ -40,6 +43,7 @@ from tusd_py.redis_client import (
     text,
     upload_key,
 )
+from tusd_py.redis_connect import Topology
 from tusd_py.state.base import StateStore
 from tusd_py.stores.base import DataStore
 
@@ -103,7 +107,8 @@ return {reply, waiting}
 
 # KEYS: state, lock. ARGV: token ("" = unchecked), info, offset, expires_at, length,
 # finished ttl ms, expire-at ms, mode. Mode "new" writes only where no state exists (replies -1
-# otherwise), "keep" keeps a stored offset, "max" never lowers one. Replies the offset now
+# otherwise, unless the stored info is this very one: a retry whose first reply was lost, e.g.
+# to a failover), "keep" keeps a stored offset, "max" never lowers one. Replies the offset now
 # stored, or false when the lock is not ours.
 _PUT = (
     _SET_TTL
@@ -111,7 +116,10 @@ _PUT = (
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
 local offset = ARGV[3]
 local current = redis.call('HGET', KEYS[1], 'offset')
-if current and ARGV[8] == 'new' then return -1 end
+if current and ARGV[8] == 'new' then
+  if redis.call('HGET', KEYS[1], 'info') ~= ARGV[2] then return -1 end
+  if tonumber(current) > tonumber(offset) then offset = current end
+end
 if current and (ARGV[8] == 'keep'
     or (ARGV[8] == 'max' and tonumber(current) > tonumber(offset))) then
   offset = current
@@ -175,8 +183,13 @@ class RedisState(StateStore):
         *,
         expired_ttl: float = DEFAULT_EXPIRED_TTL,
         on_close: CloseHook | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        topology: Callable[[], Topology] | None = None,
     ) -> None:
-        """`redis` is a client (closed by `on_close`, if given) or a URL (client owned here)."""
+        """`redis` is a client (closed by `on_close`, if given) or a URL (client owned here).
+        With `wait_replicas`, a creation or commit is acknowledged only once that many
+        replicas confirm it within `wait_timeout` (docs/redis.md, "Durability")."""
         if isinstance(redis, str):
             redis = make_client(redis)
             on_close = redis.aclose
@@ -190,6 +203,9 @@ class RedisState(StateStore):
         self._store = store
         self.finished_ttl = finished_ttl
         self.expired_ttl = expired_ttl
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout
+        self._topology = topology
         self._commit = redis.register_script(_COMMIT)
         self._commit_and_release = redis.register_script(_COMMIT_AND_RELEASE)
         self._put = redis.register_script(_PUT)
@@ -219,6 +235,34 @@ class RedisState(StateStore):
                 await self._client.ping(target_nodes=RedisCluster.PRIMARIES)
             else:
                 await self._client.ping()
+
+    async def describe(self) -> list[str]:
+        """For /ready: the shape, the primary and its replicas (never credentials)."""
+        if isinstance(self._client, RedisCluster):
+            # Each primary has replicas of its own; /ready's PING already covers every primary.
+            shown = self._topology().primary if self._topology is not None else "connected"
+            return [f"redis: cluster, {shown}"]
+        with redis_errors("INFO replication"):
+            info: dict[str, Any] = await self._client.info("replication")
+        topology = self._topology() if self._topology is not None else None
+        shape = "single"
+        if topology is not None:
+            shape = topology.mode
+            if topology.master_name:
+                shape += f" (master {topology.master_name})"
+        lines = [f"redis: {shape}, primary {topology.primary if topology else 'connected'}"]
+        master_offset = int(info.get("master_repl_offset", 0))
+        replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        in_sync = sum(
+            1
+            for r in replicas
+            if r.get("state") == "online" and master_offset - int(r.get("offset", 0)) <= 0
+        )
+        lines.append(
+            f"redis replicas: {len(replicas)} connected, {in_sync} in sync "
+            f"(waiting for {self.wait_replicas} per commit)"
+        )
+        return lines
 
     async def close(self) -> None:
         if self._on_close is not None:
@@ -274,12 +318,13 @@ class RedisState(StateStore):
     async def commit(self, info: UploadInfo, offset: int, lock: Lock) -> None:
         if not lock.valid:
             raise lock_lost(info.id)
-        with redis_errors("EVALSHA commit"):
-            reply: list[Any] = await self._commit(
-                keys=self._keys(info.id),
-                args=[lock.token, offset, _expires_text(info), *self._ttl_args(info)],
-            )
-        await self._committed(info, offset, lock, reply)
+        reply, acked = await self._run(
+            self._commit,
+            "commit",
+            self._keys(info.id),
+            [lock.token, offset, _expires_text(info), *self._ttl_args(info)],
+        )
+        await self._committed(info, offset, lock, reply, acked)
 
     async def commit_and_release(self, info: UploadInfo, offset: int, lock: Lock) -> None:
         if not isinstance(lock, RedisLock):
@@ -288,26 +333,31 @@ class RedisState(StateStore):
         if not lock.valid:
             raise lock_lost(info.id)
         release_keys, release_args = lock.release_args()
-        with redis_errors("EVALSHA commit-and-release"):
-            replies: list[Any] = await self._commit_and_release(
-                keys=[*self._keys(info.id), *release_keys],
-                args=[
-                    lock.token,
-                    offset,
-                    _expires_text(info),
-                    *self._ttl_args(info),
-                    *release_args,
-                ],
-            )
+        replies, acked = await self._run(
+            self._commit_and_release,
+            "commit-and-release",
+            [*self._keys(info.id), *release_keys],
+            [
+                lock.token,
+                offset,
+                _expires_text(info),
+                *self._ttl_args(info),
+                *release_args,
+            ],
+        )
         reply, waiting = replies
         if int(reply[0]) in (0, 3):
             await lock.released_by_script(waiting)
-        await self._committed(info, offset, lock, reply)
+        await self._committed(info, offset, lock, reply, acked)
         await lock.release()  # after {2}: the full rewrite needed the lock; a no-op otherwise
 
-    async def _committed(self, info: UploadInfo, offset: int, lock: Lock, reply: list[Any]) -> None:
+    async def _committed(
+        self, info: UploadInfo, offset: int, lock: Lock, reply: list[Any], acked: int | None
+    ) -> None:
         """What a commit script's reply means: raise, write the state again, or done."""
         status = int(reply[0])
+        if status == 0:
+            self._check_durable(acked, f"offset {offset} of upload {info.id!r}")
         if status == 1:
             raise lock_lost(info.id)
         current = offset
@@ -338,28 +388,68 @@ class RedisState(StateStore):
 
     async def _write(self, info: UploadInfo, offset: int, *, token: str, mode: str) -> int:
         length, finished_ttl_ms, expire_at_ms = self._ttl_args(info)
-        with redis_errors("EVALSHA put"):
-            stored = await self._put(
-                keys=self._keys(info.id),
-                args=[
-                    token,
-                    _info_json(info),
-                    offset,
-                    _expires_text(info),
-                    length,
-                    finished_ttl_ms,
-                    expire_at_ms,
-                    mode,
-                ],
-            )
+        args: list[Any] = [
+            token,
+            _info_json(info),
+            offset,
+            _expires_text(info),
+            length,
+            finished_ttl_ms,
+            expire_at_ms,
+            mode,
+        ]
+        if mode == "keep":
+            # An update (a declared length): storage's .info has it too, no need to wait.
+            with redis_errors("EVALSHA put"):
+                stored = await self._put(keys=self._keys(info.id), args=args)
+            acked = None
+        else:
+            stored, acked = await self._run(self._put, "put", self._keys(info.id), args)
         if stored is None:
             raise lock_lost(info.id)
         if stored == -1:
             raise upload_exists(info.id)
+        self._check_durable(acked, f"upload {info.id!r} at offset {offset}")
         current = int(text(stored))
         if mode != "max":
             info.offset = current
         return current
+
+    async def _run(
+        self, script: AsyncScript, name: str, keys: list[str], args: list[Any]
+    ) -> tuple[Any, int | None]:
+        """Run a write script; with `wait_replicas`, WAIT for the replicas on the same
+        connection (WAIT counts only that connection's writes) and say how many confirmed."""
+        if not self.wait_replicas:
+            with redis_errors(f"EVALSHA {name}"):
+                return await script(keys=keys, args=args), None
+        for _ in range(2):
+            with redis_errors(f"EVALSHA {name} + WAIT"):
+                # One pipeline, one connection. A retry after a dropped connection sends both
+                # again, so the WAIT follows a write of its own connection (a commit or creation
+                # that succeeds writes, even when the values are the same as before).
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    pipe.wait(self.wait_replicas, max(1, int(self.wait_timeout * 1000)))
+                    try:
+                        reply, acked = await pipe.execute()
+                    except rexc.NoScriptError:
+                        await self._client.script_load(script.script)
+                        continue
+            return reply, int(acked)
+        raise storage_unavailable(f"Redis lost the {name} script twice in a row")
+
+    def _check_durable(self, acked: int | None, what: str) -> None:
+        if acked is None or acked >= self.wait_replicas:
+            return
+        REDIS_WAIT_TIMEOUTS.inc()
+        # Not acknowledged: a failover now could lose it. The primary has it, so the client's
+        # HEAD finds it (or, after a failover, the older offset a replica had) and resumes.
+        raise storage_unavailable(
+            f"Redis stored {what} but {acked} of {self.wait_replicas} replicas confirmed it "
+            f"within {self.wait_timeout:g}s, so it is not acknowledged; resume from HEAD",
+            operation="Redis WAIT",
+        )
 
     async def _rebuild_from_store(self, upload_id: str) -> UploadInfo | None:
         info = await self._store.load_info(upload_id)

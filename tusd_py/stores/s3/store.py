@@ -15,7 +15,7 @@ from botocore.exceptions import ProfileNotFound
 from tusd_py.errors import TusError, storage_unavailable, upload_exists
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.info import UploadInfo
-from tusd_py.redis_client import make_client
+from tusd_py.redis_connect import client_for
 from tusd_py.stores.base import Commit, DataStore
 from tusd_py.stores.s3 import concat
 from tusd_py.stores.s3.client import S3Client
@@ -189,12 +189,7 @@ class S3Store(DataStore):
     def use_redis(self, config: Config) -> None:
         """Keep incomplete parts in Redis unless `--s3-tails s3` (tails.py)."""
         if config.redis_url and self.tails_choice != "s3":
-            client = make_client(  # tails are bytes
-                config.redis_url,
-                cluster=config.redis_cluster,
-                decode=False,
-                max_connections=config.redis_max_connections,
-            )
+            client = client_for(config, decode=False)  # tails are bytes
             self.use_redis_tails(RedisTails(client, config.redis_prefix))
 
     def use_redis_tails(self, tails: RedisTails) -> None:
