@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Page, Request
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.browser import serve_files, throttle_uploads, wait_for
+from tests.support.browser import serve_uppy_page, throttle_uploads, wait_for
 from tests.support.source_files import MakeFile, SourceFile
 from tests.support.tus_requests import download_sha256, stable_offset, wait_until
 from tests.support.tusd_process import StartTusd, TusdProcess
@@ -32,7 +32,6 @@ MiB = 1024 * 1024
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 PAGE = Path(__file__).parent / "pages" / "uppy.html"
-UPPY_DIST = Path(__file__).parent / "js/node_modules/uppy/dist"
 FILE_INPUT = ".uppy-Dashboard-input[name='files[]']"
 UPLOAD_BUTTON = ".uppy-StatusBar-actionBtn--upload"
 
@@ -40,13 +39,7 @@ UPLOAD_BUTTON = ".uppy-StatusBar-actionBtn--upload"
 @pytest.fixture
 def uppy_origin() -> Iterator[str]:
     """The Uppy page and bundle, served from an origin other than the tus server's."""
-    assert (UPPY_DIST / "uppy.min.mjs").exists(), "run scripts/test: it installs tests/e2e/js"
-    files = {
-        "/": PAGE,
-        "/uppy.min.mjs": UPPY_DIST / "uppy.min.mjs",
-        "/uppy.min.css": UPPY_DIST / "uppy.min.css",
-    }
-    with serve_files(files) as origin:
+    with serve_uppy_page(PAGE) as origin:
         yield origin
 
 

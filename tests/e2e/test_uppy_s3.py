@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Page, Request
 
-from tests.support.browser import serve_files, throttle_uploads, wait_for
+from tests.support.browser import serve_uppy_page, throttle_uploads, wait_for
 from tests.support.s3_client import new_bucket, s3_client
 from tests.support.servers import S3Server
 from tests.support.source_files import MakeFile, SourceFile
@@ -30,7 +30,6 @@ pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
 PAGE = Path(__file__).parent / "pages" / "uppy-s3.html"
-UPPY_DIST = Path(__file__).parent / "js/node_modules/uppy/dist"
 FILE_INPUT = ".uppy-Dashboard-input[name='files[]']"
 UPLOAD_BUTTON = ".uppy-StatusBar-actionBtn--upload"
 # One file per event, renamed into place once whole: hooks run concurrently, and appends of
@@ -40,13 +39,7 @@ HOOK = "#!/bin/sh\ncat > {log}/$$.tmp && mv {log}/$$.tmp {log}/$(date +%s%N)-$$.
 
 @pytest.fixture
 def uppy_origin() -> Iterator[str]:
-    assert (UPPY_DIST / "uppy.min.mjs").exists(), "run scripts/test: it installs tests/e2e/js"
-    files = {
-        "/": PAGE,
-        "/uppy.min.mjs": UPPY_DIST / "uppy.min.mjs",
-        "/uppy.min.css": UPPY_DIST / "uppy.min.css",
-    }
-    with serve_files(files) as origin:
+    with serve_uppy_page(PAGE) as origin:
         yield origin
 
 

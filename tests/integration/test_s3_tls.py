@@ -25,7 +25,7 @@ import pytest
 from tests.support.s3_client import new_bucket, s3_client
 from tests.support.servers import S3_ENV, S3Server
 from tests.support.tls import make_ca
-from tests.support.tus_requests import TUS, download_sha256, wait_until
+from tests.support.tus_requests import TUS, download_sha256, upload_whole, wait_until
 from tests.support.tusd_process import TusdProcess
 from tusd_py.app import create_app
 from tusd_py.config import Config
@@ -55,20 +55,6 @@ def started(tmp_path: Path, args: tuple[str, ...], env: dict[str, str] | None = 
         print("--- server output\n" + tusd.output)
 
 
-def upload_over_http(endpoint: str, data: bytes) -> str:
-    created = httpx.post(endpoint, headers={**TUS, "Upload-Length": str(len(data))}, timeout=30)
-    assert created.status_code == 201, created.text
-    url = created.headers["Location"]
-    patched = httpx.patch(
-        url,
-        content=data,
-        headers={**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
-        timeout=60,
-    )
-    assert patched.status_code == 204, patched.text
-    return url
-
-
 def test_a_ca_bundle_of_another_ca_is_not_ready_and_says_tls(
     s3_tls: S3Server, tmp_path: Path
 ) -> None:
@@ -94,7 +80,7 @@ def test_aws_ca_bundle_is_honoured(s3_tls: S3Server, tmp_path: Path) -> None:
     ) as tusd:
         ready = httpx.get(ready_url(tusd), timeout=30)
         assert ready.status_code == 200, ready.text
-        url = upload_over_http(tusd.endpoint, data)
+        url = upload_whole(tusd.endpoint, data)
         assert download_sha256(url) == (len(data), hashlib.sha256(data).hexdigest())
     assert "Traceback" not in tusd.output
 

@@ -21,7 +21,7 @@ from tests.reliability.faults import proxy_thread
 from tests.support.fault_proxy import CUT, FaultProxy, Request
 from tests.support.s3_client import new_bucket
 from tests.support.servers import S3Server
-from tests.support.tus_requests import TUS
+from tests.support.tus_requests import TUS, upload_whole
 from tests.support.tusd_process import TusdProcess
 
 SIZE = 20 * MiB + 5
@@ -64,22 +64,6 @@ def server_behind_cuts(
             print("--- server output\n" + tusd.output)
 
 
-def upload(tusd: TusdProcess, data: bytes) -> str:
-    created = httpx.post(
-        tusd.endpoint, headers={**TUS, "Upload-Length": str(len(data))}, timeout=30
-    )
-    assert created.status_code == 201, created.text
-    url = created.headers["Location"]
-    patched = httpx.patch(
-        url,
-        content=data,
-        headers={**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
-        timeout=120,
-    )
-    assert patched.status_code == 204, patched.text
-    return url
-
-
 @pytest.mark.parametrize("ranged", [False, True], ids=["whole", "range"])
 def test_a_body_cut_mid_stream_is_continued_and_the_client_gets_every_byte(
     s3: S3Server, tmp_path: Path, ranged: bool
@@ -87,7 +71,7 @@ def test_a_body_cut_mid_stream_is_continued_and_the_client_gets_every_byte(
     data = payload(17, SIZE)
     decide = CutObjectReads(cut_first=10**6, cut_bytes=3 * MiB + 11)
     with server_behind_cuts(s3, tmp_path, decide) as tusd:
-        url = upload(tusd, data)
+        url = upload_whole(tusd.endpoint, data, timeout=120)
         decide.on = True
         start = 1234 if ranged else 0
         headers = {**TUS, "Range": f"bytes={start}-"} if ranged else TUS
@@ -107,7 +91,7 @@ def test_a_body_that_cannot_be_continued_closes_the_connection_with_one_log_line
     data = payload(18, SIZE)
     decide = CutObjectReads(cut_first=1, cut_bytes=2 * MiB)
     with server_behind_cuts(s3, tmp_path, decide) as tusd:
-        url = upload(tusd, data)
+        url = upload_whole(tusd.endpoint, data, timeout=120)
         decide.on = True
         received = 0
         with (

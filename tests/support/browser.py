@@ -89,6 +89,23 @@ def throttle_uploads(page: Page, bytes_per_second: int) -> CDPSession:
     return session
 
 
+UPPY_DIST = Path(__file__).resolve().parents[1] / "e2e/js/node_modules/uppy/dist"
+
+
+@contextlib.contextmanager
+def serve_uppy_page(page: Path) -> Iterator[str]:
+    """An Uppy test page and the Uppy bundle, served from an origin of their own (another
+    origin than the tus server's, as on a real site); yields that origin."""
+    assert (UPPY_DIST / "uppy.min.mjs").exists(), "run scripts/test: it installs tests/e2e/js"
+    files = {
+        "/": page,
+        "/uppy.min.mjs": UPPY_DIST / "uppy.min.mjs",
+        "/uppy.min.css": UPPY_DIST / "uppy.min.css",
+    }
+    with serve_files(files) as origin:
+        yield origin
+
+
 @contextlib.contextmanager
 def serve_files(files: Mapping[str, Path]) -> Iterator[str]:
     """Serve `files` (URL path → file) on a free port; yields the origin, http://127.0.0.1:PORT."""

@@ -16,6 +16,21 @@ from tests.support.tusd_process import TusdProcess
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
+def upload_whole(endpoint: str, data: bytes, timeout: float = 60) -> str:
+    """Create an upload of `data` and send it in one PATCH; its URL."""
+    created = httpx.post(endpoint, headers={**TUS, "Upload-Length": str(len(data))}, timeout=30)
+    assert created.status_code == 201, created.text
+    url = created.headers["Location"]
+    patched = httpx.patch(
+        url,
+        content=data,
+        headers={**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        timeout=timeout,
+    )
+    assert patched.status_code == 204, patched.text
+    return url
+
+
 def head(url: str) -> httpx.Response:
     return httpx.head(url, headers=TUS, timeout=30)
 
