@@ -13,7 +13,7 @@ from typing import Any
 from tusd_py.errors import TusError
 from tusd_py.stores.s3.client import S3Client
 from tusd_py.stores.s3.errors import error_detail, inconsistent
-from tusd_py.stores.s3.parts import Budget, CachedTail, PartBuffer, part_digest
+from tusd_py.stores.s3.parts import Budget, CachedTail, PartBuffer
 from tusd_py.stores.s3.tails import RedisTails, SegmentTails, TailStore
 from tusd_py.stores.s3.upload import S3Upload
 
@@ -74,8 +74,7 @@ class PartUploads:
         return self._segment_tails
 
     def new_buffer(self, adopt: CachedTail | None = None) -> PartBuffer:
-        digest = part_digest(self.client.content_md5)
-        return PartBuffer(self._budget, self.spool_dir, adopt=adopt, digest=digest)
+        return PartBuffer(self._budget, self.spool_dir, adopt=adopt, digest=self.client.digest)
 
     # -- tails ----------------------------------------------------------------------------------
 
@@ -129,10 +128,9 @@ class PartUploads:
         """Upload part `number` from its first `size` bytes in the tail (or the cache)."""
         buffer = await self.tail_buffer(upload, number, size)
         try:
-            etag = await self.client.upload_part(upload, number, buffer)
+            return await self.client.upload_part(upload, number, buffer)
         finally:
             buffer.release()
-        return {"PartNumber": number, "ETag": etag, "Size": size}
 
     # -- part uploads that outlive their PATCH ----------------------------------------------------
 
