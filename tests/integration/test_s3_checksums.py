@@ -257,3 +257,12 @@ async def test_parts_uploaded_by_the_completing_request_are_completed_with_their
     body = captured[0].decode()
     assert body.count("<ChecksumSHA256>") == 1, body  # part 1's came from ListParts: none
     assert base64.b64encode(hashlib.sha256(data[PART:]).digest()).decode() in body
+
+
+def test_auto_is_on_for_aws_and_off_with_an_endpoint() -> None:
+    assert S3Store("b").client.checksum is True
+    assert S3Store("b", endpoint="https://minio.example").client.checksum is False
+    assert S3Store("b", endpoint="https://minio.example", checksum="sha256").client.checksum
+    assert S3Store("b", checksum="off").client.checksum is False
+    assert S3Store("b").client.digest == "checksum-sha256"
+    assert S3Store("b", endpoint="http://127.0.0.1:9000").client.digest == "sha256"

@@ -32,8 +32,8 @@ PROBE_TIMEOUT = 3.0
 
 
 def checksums_on(choice: S3Checksum, endpoint: str | None) -> bool:
-    """ "auto" is on for AWS, which verifies and keeps SHA-256 checksums, and off with an
-    S3-compatible endpoint, where support varies (docs/s3.md, Checksums)."""
+    """Whether bodies carry S3's SHA-256 checksum: "auto" is on for AWS, which verifies and
+    keeps them, and off with an S3-compatible endpoint, where support varies (docs/s3.md)."""
     if choice == "auto":
         return endpoint is None
     return choice == "sha256"
@@ -79,7 +79,7 @@ class S3Client:
         objects: ObjectSettings | None = None,
         ca_bundle: str | None = None,
         addressing_style: S3AddressingStyle = "auto",
-        checksum: S3Checksum = "off",
+        checksum: S3Checksum = "auto",
     ) -> None:
         self.bucket = bucket
         self.objects = objects or ObjectSettings()
@@ -93,7 +93,7 @@ class S3Client:
         # hashed in a worker thread either way (parts.PartDigest).
         self.content_md5 = not (endpoint or "").lower().startswith("http://")
         #: S3's flexible checksum (SHA-256) on every part and object the store writes; it then
-        #: replaces the Content-MD5 as what S3 checks (checksums.md in docs/s3.md).
+        #: replaces the Content-MD5 as what S3 checks (docs/s3.md, Checksums).
         self.checksum = checksums_on(checksum, endpoint)
         self._config = AioConfig(
             region_name=region,

@@ -95,7 +95,7 @@ class S3Store(DataStore):
         allowed_buckets: tuple[str, ...] = (),
         ca_bundle: str | None = None,
         addressing_style: S3AddressingStyle = "auto",
-        checksum: S3Checksum = "off",
+        checksum: S3Checksum = "auto",
     ) -> None:
         if not 0 < part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be between 1 byte and 5 GiB, got {part_size}")
