@@ -17,7 +17,7 @@ import base64
 import hashlib
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -132,6 +132,37 @@ def test_a_resumed_upload_on_a_new_server_completes_with_its_checksum(
         second.stop()
     assert object_checksum(s3, bucket, path.strip("/")) == composite_sha256(data, PART)
     assert "Traceback" not in first.output + second.output
+
+
+@pytest.mark.parametrize(("before", "after"), [("off", "sha256"), ("sha256", "off")])
+def test_an_upload_keeps_the_checksum_choice_it_was_created_with(
+    s3: S3Server, redis: RedisServer, tmp_path: Path, before: str, after: str
+) -> None:
+    """S3 refuses parts whose checksum does not match how their multipart upload was created
+    (AWS: a part without one for an upload with SHA256, or one with it for an upload without),
+    so `info.storage["checksum"]` fixes the choice per upload, like the part size."""
+    bucket, prefix = new_bucket(s3), unique_prefix()
+    data = payload(2 * PART + 1)
+    first = server(tmp_path, s3, redis, bucket, "--s3-checksum", before, prefix=prefix)
+    try:
+        url = create(first.endpoint, len(data))
+        path = url[len(first.endpoint) :]
+        send(url, 0, data[: PART + MIB])
+    finally:
+        first.stop()
+    second = server(tmp_path, s3, redis, bucket, "--s3-checksum", after, prefix=prefix)
+    try:
+        open_uploads = s3_client(s3).list_multipart_uploads(Bucket=bucket)["Uploads"]
+        assert [u["Key"] for u in open_uploads] == [path.strip("/")]
+        send(second.endpoint + path, PART + MIB, data[PART + MIB :])
+        assert download_sha256(second.endpoint + path) == (len(data), sha256(data))
+    finally:
+        second.stop()
+    checksum = object_checksum(s3, bucket, path.strip("/"))
+    if before == "sha256":
+        assert checksum == composite_sha256(data, PART)
+    else:
+        assert checksum is None
 
 
 @pytest.mark.parametrize("choice", ["off", "auto"])
@@ -266,3 +297,35 @@ def test_auto_is_on_for_aws_and_off_with_an_endpoint() -> None:
     assert S3Store("b", checksum="off").client.checksum is False
     assert S3Store("b").client.digest == "checksum-sha256"
     assert S3Store("b", endpoint="http://127.0.0.1:9000").client.digest == "sha256"
+
+
+@pytest.mark.parametrize(("before", "after"), [("off", "sha256"), ("sha256", "off")])
+async def test_parts_are_sent_as_their_upload_was_created(
+    s3: S3Server, before: Literal["off", "sha256"], after: Literal["off", "sha256"]
+) -> None:
+    """A store whose option changed since an upload was created sends that upload's parts as
+    the upload was created: with a checksum only when its multipart upload names SHA256."""
+    bucket = new_bucket(s3)
+    data = payload(PART + 5)
+    info = UploadInfo(id=uuid.uuid4().hex, length=len(data))
+
+    async def commit(offset: int) -> None:
+        info.offset = offset
+
+    creator = S3Store(bucket, endpoint=s3.endpoint, part_size=PART, checksum=before)
+    await creator.open()
+    try:
+        await creator.create(info)
+    finally:
+        await creator.close()
+    store = S3Store(bucket, endpoint=s3.endpoint, part_size=PART, checksum=after)
+    await store.open()
+    try:
+        sent = record_bodies(store)
+        await store.write(info, chunked(data, 65536), commit)
+        await store.finish(info)
+    finally:
+        await store.close()
+    parts = [item["headers"] for item in sent if "partNumber=" in item["url"]]
+    assert len(parts) == 2
+    assert all(("x-amz-checksum-sha256" in headers) == (before == "sha256") for headers in parts)

@@ -115,9 +115,13 @@ class S3Client:
         #: Logical S3 calls by operation (botocore's retries not included): what a PATCH costs.
         self.request_counts: Counter[str] = Counter()
 
+    def digest_for(self, upload: S3Upload) -> PartDigest:
+        """What vouches for each body of the upload's parts and segments (parts.PartDigest)."""
+        return part_digest(self.content_md5, upload.checksum)
+
     @property
     def digest(self) -> PartDigest:
-        """What vouches for each body the store sends (parts.PartDigest)."""
+        """What vouches for the bodies of new uploads and of the store's own objects."""
         return part_digest(self.content_md5, self.checksum)
 
     def checksum_of(self, data: bytes) -> dict[str, Any]:

@@ -34,7 +34,7 @@ async def concatenate(
             return  # completed by an earlier attempt whose response was lost
         raise inconsistent(final.id, "its multipart upload is gone but the object is not whole")
     parts: list[dict[str, Any]] = []
-    pending = part_uploads.new_buffer()
+    pending = part_uploads.new_buffer(upload)
     try:
         for partial in partials:
             size = partial.length or 0
@@ -45,7 +45,7 @@ async def concatenate(
                 await _read_into(client, partial, 0, position, pending)
             if pending.size >= MIN_PART_SIZE:
                 parts.append(await _upload_gathered(client, upload, len(parts) + 1, pending))
-                pending = part_uploads.new_buffer()
+                pending = part_uploads.new_buffer(upload)
             if size - position >= MIN_PART_SIZE:
                 for start, end in _copy_ranges(position, size):
                     parts.append(

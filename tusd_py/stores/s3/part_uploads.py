@@ -73,8 +73,10 @@ class PartUploads:
             return self.redis_tails
         return self._segment_tails
 
-    def new_buffer(self, adopt: CachedTail | None = None) -> PartBuffer:
-        return PartBuffer(self._budget, self.spool_dir, adopt=adopt, digest=self.client.digest)
+    def new_buffer(self, upload: S3Upload, adopt: CachedTail | None = None) -> PartBuffer:
+        """A buffer for a part (or segment) of `upload`, hashed as its parts must be."""
+        digest = self.client.digest_for(upload)
+        return PartBuffer(self._budget, self.spool_dir, adopt=adopt, digest=digest)
 
     # -- tails ----------------------------------------------------------------------------------
 
@@ -84,9 +86,9 @@ class PartUploads:
         if cached is not None:
             same_part = (cached.multipart_id, cached.part_number) == (upload.multipart_id, number)
             if same_part and cached.size == size:
-                return self.new_buffer(adopt=cached)
+                return self.new_buffer(upload, adopt=cached)
             self._budget.give(cached.size)
-        buffer = self.new_buffer()
+        buffer = self.new_buffer(upload)
         if size:
             try:
                 await self.tails(upload).load(upload, number, size, buffer)

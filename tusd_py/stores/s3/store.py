@@ -40,7 +40,13 @@ from tusd_py.stores.s3.limits import (
 from tusd_py.stores.s3.objects import ObjectSettings, describe_object
 from tusd_py.stores.s3.part_uploads import PartUploads
 from tusd_py.stores.s3.tails import REDIS_TAIL_MAX_PART, RedisTails, SegmentTails
-from tusd_py.stores.s3.upload import DEFAULT_TAILS, S3Upload, info_key, object_key
+from tusd_py.stores.s3.upload import (
+    CHECKSUM_SHA256,
+    DEFAULT_TAILS,
+    S3Upload,
+    info_key,
+    object_key,
+)
 from tusd_py.stores.s3.writer import PatchWriter
 from tusd_py.validation import ConfigError
 
@@ -247,6 +253,7 @@ class S3Store(DataStore):
             "max_parts": self.max_parts,
             "multipart_upload_id": None,
             "tails": RedisTails.kind if in_redis else SegmentTails.kind,
+            "checksum": CHECKSUM_SHA256 if self.client.checksum else None,
         }
         info.storage = storage
         # The `.info` is written only where none exists (a conditional PUT), so an id a

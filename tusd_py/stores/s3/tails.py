@@ -98,7 +98,7 @@ class SegmentTails(TailStore):
                     upload, number, position, data.body(), data.size, await data.digest_params()
                 )
             data = await data.read_from(position)
-        digest = await digest_params(self._client.digest, data)
+        digest = await digest_params(self._client.digest_for(upload), data)
         await self._put(upload, number, position, io.BytesIO(data), len(data), digest)
 
     async def _put(
