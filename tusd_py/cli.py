@@ -426,6 +426,13 @@ class _Server(uvicorn.Server):
     "--s3-endpoint.",
 )
 @click.option(
+    "--s3-checksum",
+    default="auto",
+    type=click.Choice(["auto", "off", "sha256"]),
+    help="S3's own checksum on every part and object (S3 verifies each part, the object keeps "
+    "it): auto is sha256 on AWS and off with --s3-endpoint.",
+)
+@click.option(
     "--s3-download",
     default="proxy",
     type=click.Choice(["proxy", "redirect"]),

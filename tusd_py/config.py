@@ -15,6 +15,7 @@ S3Tails = Literal["auto", "redis", "s3"]
 S3Encryption = Literal["AES256", "aws:kms"]
 S3AddressingStyle = Literal["auto", "path", "virtual"]
 S3Download = Literal["proxy", "redirect"]
+S3Checksum = Literal["auto", "off", "sha256"]
 AzureAccessTier = Literal["hot", "cool", "cold", "archive"]
 
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?")
@@ -100,6 +101,7 @@ class Config:
     s3_addressing_style: S3AddressingStyle = "auto"
     s3_download: S3Download = "proxy"  # GET of a finished upload: through us, or 302 to S3
     s3_download_expiry: float = 300.0  # lifetime of a presigned download URL
+    s3_checksum: S3Checksum = "auto"  # S3 flexible checksums on parts: auto is sha256 on AWS only
     # Azure Blob Storage when azure_container is set (credentials from AZURE_STORAGE_* variables)
     azure_container: str | None = None
     azure_endpoint: str | None = None

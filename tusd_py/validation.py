@@ -45,6 +45,7 @@ STORE_ONLY_OPTIONS = {
         "s3_addressing_style",
         "s3_download",
         "s3_download_expiry",
+        "s3_checksum",
     ),
     "azure_container": ("azure_endpoint", "azure_prefix", "azure_blob_access_tier"),
 }

@@ -78,6 +78,11 @@ def s3_tls_storage(request: pytest.FixtureRequest) -> dict[str, Any]:
     }
 
 
+def s3_checksum_storage(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """S3 with its own SHA-256 checksums on every part and object (`--s3-checksum sha256`)."""
+    return {**s3_storage(request), "s3_checksum": "sha256"}
+
+
 def azure_storage(request: pytest.FixtureRequest) -> dict[str, Any]:
     server = request.getfixturevalue("azurite")
     request.getfixturevalue("monkeypatch").setenv(
@@ -104,6 +109,7 @@ BACKENDS: dict[str, tuple[ConfigPart, ...]] = {
     "file-rediscluster": (redis_cluster_state,),
     "s3-rediscluster": (s3_storage, redis_cluster_state),
     "s3tls-redis": (s3_tls_storage, redis_state),
+    "s3sum-redis": (s3_checksum_storage, redis_state),
     "azure-local": (azure_storage, local_state),
     "azure-redis": (azure_storage, redis_state),
 }
@@ -132,12 +138,26 @@ TLS_MODULES = {
 }
 
 
+# S3 with its own checksums runs the modules that create, write, complete and concatenate
+# objects every way the store does (segments, deferred lengths, UploadPartCopy, resumes).
+CHECKSUM_MODULES = {
+    "test_patch.py",
+    "test_create.py",
+    "test_checksum.py",
+    "test_concatenation.py",
+    "test_download.py",
+    "test_head.py",
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def applies(item: pytest.Item) -> bool:
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("backend", "") if callspec else ""
         name = getattr(item, "originalname", item.name)
         if backend.startswith("s3tls") and item.path.name not in TLS_MODULES:
+            return False
+        if backend.startswith("s3sum") and item.path.name not in CHECKSUM_MODULES:
             return False
         return not (backend.startswith("memory") and name in LATE_COMMITS_ONLY)
 

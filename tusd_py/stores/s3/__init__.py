@@ -11,6 +11,10 @@ Layout under the configured prefix, per upload:
                 ends inside a part writes only its own bytes as a new segment; the segments of a
                 part, chained from position 0, hold its committed head.
 
+With S3 checksums (`--s3-checksum`, recorded per upload in `info.storage["checksum"]`), the
+multipart upload is created with SHA256 and every part and segment carries its SHA-256, which S3
+verifies; the completed object keeps S3's composite checksum (docs/s3.md, Checksums).
+
 Every non-trailing part has exactly the upload's part size (fixed at creation, recorded in
 `info.storage`), so part N always holds bytes [(N-1)*size, N*size) and a retry re-uploads the same
 part numbers. The committed offset only ever covers bytes S3 acknowledged: whole parts and
@@ -50,7 +54,8 @@ Modules, one concept each:
     concat.py        concatenation by UploadPartCopy and gathered parts
     client.py        S3Client: the aiobotocore client, `call` (error mapping, request counts),
                      the multipart operations and presigned download URLs
-    parts.py         PartBuffer, Budget and the digests of part bodies
+    parts.py         PartBuffer, Budget and the digests of part bodies (Content-MD5, the
+                     signed SHA-256, or S3's own SHA-256 checksum with --s3-checksum)
     tails.py         where the incomplete part waits: S3 segments or Redis
     upload.py        S3Upload (what `info.storage` records) and key names
     keys.py          object keys chosen by --s3-key-template or a pre-create hook

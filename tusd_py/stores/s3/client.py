@@ -16,9 +16,10 @@ from tusd_py.metrics import s3_request
 from tusd_py.stores.s3 import signing
 from tusd_py.stores.s3.errors import MISSING_KEY, NO_UPLOAD, bucket_problem, s3_unavailable
 from tusd_py.stores.s3.objects import ObjectSettings
+from tusd_py.stores.s3.parts import CHECKSUM_ALGORITHM, PartDigest, checksum_params, part_digest
 
 if TYPE_CHECKING:
-    from tusd_py.config import S3AddressingStyle
+    from tusd_py.config import S3AddressingStyle, S3Checksum
     from tusd_py.stores.s3.parts import PartBuffer
     from tusd_py.stores.s3.upload import S3Upload
 
@@ -30,6 +31,14 @@ _WRITES_OBJECT = frozenset({"put_object", "create_multipart_upload"})
 PROBE_TIMEOUT = 3.0
 
 
+def checksums_on(choice: S3Checksum, endpoint: str | None) -> bool:
+    """Whether bodies carry S3's SHA-256 checksum: "auto" is on for AWS, which verifies and
+    keeps them, and off with an S3-compatible endpoint, where support varies (docs/s3.md)."""
+    if choice == "auto":
+        return endpoint is None
+    return choice == "sha256"
+
+
 def addressing(style: S3AddressingStyle, endpoint: str | None) -> str:
     """botocore's addressing style: "auto" is virtual-hosted on AWS (where path-style is being
     retired) and path-style on an S3-compatible endpoint (most accept nothing else by default,
@@ -37,6 +46,21 @@ def addressing(style: S3AddressingStyle, endpoint: str | None) -> str:
     if style != "auto":
         return style
     return "path" if endpoint else "virtual"
+
+
+# Where a part's SHA-256 checksum travels: UploadPart's and UploadPartCopy's answers, ListParts'
+# entries and CompleteMultipartUpload's parts all name it so.
+CHECKSUM_KEY = "ChecksumSHA256"
+
+
+def completed_part(part: dict[str, Any]) -> dict[str, Any]:
+    """A part as CompleteMultipartUpload takes it: with its checksum where it has one (S3
+    requires each part's checksum when the multipart upload was created with an algorithm;
+    ListParts gives it for parts uploaded by earlier PATCHes)."""
+    entry = {"PartNumber": part["PartNumber"], "ETag": part["ETag"]}
+    if part.get(CHECKSUM_KEY):
+        entry[CHECKSUM_KEY] = part[CHECKSUM_KEY]
+    return entry
 
 
 class S3Client:
@@ -55,6 +79,7 @@ class S3Client:
         objects: ObjectSettings | None = None,
         ca_bundle: str | None = None,
         addressing_style: S3AddressingStyle = "auto",
+        checksum: S3Checksum = "auto",
     ) -> None:
         self.bucket = bucket
         self.objects = objects or ObjectSettings()
@@ -67,6 +92,9 @@ class S3Client:
         # same way: an MD5 on top would only cost CPU (docs/performance.md, item 3). Bodies are
         # hashed in a worker thread either way (parts.PartDigest).
         self.content_md5 = not (endpoint or "").lower().startswith("http://")
+        #: S3's flexible checksum (SHA-256) on every part and object the store writes; it then
+        #: replaces the Content-MD5 as what S3 checks (docs/s3.md, Checksums).
+        self.checksum = checksums_on(checksum, endpoint)
         self._config = AioConfig(
             region_name=region,
             retries={"mode": "standard", "total_max_attempts": max_attempts},
@@ -86,6 +114,19 @@ class S3Client:
         self._presigner: Any = None  # signs download URLs (SigV4), made on first use
         #: Logical S3 calls by operation (botocore's retries not included): what a PATCH costs.
         self.request_counts: Counter[str] = Counter()
+
+    def digest_for(self, upload: S3Upload) -> PartDigest:
+        """What vouches for each body of the upload's parts and segments (parts.PartDigest)."""
+        return part_digest(self.content_md5, upload.checksum)
+
+    @property
+    def digest(self) -> PartDigest:
+        """What vouches for the bodies of new uploads and of the store's own objects."""
+        return part_digest(self.content_md5, self.checksum)
+
+    def checksum_of(self, data: bytes) -> dict[str, Any]:
+        """The flexible checksum parameters of a small body, when checksums are on."""
+        return checksum_params(self.digest, data)
 
     async def open(self) -> None:
         stack = contextlib.AsyncExitStack()
@@ -195,8 +236,12 @@ class S3Client:
 
     # -- one multipart upload -----------------------------------------------------------------
 
-    async def upload_part(self, upload: S3Upload, number: int, buffer: PartBuffer) -> str:
-        """Send part `number` from `buffer`; its ETag."""
+    async def upload_part(
+        self, upload: S3Upload, number: int, buffer: PartBuffer
+    ) -> dict[str, Any]:
+        """Send part `number` from `buffer`; its entry for CompleteMultipartUpload (PartNumber,
+        ETag, Size, and its checksum when the multipart upload has one)."""
+        digest = await buffer.digest_params()
         response = await self.call(
             "upload_part",
             upload.id,
@@ -206,9 +251,18 @@ class S3Client:
             PartNumber=number,
             Body=buffer.body(),
             ContentLength=buffer.size,
-            **await buffer.digest_params(),
+            **digest,
         )
-        return str(response["ETag"])
+        part = {"PartNumber": number, "ETag": str(response["ETag"]), "Size": buffer.size}
+        checksum = response.get(CHECKSUM_KEY) or digest.get(CHECKSUM_KEY)
+        if checksum:
+            part[CHECKSUM_KEY] = checksum
+        return part
+
+    def creation_params(self) -> dict[str, Any]:
+        """What CreateMultipartUpload of an upload's object adds: the checksum algorithm that
+        S3 then requires (and verifies) on every part."""
+        return {"ChecksumAlgorithm": CHECKSUM_ALGORITHM} if self.checksum else {}
 
     async def list_parts(self, upload: S3Upload) -> list[dict[str, Any]] | None:
         """Every part of the multipart upload in order, or None when it no longer exists."""
@@ -244,7 +298,14 @@ class S3Client:
     async def complete(self, upload: S3Upload, parts: list[dict[str, Any]]) -> None:
         """Complete the multipart upload from `parts` (PartNumber, ETag, Size), in order."""
         if not parts:  # a deferred-length upload that turned out empty
-            await self.call("put_object", upload.id, **upload.where, Key=upload.key, Body=b"")
+            await self.call(
+                "put_object",
+                upload.id,
+                **upload.where,
+                Key=upload.key,
+                Body=b"",
+                **self.checksum_of(b""),
+            )
             await self.call(
                 "abort_multipart_upload",
                 upload.id,
@@ -261,9 +322,7 @@ class S3Client:
             **upload.where,
             Key=upload.key,
             UploadId=upload.multipart_id,
-            MultipartUpload={
-                "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]
-            },
+            MultipartUpload={"Parts": [completed_part(p) for p in parts]},
         )
         if done is None:
             # botocore retried a completion that had succeeded; check the object is there.

@@ -6,7 +6,7 @@ from typing import Any
 
 from tusd_py.errors import TusError
 from tusd_py.info import UploadInfo
-from tusd_py.stores.s3.client import S3Client
+from tusd_py.stores.s3.client import CHECKSUM_KEY, S3Client
 from tusd_py.stores.s3.errors import MISSING_KEY, inconsistent
 from tusd_py.stores.s3.limits import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE
 from tusd_py.stores.s3.part_uploads import PartUploads
@@ -34,7 +34,7 @@ async def concatenate(
             return  # completed by an earlier attempt whose response was lost
         raise inconsistent(final.id, "its multipart upload is gone but the object is not whole")
     parts: list[dict[str, Any]] = []
-    pending = part_uploads.new_buffer()
+    pending = part_uploads.new_buffer(upload)
     try:
         for partial in partials:
             size = partial.length or 0
@@ -45,7 +45,7 @@ async def concatenate(
                 await _read_into(client, partial, 0, position, pending)
             if pending.size >= MIN_PART_SIZE:
                 parts.append(await _upload_gathered(client, upload, len(parts) + 1, pending))
-                pending = part_uploads.new_buffer()
+                pending = part_uploads.new_buffer(upload)
             if size - position >= MIN_PART_SIZE:
                 for start, end in _copy_ranges(position, size):
                     parts.append(
@@ -89,8 +89,7 @@ async def _upload_gathered(
     client: S3Client, upload: S3Upload, number: int, buffer: PartBuffer
 ) -> dict[str, Any]:
     try:
-        etag = await client.upload_part(upload, number, buffer)
-        return {"PartNumber": number, "ETag": etag, "Size": buffer.size}
+        return await client.upload_part(upload, number, buffer)
     finally:
         buffer.release()
 
@@ -109,8 +108,12 @@ async def _copy_part(
         CopySource={"Bucket": source.bucket or client.bucket, "Key": source.key},
         CopySourceRange=f"bytes={start}-{end - 1}",
     )
-    etag = str(response["CopyPartResult"]["ETag"])
-    return {"PartNumber": number, "ETag": etag, "Size": end - start}
+    result = response["CopyPartResult"]
+    part = {"PartNumber": number, "ETag": str(result["ETag"]), "Size": end - start}
+    # S3 computes the copied range's checksum itself when the final's multipart upload has one.
+    if result.get(CHECKSUM_KEY):
+        part[CHECKSUM_KEY] = result[CHECKSUM_KEY]
+    return part
 
 
 def _copy_ranges(start: int, end: int) -> list[tuple[int, int]]:

@@ -13,7 +13,7 @@ from typing import Any
 from tusd_py.errors import TusError
 from tusd_py.stores.s3.client import S3Client
 from tusd_py.stores.s3.errors import error_detail, inconsistent
-from tusd_py.stores.s3.parts import Budget, CachedTail, PartBuffer, part_digest
+from tusd_py.stores.s3.parts import Budget, CachedTail, PartBuffer
 from tusd_py.stores.s3.tails import RedisTails, SegmentTails, TailStore
 from tusd_py.stores.s3.upload import S3Upload
 
@@ -73,8 +73,9 @@ class PartUploads:
             return self.redis_tails
         return self._segment_tails
 
-    def new_buffer(self, adopt: CachedTail | None = None) -> PartBuffer:
-        digest = part_digest(self.client.content_md5)
+    def new_buffer(self, upload: S3Upload, adopt: CachedTail | None = None) -> PartBuffer:
+        """A buffer for a part (or segment) of `upload`, hashed as its parts must be."""
+        digest = self.client.digest_for(upload)
         return PartBuffer(self._budget, self.spool_dir, adopt=adopt, digest=digest)
 
     # -- tails ----------------------------------------------------------------------------------
@@ -85,9 +86,9 @@ class PartUploads:
         if cached is not None:
             same_part = (cached.multipart_id, cached.part_number) == (upload.multipart_id, number)
             if same_part and cached.size == size:
-                return self.new_buffer(adopt=cached)
+                return self.new_buffer(upload, adopt=cached)
             self._budget.give(cached.size)
-        buffer = self.new_buffer()
+        buffer = self.new_buffer(upload)
         if size:
             try:
                 await self.tails(upload).load(upload, number, size, buffer)
@@ -129,10 +130,9 @@ class PartUploads:
         """Upload part `number` from its first `size` bytes in the tail (or the cache)."""
         buffer = await self.tail_buffer(upload, number, size)
         try:
-            etag = await self.client.upload_part(upload, number, buffer)
+            return await self.client.upload_part(upload, number, buffer)
         finally:
             buffer.release()
-        return {"PartNumber": number, "ETag": etag, "Size": size}
 
     # -- part uploads that outlive their PATCH ----------------------------------------------------
 

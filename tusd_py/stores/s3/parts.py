@@ -18,13 +18,19 @@ from tusd_py.stores.s3.limits import MIB
 from tusd_py.stores.s3.signing import PAYLOAD_SHA256
 
 # What vouches for a body sent to S3: its Content-MD5 where botocore leaves the body unsigned
-# (HTTPS), the SHA-256 of the signature where it signs it (plain HTTP, signing.py). Either is
-# computed in a worker thread (hashlib lets go of the GIL), never by botocore on the event loop.
-PartDigest = Literal["md5", "sha256"]
+# (HTTPS), the SHA-256 of the signature where it signs it (plain HTTP, signing.py), or, with S3
+# checksums on (`--s3-checksum sha256`), one SHA-256 that is both the flexible checksum S3 checks
+# and keeps (`x-amz-checksum-sha256`) and the signed payload hash, over HTTP and HTTPS alike.
+# Each is computed in a worker thread (hashlib lets go of the GIL), never by botocore on the loop.
+PartDigest = Literal["md5", "sha256", "checksum-sha256"]
 HASH_BLOCK = MIB  # reads of a spilled part while hashing it
+#: The `ChecksumAlgorithm` of S3 for the digest kind that is also S3's flexible checksum.
+CHECKSUM_ALGORITHM = "SHA256"
 
 
-def part_digest(content_md5: bool) -> PartDigest:
+def part_digest(content_md5: bool, checksum: bool = False) -> PartDigest:
+    if checksum:
+        return "checksum-sha256"
     return "md5" if content_md5 else "sha256"
 
 
@@ -41,7 +47,19 @@ def _hashed(kind: PartDigest, data: bytes) -> Any:
 def _digest_param(kind: PartDigest, digest: Any) -> dict[str, Any]:
     if kind == "md5":
         return {"ContentMD5": base64.b64encode(digest.digest()).decode()}
-    return {PAYLOAD_SHA256: digest.hexdigest()}
+    params: dict[str, Any] = {PAYLOAD_SHA256: digest.hexdigest()}
+    if kind == "checksum-sha256":
+        params["ChecksumAlgorithm"] = CHECKSUM_ALGORITHM
+        params["ChecksumSHA256"] = base64.b64encode(digest.digest()).decode()
+    return params
+
+
+def checksum_params(kind: PartDigest, data: bytes) -> dict[str, Any]:
+    """The flexible checksum (and signed hash) of a small body (`.info`, an empty object),
+    hashed on the spot; nothing when checksums are off (botocore hashes it for the signature)."""
+    if kind != "checksum-sha256":
+        return {}
+    return _digest_param(kind, _hashed(kind, data))
 
 
 async def digest_params(kind: PartDigest, data: bytes) -> dict[str, Any]:

@@ -40,12 +40,18 @@ from tusd_py.stores.s3.limits import (
 from tusd_py.stores.s3.objects import ObjectSettings, describe_object
 from tusd_py.stores.s3.part_uploads import PartUploads
 from tusd_py.stores.s3.tails import REDIS_TAIL_MAX_PART, RedisTails, SegmentTails
-from tusd_py.stores.s3.upload import DEFAULT_TAILS, S3Upload, info_key, object_key
+from tusd_py.stores.s3.upload import (
+    CHECKSUM_SHA256,
+    DEFAULT_TAILS,
+    S3Upload,
+    info_key,
+    object_key,
+)
 from tusd_py.stores.s3.writer import PatchWriter
 from tusd_py.validation import ConfigError
 
 if TYPE_CHECKING:
-    from tusd_py.config import Config, S3AddressingStyle, S3Tails
+    from tusd_py.config import Config, S3AddressingStyle, S3Checksum, S3Tails
 
 # What a conditional PUT answers when the object exists (AWS, and some S3-compatible services).
 _EXISTS = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
@@ -95,6 +101,7 @@ class S3Store(DataStore):
         allowed_buckets: tuple[str, ...] = (),
         ca_bundle: str | None = None,
         addressing_style: S3AddressingStyle = "auto",
+        checksum: S3Checksum = "auto",
     ) -> None:
         if not 0 < part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be between 1 byte and 5 GiB, got {part_size}")
@@ -125,6 +132,7 @@ class S3Store(DataStore):
             objects=objects,
             ca_bundle=ca_bundle,
             addressing_style=addressing_style,
+            checksum=checksum,
         )
         self.parts = PartUploads(
             self.client,
@@ -171,6 +179,7 @@ class S3Store(DataStore):
             allowed_buckets=tuple(config.s3_allowed_buckets),
             ca_bundle=config.s3_ca_bundle,
             addressing_style=config.s3_addressing_style,
+            checksum=config.s3_checksum,
         )
         store.tails_choice = config.s3_tails
         if config.s3_download == "redirect":
@@ -239,6 +248,7 @@ class S3Store(DataStore):
             "max_parts": self.max_parts,
             "multipart_upload_id": None,
             "tails": RedisTails.kind if in_redis else SegmentTails.kind,
+            "checksum": CHECKSUM_SHA256 if self.client.checksum else None,
         }
         info.storage = storage
         # The `.info` is written only where none exists (a conditional PUT), so an id a
@@ -249,11 +259,22 @@ class S3Store(DataStore):
             # Complete at once: S3 cannot complete a multipart upload without parts.
             await self._save_new_info(info)
             await self.client.call(
-                "put_object", info.id, **where, Key=key, Body=b"", **describe_object(info)
+                "put_object",
+                info.id,
+                **where,
+                Key=key,
+                Body=b"",
+                **describe_object(info),
+                **self.client.checksum_of(b""),
             )
             return
         response = await self.client.call(
-            "create_multipart_upload", info.id, **where, Key=key, **describe_object(info)
+            "create_multipart_upload",
+            info.id,
+            **where,
+            Key=key,
+            **describe_object(info),
+            **self.client.creation_params(),
         )
         storage["multipart_upload_id"] = response["UploadId"]
         if where or key != object_key(self.prefix, info.id):
@@ -319,25 +340,29 @@ class S3Store(DataStore):
         return any(item["Key"] == key for item in response.get("Uploads", []))
 
     async def _save_new_info(self, info: UploadInfo) -> None:
+        body = info.to_json().encode()
         stored = await self.client.call(
             "put_object",
             info.id,
             Key=info_key(self.prefix, info.id),
-            Body=info.to_json().encode(),
+            Body=body,
             ContentType="application/json",
             IfNoneMatch="*",
+            **self.client.checksum_of(body),
             missing=_EXISTS,
         )
         if stored is None:
             raise upload_exists(info.id)
 
     async def save_info(self, info: UploadInfo) -> None:
+        body = info.to_json().encode()
         await self.client.call(
             "put_object",
             info.id,
             Key=info_key(self.prefix, info.id),
-            Body=info.to_json().encode(),
+            Body=body,
             ContentType="application/json",
+            **self.client.checksum_of(body),
         )
 
     async def load_info(self, upload_id: str) -> UploadInfo | None:

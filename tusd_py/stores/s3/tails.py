@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 from tusd_py.redis_client import RedisClient, redis_errors, text, upload_key
 from tusd_py.stores.s3.errors import MISSING_KEY, inconsistent
 from tusd_py.stores.s3.limits import MIB
-from tusd_py.stores.s3.parts import PartBuffer, append_object, digest_params, part_digest
+from tusd_py.stores.s3.parts import PartBuffer, append_object, digest_params
 from tusd_py.stores.s3.upload import DEFAULT_TAILS, S3Upload
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class SegmentTails(TailStore):
                     upload, number, position, data.body(), data.size, await data.digest_params()
                 )
             data = await data.read_from(position)
-        digest = await digest_params(part_digest(self._client.content_md5), data)
+        digest = await digest_params(self._client.digest_for(upload), data)
         await self._put(upload, number, position, io.BytesIO(data), len(data), digest)
 
     async def _put(

@@ -11,6 +11,8 @@ from tusd_py.stores.s3.errors import inconsistent
 
 # Where uploads keep their incomplete parts when their info does not say (`SegmentTails.kind`).
 DEFAULT_TAILS = "s3"
+# `info.storage["checksum"]` of an upload whose parts carry S3's SHA-256 checksum.
+CHECKSUM_SHA256 = "sha256"
 
 
 def object_key(prefix: str, upload_id: str) -> str:
@@ -34,6 +36,9 @@ class S3Upload:
     part_size: int
     tails: str = DEFAULT_TAILS  # where the incomplete part's committed bytes are kept (tails.py)
     bucket: str | None = None  # None: the store's own (a pre-create hook may choose another)
+    # Whether its multipart upload was created with S3's SHA-256 checksum, which every part must
+    # then carry (and without which none may): fixed at creation, whatever the option says later.
+    checksum: bool = False
 
     @property
     def where(self) -> dict[str, Any]:
@@ -52,6 +57,7 @@ class S3Upload:
             part_size=int(storage["part_size"]),
             tails=str(storage.get("tails", DEFAULT_TAILS)),
             bucket=storage.get("bucket"),
+            checksum=storage.get("checksum") == CHECKSUM_SHA256,
         )
 
     def segment_prefix(self, number: int | None = None) -> str:
