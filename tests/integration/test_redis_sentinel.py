@@ -158,8 +158,10 @@ def subscribers(group: SentinelGroup, address: str) -> int:
     with redis.Redis(
         host=host, port=int(port), socket_timeout=2, **group.client_kwargs()
     ) as client:
-        counts = client.pubsub_numsub("tusd:locks")
-    return int(counts[0][1])
+        # Each instance listens on a channel of its own, <prefix>:locks:<instance>.
+        channels = client.pubsub_channels("tusd:locks:*")
+        counts = client.pubsub_numsub(*channels) if channels else []
+    return sum(int(count) for _, count in counts)
 
 
 def metric(server: TusdProcess, name: str) -> float:
