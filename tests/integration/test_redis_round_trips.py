@@ -232,3 +232,21 @@ async def test_round_trips_of_a_patch_with_the_s3_store(
     # caller, as the file store does).
     assert first == ["EVALSHA", *CONNECTION_SETUP, "MULTI/EXEC", "EVALSHA"]
     assert second == ["EVALSHA", "MULTI/EXEC", "EVALSHA"]
+
+
+async def test_a_pre_finish_hook_keeps_the_lock_and_the_separate_release(
+    redis: RedisServer, monitor: Monitor, tmp_path: Path
+) -> None:
+    seen: list[str] = []
+
+    def pre_finish(event: Any) -> None:
+        seen.append("pre-finish")
+
+    async with app_client(file_config(redis, tmp_path), hooks={"pre-finish": pre_finish}) as client:
+        await create(client, 1)  # sets up the pool's connection
+        url = await create(client, len(CHUNK))
+        async with monitor.counting() as last:
+            await patch(client, url, 0, CHUNK)
+    # acquire + read; commit; the info with `completed`; the hook, holding the lock; release
+    assert last == ["EVALSHA", "EVALSHA", "EVALSHA", "EVALSHA"]
+    assert seen == ["pre-finish"]
