@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from tusd_py.config import Config
 from tusd_py.cors import LoggedCORSMiddleware
 from tusd_py.expiry import running_sweep
+from tusd_py.fast_path import TusFastPath
 from tusd_py.hooks import HookFunction, Hooks, HookType
 from tusd_py.locking.base import Locker
 from tusd_py.locking.memory import MemoryLocker
@@ -191,14 +192,28 @@ def create_app(
         expose_headers=CORS_EXPOSE_HEADERS,
         max_age=86400,
     )
+    mount_path = config.base_path.rstrip("/")
+    endpoint = TusEndpoint(ctx)
+    routes_before = [
+        Route("/health", health, methods=["GET"]),
+        *operational_routes(config, ctx),
+        *direct_routes(ctx),  # before the tus mount, which would take <base>/s3 too
+    ]
+    tus_routes = base_path_routes(mount_path, endpoint)
+    # Innermost, so the access log, metrics and CORS still wrap every tus request.
+    fast_path = Middleware(
+        TusFastPath,
+        endpoint=endpoint,
+        mount_path=mount_path,
+        routes_before=[*routes_before, *tus_routes[:-1]],  # and the bare base path
+    )
     app = Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            *operational_routes(config, ctx),
-            *direct_routes(ctx),  # before the tus mount, which would take <base>/s3 too
-            *base_path_routes(config.base_path.rstrip("/"), TusEndpoint(ctx)),
+        routes=[*routes_before, *tus_routes],
+        middleware=[
+            observe_middleware(config),
+            *([cors] if config.cors_origins else []),
+            fast_path,
         ],
-        middleware=[observe_middleware(config), *([cors] if config.cors_origins else [])],
         lifespan=lifespan,
     )
     app.state.tus = ctx

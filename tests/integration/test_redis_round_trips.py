@@ -168,15 +168,20 @@ async def test_round_trips_per_request_with_the_file_store(
         assert with_checksum == ["EVALSHA", "EVALSHA"]
 
         # The last PATCH also records the completion: commit, then the info with `completed`
-        # (after the store finished the upload), then the release.
+        # (after the store finished the upload) and the release in one script.
         async with monitor.counting() as last:
             await patch(client, url, 2 * len(CHUNK), CHUNK)
-        assert last == ["EVALSHA", "EVALSHA", "EVALSHA", "EVALSHA"]
+        assert last == ["EVALSHA", "EVALSHA", "EVALSHA"]
 
         async with monitor.counting() as with_upload:
             url = await create(client, 2 * len(CHUNK), CHUNK)
-        # create; acquire; commit + release
-        assert with_upload == ["EVALSHA", "EVALSHA", "EVALSHA"]
+        # create + acquire; commit + release
+        assert with_upload == ["EVALSHA", "EVALSHA"]
+
+        async with monitor.counting() as whole:
+            url = await create(client, len(CHUNK), CHUNK)
+        # create + acquire; commit; the info with `completed` + release
+        assert whole == ["EVALSHA", "EVALSHA", "EVALSHA"]
 
         async with monitor.counting() as deletion:
             response = await client.delete(url, headers=TUS)
@@ -223,7 +228,25 @@ async def test_round_trips_of_a_patch_with_the_s3_store(
         async with monitor.counting() as second:
             await patch(client, url, len(small), small)
     # acquire + read; the incomplete part's bytes (the store's own client, whose first use sets
-    # up its connection); the commit; the release. The S3 store commits its tail itself, so the
-    # release does not carry the commit here.
-    assert first == ["EVALSHA", *CONNECTION_SETUP, "MULTI/EXEC", "EVALSHA", "EVALSHA"]
-    assert second == ["EVALSHA", "MULTI/EXEC", "EVALSHA", "EVALSHA"]
+    # up its connection); commit + release (the store leaves the commit of its tail to the
+    # caller, as the file store does).
+    assert first == ["EVALSHA", *CONNECTION_SETUP, "MULTI/EXEC", "EVALSHA"]
+    assert second == ["EVALSHA", "MULTI/EXEC", "EVALSHA"]
+
+
+async def test_a_pre_finish_hook_keeps_the_lock_and_the_separate_release(
+    redis: RedisServer, monitor: Monitor, tmp_path: Path
+) -> None:
+    seen: list[str] = []
+
+    def pre_finish(event: Any) -> None:
+        seen.append("pre-finish")
+
+    async with app_client(file_config(redis, tmp_path), hooks={"pre-finish": pre_finish}) as client:
+        await create(client, 1)  # sets up the pool's connection
+        url = await create(client, len(CHUNK))
+        async with monitor.counting() as last:
+            await patch(client, url, 0, CHUNK)
+    # acquire + read; commit; the info with `completed`; the hook, holding the lock; release
+    assert last == ["EVALSHA", "EVALSHA", "EVALSHA", "EVALSHA"]
+    assert seen == ["pre-finish"]

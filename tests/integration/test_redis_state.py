@@ -155,6 +155,40 @@ async def test_commit_is_one_round_trip(
     await lock.release()
 
 
+async def test_create_held_writes_the_state_and_takes_the_lock_in_one_step(
+    client: Redis, state: RedisState, store: FileStore, locker: RedisLocker, prefix: str
+) -> None:
+    info = UploadInfo(id=new_upload_id(), length=10)
+    await store.create(info)
+    counter = CommandCounter(client)
+    lock = await state.create_held(info, locker, ignore)
+    assert counter.commands == ["EVALSHA"]
+    assert lock.valid and await locker.holder(info.id) == lock.token
+    got = await state.get(info.id)
+    assert got == info
+    await state.commit_and_release(info, 4, lock)
+    assert await locker.holder(info.id) is None
+
+    # The id exists (a pre-create hook chose it): 409, and neither state nor lock is touched.
+    again = UploadInfo(id=info.id, length=99)
+    with pytest.raises(TusError) as err:
+        await state.create_held(again, locker, ignore)
+    assert err.value.status == 409
+    assert await locker.holder(info.id) is None
+    got = await state.get(info.id)
+    assert got is not None and got.length == 10 and got.offset == 4
+
+    # A lock without state (held by a request that is rebuilding it) refuses the creation too.
+    other = UploadInfo(id=new_upload_id(), length=10)
+    held_lock = await locker.acquire(other.id, ignore)
+    with pytest.raises(TusError) as err:
+        await state.create_held(other, locker, ignore)
+    assert err.value.status == 409
+    assert await locker.holder(other.id) == held_lock.token
+    assert await client.exists(upload_key(prefix, other.id, "state")) == 0
+    await held_lock.release()
+
+
 async def test_foreign_token_cannot_move_the_offset(
     state: RedisState, store: FileStore, locker: RedisLocker
 ) -> None:

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "tusd_py.expiry",
         "tusd_py.observe",
+        "tusd_py.fast_path",
         "tusd_py.probes",
         "tusd_py.demo",
         "tusd_py.connections",

@@ -28,7 +28,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
@@ -304,6 +304,23 @@ class RedisLocker(Locker):
                     last_ask = now
                 last_holder = holder
                 delay = await self._pause(wake, upload_id, deadline, delay, int(reply[2]))
+
+    async def hold_new(
+        self,
+        upload_id: str,
+        on_release_request: ReleaseRequest,
+        take: Callable[[str, int], Awaitable[None]],
+    ) -> RedisLock:
+        """Hold the lock of an upload being created, taken by `take(token, lease_ms)`: a script
+        that writes the upload's first state and the lease in one step, so a creation with a
+        body costs no acquire round trip (RedisState.create_held). Raises what `take` raises."""
+        if self._closed:
+            raise RuntimeError("RedisLocker is closed")
+        await self._ensure_listener()
+        token = f"{self.instance}.{secrets.token_hex(12)}"
+        sent = time.monotonic()
+        await take(token, self._lease_ms)
+        return self._hold(upload_id, token, on_release_request, sent + self.lease)
 
     async def holder(self, upload_id: str) -> str | None:
         with redis_errors("GET"):

@@ -16,7 +16,7 @@ from tusd_py.info import UploadInfo
 from tusd_py.locking.base import HolderReader, Lock, Locker
 from tusd_py.protocol.body import BodyReader, framing_refused
 from tusd_py.state.base import StateStore
-from tusd_py.stores.base import Capability, DataStore, capabilities
+from tusd_py.stores.base import Capability, DataStore, Reader, Redirector, capabilities
 
 
 @dataclass
@@ -39,6 +39,16 @@ class TusContext:
         """The state, when it reads the lock's holder with the state (once: a runtime Protocol
         check walks the class's attributes, too slow for every HEAD)."""
         return self.state if isinstance(self.state, HolderReader) else None
+
+    @functools.cached_property
+    def reader(self) -> Reader | None:
+        """The store, when it serves downloads (checked once, as `holder_reader`)."""
+        return self.store if isinstance(self.store, Reader) else None
+
+    @functools.cached_property
+    def redirector(self) -> Redirector | None:
+        """The store, when it may answer a download with a redirect (checked once)."""
+        return self.store if isinstance(self.store, Redirector) else None
 
     @property
     def extensions(self) -> list[str]:

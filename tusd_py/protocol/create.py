@@ -8,7 +8,6 @@ from starlette.responses import Response
 from tusd_py.errors import bad_request
 from tusd_py.ids import new_upload_id
 from tusd_py.info import UploadInfo
-from tusd_py.locking.held import held
 from tusd_py.metadata import parse_metadata
 from tusd_py.protocol.body import check_content_type, content_length, has_body
 from tusd_py.protocol.checksum import parse_checksum
@@ -24,6 +23,7 @@ from tusd_py.protocol.uploads import (
     complete_upload,
     discard,
     new_upload,
+    new_upload_held,
 )
 from tusd_py.protocol.urls import endpoint_url
 from tusd_py.stores.base import Capability
@@ -96,19 +96,20 @@ async def handle_create(ctx: TusContext, request: Request) -> Response:
         concat=concat,
     )
     check_fits(info, content_length(request))
-    await new_upload(ctx, info)
-
-    headers = {"Location": endpoint_url(request, ctx.config.behind_proxy) + info.id}
     if with_body:
         reader = ctx.open_body(request)
-        async with held(ctx.locker, info.id, lambda: reader.stop("handover")) as lock:
+        async with new_upload_held(ctx, info, lambda: reader.stop("handover")) as lock:
             try:
                 await append(ctx, info, lock, reader, checksum, last=True)
             except BaseException:
                 # The client never learns the Location, so nobody could resume or delete it.
                 await discard(ctx, info)
                 raise
-    elif info.finished:
-        await complete_upload(ctx, info, None)  # Upload-Length: 0 is complete at once
+    else:
+        await new_upload(ctx, info)
+        if info.finished:
+            await complete_upload(ctx, info, None)  # Upload-Length: 0 is complete at once
+    # After the creation: a pre-create hook may have chosen the id.
+    headers = {"Location": endpoint_url(request, ctx.config.behind_proxy) + info.id}
     headers.update(offset_headers(info))
     return tus_response(201, headers)

@@ -20,7 +20,6 @@ from tusd_py.protocol.abort import abort_connection
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.headers import TUS_VERSION
 from tusd_py.protocol.uploads import completed_info
-from tusd_py.stores.base import Reader, Redirector
 
 log = logging.getLogger("tusd_py.download")
 
@@ -68,8 +67,8 @@ def _unsatisfiable(size: int) -> TusError:
 
 
 async def handle_download(ctx: TusContext, request: Request, upload_id: str) -> Response:
-    store = ctx.store
-    if not isinstance(store, Reader):
+    store = ctx.reader
+    if store is None:
         raise TusError(405, "download-unsupported", "this server does not serve uploads back")
     info = await completed_info(ctx, upload_id)
     if not info.finished:
@@ -82,8 +81,9 @@ async def handle_download(ctx: TusContext, request: Request, upload_id: str) -> 
     size = info.length or 0
     media_type = content_type(info)
     disposition = content_disposition(info, media_type)
-    if request.method == "GET" and isinstance(store, Redirector):
-        url = await store.download_url(info, media_type, disposition)
+    redirector = ctx.redirector
+    if request.method == "GET" and redirector is not None:
+        url = await redirector.download_url(info, media_type, disposition)
         if url is not None:
             # The client sends its Range to the storage service, which answers it itself.
             return Response(

@@ -63,7 +63,7 @@ from tusd_py.protocol.uploads import (
     current_info,
     declare_length,
     discard,
-    new_upload,
+    new_upload_held,
 )
 from tusd_py.protocol.urls import endpoint_url
 
@@ -311,10 +311,8 @@ async def create(ctx: TusContext, request: Request, draft: Draft) -> Response:
         metadata_header=metadata_header,
         expires_at=ctx.new_expiry(),
     )
-    await new_upload(ctx, info)
-
     reader = ctx.open_body(request) if with_body else None
-    async with held(ctx.locker, info.id, stopper(reader)) as lock:
+    async with new_upload_held(ctx, info, stopper(reader)) as lock:
         try:
             if info.finished:
                 await complete_upload(ctx, info, lock)  # an empty upload is complete at once

@@ -58,7 +58,7 @@ async def handle_patch(ctx: TusContext, request: Request, upload_id: str) -> Res
             await ctx.state.update(info, lock)
         if info.finished and not body_length:
             # Also retries a completion that failed after the last byte was committed.
-            await complete_upload(ctx, info, lock)
+            await complete_upload(ctx, info, lock, last=True)
         else:
             await append(ctx, info, lock, reader, checksum, last=True)
     await after_finish(ctx, info)  # a claimed partial may complete its final upload

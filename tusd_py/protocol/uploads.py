@@ -14,14 +14,15 @@ then does post-finish run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from tusd_py.errors import TusError, gone, not_found
 from tusd_py.hooks import HookType, UploadStopped
 from tusd_py.info import UploadInfo
-from tusd_py.locking.base import Lock
+from tusd_py.locking.base import Lock, ReleaseRequest
 from tusd_py.locking.held import held
 from tusd_py.protocol.body import BodyReader
 from tusd_py.protocol.checksum import Checksum, guarded
@@ -84,6 +85,29 @@ async def declare_length(
 async def new_upload(ctx: TusContext, info: UploadInfo) -> None:
     """Create `info` everywhere: pre-create (may reject, or change the id and metadata), the
     store, the state, then post-create."""
+    await _new_in_store(ctx, info)
+    await ctx.state.create(info)
+    ctx.hooks.created(info)
+
+
+@contextlib.asynccontextmanager
+async def new_upload_held(
+    ctx: TusContext, info: UploadInfo, on_release_request: ReleaseRequest
+) -> AsyncIterator[Lock]:
+    """`new_upload`, holding the new upload's lock for the block (a creation with a body): the
+    state is written and the lock taken in one step (one Redis round trip), before
+    post-create, so the body's first commit never waits for another request."""
+    await _new_in_store(ctx, info)
+    lock = await ctx.state.create_held(info, ctx.locker, on_release_request)
+    try:
+        ctx.hooks.created(info)
+        yield lock
+    finally:
+        await lock.release()
+
+
+async def _new_in_store(ctx: TusContext, info: UploadInfo) -> None:
+    """pre-create, then the store's side of a new upload."""
     bind_upload(info.id)  # the log lines that follow name it (the hook's failure too)
     await ctx.hooks.pre_create(info)
     bind_upload(info.id)  # the hook may have chosen another id
@@ -98,8 +122,6 @@ async def new_upload(ctx: TusContext, info: UploadInfo) -> None:
             operation="pre-create hook",
         )
     await ctx.store.create(info)
-    await ctx.state.create(info)
-    ctx.hooks.created(info)
 
 
 async def remove(ctx: TusContext, info: UploadInfo) -> None:
@@ -164,20 +186,29 @@ async def append(
     if carried is not None:
         await ctx.state.commit_and_release(info, carried, lock)
         return
-    await complete_upload(ctx, info, lock)
+    await complete_upload(ctx, info, lock, last=last)
 
 
-async def complete_upload(ctx: TusContext, info: UploadInfo, lock: Lock | None) -> None:
+async def complete_upload(
+    ctx: TusContext, info: UploadInfo, lock: Lock | None, *, last: bool = False
+) -> None:
     """Finish a fully received upload in storage, record that, and run post-finish; does
     nothing for an upload already completed. Call it holding the upload's lock (or, for an
-    upload nobody else knows yet, with `lock=None`)."""
+    upload nobody else knows yet, with `lock=None`).
+
+    `last`: the caller needs neither the lock nor the state afterwards, so the completion's
+    write may release the lock in the same step (one Redis round trip) — unless a pre-finish
+    hook is configured, which runs holding the lock as it always has."""
     if info.completed or not info.finished:
         return
     await ctx.store.finish(info)  # idempotent: a retry after a failure is safe
     info.completed = True
     info.completed_at = time.time()
-    await ctx.state.update(info, lock)
-    await ctx.hooks.finished(info)
+    if last and lock is not None and not ctx.hooks.enabled(HookType.PRE_FINISH):
+        await ctx.state.update_and_release(info, lock)
+    else:
+        await ctx.state.update(info, lock)
+    await ctx.hooks.finished(info)  # after the state says completed
 
 
 async def current_info(ctx: TusContext, upload_id: str) -> UploadInfo:

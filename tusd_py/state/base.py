@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 from tusd_py.info import UploadInfo
-from tusd_py.locking.base import Lock
+from tusd_py.locking.base import Lock, Locker, ReleaseRequest
 
 
 class StateStore(ABC):
@@ -27,6 +27,15 @@ class StateStore(ABC):
     @abstractmethod
     async def create(self, info: UploadInfo) -> None:
         """Record a new upload (its data-store side already exists)."""
+
+    async def create_held(
+        self, info: UploadInfo, locker: Locker, on_release_request: ReleaseRequest
+    ) -> Lock:
+        """`create`, then take the new upload's lock from `locker` (a creation with a body). A
+        state may do both in one step (Redis: one script); either way the lock is taken only
+        when the state was written, and nobody else can hold it yet."""
+        await self.create(info)
+        return await locker.acquire(info.id, on_release_request)
 
     @abstractmethod
     async def get(self, upload_id: str) -> UploadInfo | None:
@@ -55,6 +64,13 @@ class StateStore(ABC):
     @abstractmethod
     async def update(self, info: UploadInfo, lock: Lock | None) -> None:
         """Persist changed info fields (declared length, storage details), keeping the offset."""
+
+    async def update_and_release(self, info: UploadInfo, lock: Lock) -> None:
+        """`update`, then `lock.release()`: the request's last use of the upload's state and
+        lock (its completion). A state may do both in one step (Redis: one script). When the
+        update fails the lock may still be held; the caller's `held` block releases it."""
+        await self.update(info, lock)
+        await lock.release()
 
     @abstractmethod
     async def delete(self, upload_id: str) -> None:

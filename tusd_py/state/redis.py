@@ -29,8 +29,8 @@ from redis.commands.core import AsyncScript
 
 from tusd_py.errors import lock_lost, offset_mismatch, storage_unavailable, upload_exists
 from tusd_py.info import UploadInfo, dumps
-from tusd_py.locking.base import Lock
-from tusd_py.locking.redis import RELEASE_FUNCTION, RedisLock
+from tusd_py.locking.base import Lock, Locker, ReleaseRequest
+from tusd_py.locking.redis import RELEASE_FUNCTION, RedisLock, RedisLocker
 from tusd_py.metrics import REDIS_WAIT_TIMEOUTS
 from tusd_py.redis_client import (
     CloseHook,
@@ -110,23 +110,61 @@ return {reply, waiting}
 # otherwise, unless the stored info is this very one: a retry whose first reply was lost, e.g.
 # to a failover), "keep" keeps a stored offset, "max" never lowers one. Replies the offset now
 # stored, or false when the lock is not ours.
-_PUT = (
+_PUT_FUNCTION = (
     _SET_TTL
     + """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
-local offset = ARGV[3]
-local current = redis.call('HGET', KEYS[1], 'offset')
-if current and ARGV[8] == 'new' then
-  if redis.call('HGET', KEYS[1], 'info') ~= ARGV[2] then return -1 end
-  if tonumber(current) > tonumber(offset) then offset = current end
+local function put(state, lock, token, info, offset, expires_at, length, finished_ms, expire_ms,
+                   mode)
+  if token ~= '' and redis.call('GET', lock) ~= token then return false end
+  local current = redis.call('HGET', state, 'offset')
+  if current and mode == 'new' then
+    if redis.call('HGET', state, 'info') ~= info then return -1 end
+    if tonumber(current) > tonumber(offset) then offset = current end
+  end
+  if current and (mode == 'keep'
+      or (mode == 'max' and tonumber(current) > tonumber(offset))) then
+    offset = current
+  end
+  redis.call('HSET', state, 'info', info, 'offset', offset, 'expires_at', expires_at)
+  set_ttl(state, tonumber(offset), tonumber(length), finished_ms, tonumber(expire_ms))
+  return offset
 end
-if current and (ARGV[8] == 'keep'
-    or (ARGV[8] == 'max' and tonumber(current) > tonumber(offset))) then
-  offset = current
+"""
+)
+_PUT = _PUT_FUNCTION + "return put(KEYS[1], KEYS[2], unpack(ARGV))\n"
+
+# An upload's last info write of a request (its completion) and the release of its lock, in one
+# round trip. KEYS: state, lock, then the release's keys. ARGV: `_PUT`'s eight (mode "keep"),
+# then the release's. Replies {0} when the lock is not ours (nothing written or released), else
+# {1, offset stored, instances waiting for the lock}.
+_UPDATE_AND_RELEASE = (
+    _PUT_FUNCTION
+    + RELEASE_FUNCTION
+    + """
+local stored = put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+                   ARGV[7], ARGV[8])
+if not stored then return {0} end
+return {1, stored, release(KEYS[3], KEYS[4], ARGV[9])[2] or {}}
+"""
+)
+
+# A new upload's state and its lock, in one round trip (a creation with a body). KEYS: state,
+# lock. ARGV: token, lease ms, info, offset, expires_at, length, finished ttl ms, expire-at ms.
+# Replies 0, writing nothing, when the upload's state or lock exists already, unless both are
+# this very creation's (a retry whose first reply was lost, e.g. to a failover).
+_CREATE_HELD = (
+    _SET_TTL
+    + """
+local stored = redis.call('HGET', KEYS[1], 'info')
+if stored then
+  if stored == ARGV[3] and redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end
+  return 0
 end
-redis.call('HSET', KEYS[1], 'info', ARGV[2], 'offset', offset, 'expires_at', ARGV[4])
-set_ttl(KEYS[1], tonumber(offset), tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]))
-return offset
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'info', ARGV[3], 'offset', ARGV[4], 'expires_at', ARGV[5])
+set_ttl(KEYS[1], tonumber(ARGV[4]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]))
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
 """
 )
 
@@ -209,6 +247,8 @@ class RedisState(StateStore):
         self._commit = redis.register_script(_COMMIT)
         self._commit_and_release = redis.register_script(_COMMIT_AND_RELEASE)
         self._put = redis.register_script(_PUT)
+        self._create_held = redis.register_script(_CREATE_HELD)
+        self._update_and_release = redis.register_script(_UPDATE_AND_RELEASE)
         self._rebuild = redis.register_script(_REBUILD)
         self._get_with_holder = redis.register_script(_GET_WITH_HOLDER)
 
@@ -223,6 +263,8 @@ class RedisState(StateStore):
                 self._commit,
                 self._commit_and_release,
                 self._put,
+                self._create_held,
+                self._update_and_release,
                 self._rebuild,
                 self._get_with_holder,
             ],
@@ -283,6 +325,39 @@ class RedisState(StateStore):
 
     async def create(self, info: UploadInfo) -> None:
         await self._write(info, info.offset, token="", mode="new")
+
+    async def create_held(
+        self, info: UploadInfo, locker: Locker, on_release_request: ReleaseRequest
+    ) -> Lock:
+        if not isinstance(locker, RedisLocker) or locker.prefix != self.prefix:
+            return await super().create_held(info, locker, on_release_request)
+
+        async def take(token: str, lease_ms: int) -> None:
+            created, acked = await self._run(
+                self._create_held,
+                "create-held",
+                self._keys(info.id),
+                [
+                    token,
+                    lease_ms,
+                    _info_json(info),
+                    info.offset,
+                    _expires_text(info),
+                    *self._ttl_args(info),
+                ],
+            )
+            if not int(created):
+                raise upload_exists(info.id)
+            confirmed.append(acked)
+
+        confirmed: list[int | None] = []
+        lock = await locker.hold_new(info.id, on_release_request, take)
+        try:
+            self._check_durable(confirmed[0], f"upload {info.id!r} at offset {info.offset}")
+        except BaseException:
+            await lock.release()  # held, not yet known to the caller: nobody else would
+            raise
+        return lock
 
     async def get(self, upload_id: str) -> UploadInfo | None:
         with redis_errors("HMGET"):
@@ -381,6 +456,34 @@ class RedisState(StateStore):
         await self._write(info, info.offset, token="" if lock is None else lock.token, mode="keep")
         # A declared length or new storage details must survive a rebuild from storage.
         await self._store.save_info(info)
+
+    async def update_and_release(self, info: UploadInfo, lock: Lock) -> None:
+        if not isinstance(lock, RedisLock):
+            await super().update_and_release(info, lock)
+            return
+        if not lock.valid:
+            raise lock_lost(info.id)
+        # The storage copy first, while the lock is still ours: once released, a DELETE may
+        # remove the upload, and a later write would bring its `.info` back.
+        await self._store.save_info(info)
+        release_keys, release_args = lock.release_args()
+        with redis_errors("EVALSHA update-and-release"):
+            reply: list[Any] = await self._update_and_release(
+                keys=[*self._keys(info.id), *release_keys],
+                args=[
+                    lock.token,
+                    _info_json(info),
+                    info.offset,
+                    _expires_text(info),
+                    *self._ttl_args(info),
+                    "keep",
+                    *release_args,
+                ],
+            )
+        if not int(reply[0]):
+            raise lock_lost(info.id)
+        info.offset = int(text(reply[1]))
+        await lock.released_by_script(reply[2])
 
     async def delete(self, upload_id: str) -> None:
         with redis_errors("DEL"):

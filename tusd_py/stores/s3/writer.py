@@ -175,6 +175,14 @@ class PatchWriter:
             number = self.part_start // self.upload.part_size + 1
             position = max(self.start, self.part_start) - self.part_start
             await self.tails.put(self.upload, number, position, self.buffer, self.info.expires_at)
+            if deferred is None:
+                # The commit of these last bytes is left to the caller (stores/base.py: `write`),
+                # which can send it with the lock's release: one Redis round trip, not two. The
+                # cached head names its size, so a commit that then fails makes the next PATCH
+                # load the tail instead of using it.
+                self.parts.cache_tail(self.upload, number, self.buffer)
+                self.buffer = None
+                return
         async with self.commit_lock:
             await self._commit_upto(self.end)
         self.first_part_gate.set()
