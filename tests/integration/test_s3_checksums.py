@@ -235,7 +235,7 @@ async def test_every_part_and_segment_carries_the_sha256_of_its_bytes(
             async def commit(offset: int) -> None:
                 info.offset = offset
 
-            await store.write(info, chunked(piece, 65536), commit)
+            info.offset = await store.write(info, chunked(piece, 65536), commit)
             if info.finished:
                 await store.finish(info)
     finally:
@@ -277,7 +277,7 @@ async def test_parts_uploaded_by_the_completing_request_are_completed_with_their
         async def commit(offset: int) -> None:
             info.offset = offset
 
-        await store.write(info, chunked(data, 65536), commit)
+        info.offset = await store.write(info, chunked(data, 65536), commit)
         info.length = len(data)
         await store.declare_length(info)
         await store.finish(info)
@@ -322,7 +322,7 @@ async def test_parts_are_sent_as_their_upload_was_created(
     await store.open()
     try:
         sent = record_bodies(store)
-        await store.write(info, chunked(data, 65536), commit)
+        info.offset = await store.write(info, chunked(data, 65536), commit)
         await store.finish(info)
     finally:
         await store.close()
