@@ -330,15 +330,19 @@ async def test_single_patch_counts_one_request_per_part(s3: S3Server, bucket: st
     assert sha256(object_bytes(s3, bucket, info.id)) == sha256(data)
 
 
+@pytest.mark.parametrize("checksum", ["off", "sha256"])
 async def test_parts_spill_to_disk_when_the_buffer_budget_is_small(
-    s3: S3Server, bucket: str, tmp_path: Any
+    s3: S3Server, bucket: str, tmp_path: Any, checksum: str
 ) -> None:
+    """With a checksum the spilled part is hashed from its file descriptor: every byte written
+    must be there, not in the file object's buffer (which keeps writes smaller than its 8 KiB)."""
     data = payload(3 * PART + 5)
-    async with opened(s3, bucket, buffer_size=2 * MIB, spool_dir=str(tmp_path)) as store:
+    options = {"buffer_size": 2 * MIB, "spool_dir": str(tmp_path), "checksum": checksum}
+    async with opened(s3, bucket, **options) as store:
         sent = record_signed_payloads(store)
         info = await new_upload(store, len(data))
         state = FakeState(info, store)
-        await store.write(info, chunked(data, 300_000), state.commit)
+        await store.write(info, chunked(data, 5_000), state.commit)
         await store.finish(info)
         assert state.max_buffered <= 2 * MIB
         assert store.buffered_bytes == 0

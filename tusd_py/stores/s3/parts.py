@@ -162,17 +162,23 @@ class PartBuffer:
                 self.size += n
                 return
             await self._spill()
-        assert self._file is not None
-        await asyncio.to_thread(self._file.write, data)
+        await asyncio.to_thread(self._write_through, data)
         self.size += n
 
     async def _spill(self) -> None:
         assert self._memory is not None
         self._file = tempfile.TemporaryFile(dir=self._spool_dir)  # noqa: SIM115 - see release()
         memory, self._memory = self._memory, None
-        await asyncio.to_thread(self._file.write, memory.getbuffer())
+        await asyncio.to_thread(self._write_through, memory.getbuffer())
         self._budget.give(self._held)
         self._held = 0
+
+    def _write_through(self, data: bytes | memoryview) -> None:
+        """Write and flush (in a thread): hashing and tail reads `pread` the descriptor, which
+        does not see what the file object still buffers."""
+        assert self._file is not None
+        self._file.write(data)
+        self._file.flush()
 
     def body(self) -> IO[bytes]:
         body = self._memory if self._memory is not None else self._file
