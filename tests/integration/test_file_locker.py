@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,4 +153,17 @@ async def test_within_one_process_the_holder_is_asked_in_memory(tmp_path: Path) 
     assert await locker.holder("u1") == second.token
     await second.release()
     assert await locker.holder("u1") is None
+    await locker.close()
+
+
+async def test_a_lock_directory_removed_under_the_server_is_made_again(tmp_path: Path) -> None:
+    """An upload directory cleaned by hand while the server runs takes `.locks` with it; the
+    next lock makes it again instead of failing (it answered 500 FileNotFoundError)."""
+    directory = tmp_path / ".locks"
+    locker = FileLocker(directory, acquire_timeout=5)
+    await (await locker.acquire("u1", lambda: None)).release()
+    shutil.rmtree(directory)
+    lock = await locker.acquire("u1", lambda: None)
+    assert lock.valid and (directory / "u1").exists()
+    await lock.release()
     await locker.close()

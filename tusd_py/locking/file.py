@@ -102,7 +102,14 @@ class FileLocker(Locker):
 
     def _try_flock(self, upload_id: str, on_release_request: ReleaseRequest) -> _FileLock | None:
         path = self._path(upload_id)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            # `.locks` was removed under a running server (an upload directory cleaned by
+            # hand): make it again rather than fail every request. Locks held at that moment
+            # stop excluding others (their files are gone); removing it is the operator's risk.
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
