@@ -578,6 +578,12 @@ class FileStore(DataStore):
             return 0
         return size if info.length is None else min(size, info.length)
 
+    async def last_write(self, info: UploadInfo) -> float | None:
+        try:
+            return (await aiofiles.os.stat(self._data_path(info.id))).st_mtime
+        except FileNotFoundError:
+            return None
+
     async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
         path = self._data_path(info.id)
         try:
