@@ -76,3 +76,53 @@ async def test_terminate_removes_the_progress(tmp_path: Path) -> None:
     await store.terminate(info)
     assert [name for name in os.listdir(tmp_path) if name != ".index"] == []
     assert await store.load_info(info.id) is None
+
+
+# -- another process reads while one writes (--workers with local state) ------------------------
+
+STEP = 7919  # offset = STEP * n, expires_at = EPOCH + n: a read mixing two writes shows
+EPOCH = 1_900_000_000.0
+
+
+def _commit_forever(directory: str, upload_id: str, commits: int) -> None:
+    """A worker committing an upload: `.progress` in place, and every 10th commit the `.info`
+    whole again (as a declared length or the finish does), which removes the `.progress`."""
+    import asyncio
+
+    async def run() -> None:
+        store = FileStore(Path(directory))
+        info = await store.load_info(upload_id)
+        assert info is not None
+        for n in range(1, commits + 1):
+            info.offset, info.expires_at = STEP * n, EPOCH + n
+            if n % 10:
+                await store.save_progress(info)
+            else:
+                await store.save_info(info)
+
+    asyncio.run(run())
+
+
+async def test_reads_in_another_process_never_see_a_mixed_or_older_commit(tmp_path: Path) -> None:
+    import multiprocessing
+
+    store, _, info = await new_upload(tmp_path, length=STEP * 10**6)
+    writer = multiprocessing.get_context("spawn").Process(
+        target=_commit_forever, args=(str(tmp_path), info.id, 10_000)
+    )
+    writer.start()
+    try:
+        seen, reads = 0, 0
+        while writer.is_alive() or reads == 0:
+            loaded = await store.load_info(info.id)
+            assert loaded is not None
+            reads += 1
+            n = loaded.offset // STEP
+            assert loaded.offset == STEP * n, loaded.offset
+            assert loaded.expires_at == (EPOCH + n if n else None), (n, loaded.expires_at)
+            assert loaded.offset >= seen, f"read {reads}: offset {loaded.offset} after {seen}"
+            seen = loaded.offset
+    finally:
+        writer.kill()
+        writer.join()
+    assert writer.exitcode in (0, -9)

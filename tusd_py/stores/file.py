@@ -208,11 +208,15 @@ def _apply_progress(info: UploadInfo, text: str) -> None:
 
 
 def _read_info(info: Path, progress: Path) -> tuple[str, str | None]:
-    text = info.read_text()
+    # The `.progress` first: a writer replaces the `.info` and only then removes the `.progress`,
+    # so read in this order, the newer of the two is never older than the upload was when the
+    # read began. (Read the other way, the `.info` from before and no `.progress` any more: a
+    # HEAD in another worker went back to the offset of the `.info`'s last write.)
     try:
-        return text, progress.read_text()
+        progress_text: str | None = progress.read_text()
     except FileNotFoundError:
-        return text, None
+        progress_text = None
+    return info.read_text(), progress_text
 
 
 def _create_files(index: FileIndex, data: Path, info: Path, text: str) -> None:
