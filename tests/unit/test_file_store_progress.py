@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from tusd_py.info import UploadInfo
 from tusd_py.locking.memory import MemoryLocker
 from tusd_py.state.local import LocalState
@@ -40,7 +42,8 @@ async def test_a_commit_rewrites_the_progress_in_place_and_leaves_the_info(tmp_p
     # No rename: the same `.info` with the same text, the same `.progress` inode.
     assert (info_file.stat().st_ino, info_file.read_text()) == info_before
     assert progress_file.stat().st_ino == inode
-    assert progress_file.read_text().split() == ["60", "1900000000.25"]
+    offset, expires, checksum = progress_file.read_text().split()
+    assert (offset, expires) == ("60", "1900000000.25") and len(checksum) == 8
     # A restarted process (a fresh store) sees the committed offset and expiry.
     loaded = await FileStore(tmp_path).load_info(info.id)
     assert loaded is not None
@@ -68,6 +71,44 @@ async def test_an_unreadable_or_older_progress_loses_to_the_info(tmp_path: Path)
         progress.write_text(text)
         loaded = await FileStore(tmp_path).load_info(info.id)
         assert loaded is not None and (loaded.offset, loaded.length) == (30, 200), text
+
+
+async def test_a_progress_mixed_from_two_commits_is_read_again_or_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a read may see while another process rewrites the `.progress` in place: bytes of
+    the old text and of the new, each parsing as a number (offsets 4194304, 8388608 -> 8398608,
+    past what was ever committed)."""
+    _, state, info = await new_upload(tmp_path, length=10**8)
+    await commit(state, info, 4194304)
+    old = (tmp_path / "upload.progress").read_bytes()
+    await commit(state, info, 8388608)
+    new = (tmp_path / "upload.progress").read_bytes()
+    mixed = bytes(max(a, b) for a, b in zip(old, new, strict=True))
+    assert mixed.split()[0] == b"8398608"
+    (tmp_path / "upload.progress").write_bytes(mixed)
+    loaded = await FileStore(tmp_path).load_info(info.id)
+    assert loaded is not None and loaded.offset == 0  # torn for good: the `.info`'s, older but true
+
+    # Torn only while the rewrite lasts: the read is made again and sees it whole.
+    (tmp_path / "upload.progress").write_bytes(new)
+    reads = iter([mixed.decode(), new.decode()])
+    real = Path.read_text
+
+    def read_text(path: Path) -> str:
+        return next(reads) if path.name == "upload.progress" else real(path)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    loaded = await FileStore(tmp_path).load_info(info.id)
+    assert loaded is not None and loaded.offset == 8388608
+
+
+async def test_a_progress_written_before_its_checksum_is_still_read(tmp_path: Path) -> None:
+    _, state, info = await new_upload(tmp_path)
+    await commit(state, info, 30)
+    (tmp_path / "upload.progress").write_text("40 1900000000.5".ljust(63) + "\n")
+    loaded = await FileStore(tmp_path).load_info(info.id)
+    assert loaded is not None and (loaded.offset, loaded.expires_at) == (40, 1_900_000_000.5)
 
 
 async def test_terminate_removes_the_progress(tmp_path: Path) -> None:
