@@ -45,7 +45,7 @@ from tusd_py.redis_client import (
 )
 from tusd_py.redis_connect import Topology
 from tusd_py.state.base import StateStore
-from tusd_py.stores.base import DataStore
+from tusd_py.stores.base import DataStore, WriteClock
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,7 @@ class RedisState(StateStore):
         finished_ttl: float = DEFAULT_FINISHED_TTL,
         *,
         expired_ttl: float = DEFAULT_EXPIRED_TTL,
+        expiration: float = 0.0,
         on_close: CloseHook | None = None,
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
@@ -227,7 +228,9 @@ class RedisState(StateStore):
     ) -> None:
         """`redis` is a client (closed by `on_close`, if given) or a URL (client owned here).
         With `wait_replicas`, a creation or commit is acknowledged only once that many
-        replicas confirm it within `wait_timeout` (docs/redis.md, "Durability")."""
+        replicas confirm it within `wait_timeout` (docs/redis.md, "Durability"). `expiration`
+        (`--expiration`) is how far each PATCH moves an upload's expiry: a rebuild counts it from
+        the store's last write."""
         if isinstance(redis, str):
             redis = make_client(redis)
             on_close = redis.aclose
@@ -241,6 +244,7 @@ class RedisState(StateStore):
         self._store = store
         self.finished_ttl = finished_ttl
         self.expired_ttl = expired_ttl
+        self.expiration = expiration
         self.wait_replicas = wait_replicas
         self.wait_timeout = wait_timeout
         self._topology = topology
@@ -562,9 +566,25 @@ class RedisState(StateStore):
         offset = await self._store.stored_offset(info)
         if info.length is not None:
             offset = min(offset, info.length)
+        info.offset = offset
+        info.expires_at = await self._rebuilt_expiry(info)
         with redis_errors("EVALSHA rebuild"):
             values: list[Any] = await self._rebuild(
                 keys=[upload_key(self.prefix, upload_id, "state")],
                 args=[_info_json(info), offset, _expires_text(info), *self._ttl_args(info)],
             )
         return _decode(values)
+
+    async def _rebuilt_expiry(self, info: UploadInfo) -> float | None:
+        """The expiry of an upload rebuilt from storage. Each PATCH moves it in Redis only, so the
+        `.info` copy's may be long past for an upload still being written. A PATCH's counts from
+        its start, so counted from the store's last write it is (but for a clock tick) no
+        earlier than the one lost; an abandoned upload's stays past, and the sweep deletes it."""
+        if info.expires_at is None or info.finished or self.expiration <= 0:
+            return info.expires_at
+        if not isinstance(self._store, WriteClock):
+            return info.expires_at
+        written = await self._store.last_write(info)
+        if written is None:
+            return info.expires_at
+        return max(info.expires_at, written + self.expiration)
