@@ -49,6 +49,8 @@ class ClusterNode:
             "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
             "--cluster-replica-validity-factor", "0", "--logfile", "redis.log",
+            # A new replica (one that migrated to a primary left alone) syncs at once.
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc)
@@ -111,6 +113,16 @@ class RedisClusterServers:
     def primaries(self) -> list[ClusterNode]:
         return [n for n in self.running() if n.role() == "master"]
 
+    def replicas_of(self, primary: ClusterNode) -> list[ClusterNode]:
+        """The running nodes that replicate `primary`, linked or not."""
+        found = []
+        for node in self.running():
+            with node.client() as client:
+                role = client.execute_command("ROLE")
+            if role[0] == "slave" and int(role[2]) == primary.port:
+                found.append(node)
+        return found
+
     def kill(self, node: ClusterNode) -> None:
         assert node.proc is not None
         kill_process(node.proc)
@@ -152,11 +164,14 @@ class RedisClusterServers:
 
 
 @contextlib.contextmanager
-def redis_cluster() -> Iterator[RedisClusterServers]:
+def redis_cluster(spare_replicas: int = 0) -> Iterator[RedisClusterServers]:
+    """Three primaries with a replica each, and `spare_replicas` more that `redis-cli` gives
+    to some of them: Redis moves a spare to a primary left without a replica (replica
+    migration, after the primary has been alone for 5 s)."""
     workdir = Path(tempfile.mkdtemp(prefix="tusd-redis-cluster-"))
     servers = RedisClusterServers()
     try:
-        for i in range(6):
+        for i in range(6 + spare_replicas):
             path = workdir / str(i)
             path.mkdir()
             node = ClusterNode(free_port(), free_port(), path)
