@@ -87,6 +87,13 @@ class RedisClusterServers:
         importing and migrating, MIGRATE its keys in one batch, wait `pause` seconds (clients
         are sent ASK meanwhile), then give the slot to `target` (MOVED afterwards). Returns
         the number of keys moved."""
+        moved = self.start_migration(slot, target)
+        time.sleep(pause)
+        self.finish_migration(slot, target)
+        return moved
+
+    def start_migration(self, slot: int, target: ClusterNode) -> int:
+        """`migrate_slot` up to its pause: the keys are on `target`, the slot still is not."""
         source = self.primary_of_slot(slot)
         assert source is not target
         with source.client() as src, target.client() as dst:
@@ -97,11 +104,15 @@ class RedisClusterServers:
             keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
             if keys:
                 src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
-            time.sleep(pause)
-            for node in (target, source):
-                with node.client() as client:
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
         return len(keys)
+
+    def finish_migration(self, slot: int, target: ClusterNode) -> None:
+        source = self.primary_of_slot(slot)
+        with target.client() as dst:
+            target_id = dst.execute_command("CLUSTER", "MYID")
+        for node in (target, source):
+            with node.client() as client:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
 
     def primary_of_slot(self, slot: int) -> ClusterNode:
         with self.running()[0].client() as client:
