@@ -9,7 +9,9 @@ only the next command *of its connection* into a slot that is being imported.
 follows the Cluster's answers itself: `MOVED` updates the slot map and sends them again to the
 new owner, `ASK` sends `ASKING` and them to the migration's target, `TRYAGAIN` waits a moment;
 a lost connection, or a slot without a primary during a failover, refreshes the slot map and
-sends them all again, within the client's retries.
+sends them all again, within the client's retries. `follow_redirections` is that loop for
+one node, and `WaitingCluster` (redis_client.py) sends every single command through it too, so
+that an `ASK` is followed with `ASKING` on the command's own connection.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 REDIRECTIONS = RedisCluster.RedisClusterRequestTTL
 # A slot without a primary (a failover under way) is looked up again after this pause.
 CLUSTER_DOWN_PAUSE = 0.25
-# TRYAGAIN: a multi-key command met a slot whose keys are half migrated.
+# TRYAGAIN: a command with several keys, not all there, met a slot being migrated. 16 tries
+# 50 ms apart ride out a migration window of 0.8 s.
 TRY_AGAIN_PAUSE = 0.05
 
 Command = tuple[Any, ...]
