@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "tusd_py.preflight",
         "tusd_py.config",
         "tusd_py.request_context",
+        "tusd_py.redis_slot",
         "tusd_py.redis_client",
         "tusd_py.redis_connect",
         "tusd_py.logs",

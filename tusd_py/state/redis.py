@@ -35,6 +35,7 @@ from tusd_py.metrics import REDIS_WAIT_TIMEOUTS
 from tusd_py.redis_client import (
     CloseHook,
     RedisClient,
+    WaitingCluster,
     check_prefix,
     lock_key,
     make_client,
@@ -238,6 +239,13 @@ class RedisState(StateStore):
             raise ValueError("finished_ttl must be > 0")
         if expired_ttl <= 0:
             raise ValueError("expired_ttl must be > 0")
+        if (
+            wait_replicas
+            and isinstance(redis, RedisCluster)
+            and not isinstance(redis, WaitingCluster)
+        ):
+            # Only ours sends the WAIT on the connection of the commit (redis_slot.py).
+            raise ValueError("wait_replicas on a Redis Cluster needs make_client(cluster=True)")
         self._client = redis
         self._on_close = on_close
         self.prefix = check_prefix(prefix)
@@ -532,19 +540,30 @@ class RedisState(StateStore):
                 return await script(keys=keys, args=args), None
         for _ in range(2):
             with redis_errors(f"EVALSHA {name} + WAIT"):
-                # One pipeline, one connection. A retry after a dropped connection sends both
-                # again, so the WAIT follows a write of its own connection (a commit or creation
-                # that succeeds writes, even when the values are the same as before).
-                async with self._client.pipeline(transaction=False) as pipe:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    pipe.wait(self.wait_replicas, max(1, int(self.wait_timeout * 1000)))
-                    try:
-                        reply, acked = await pipe.execute()
-                    except rexc.NoScriptError:
-                        await self._client.script_load(script.script)
-                        continue
+                try:
+                    reply, acked = await self._eval_and_wait(script, keys, args)
+                except rexc.NoScriptError:
+                    await self._client.script_load(script.script)
+                    continue
             return reply, int(acked)
         raise storage_unavailable(f"Redis lost the {name} script twice in a row")
+
+    async def _eval_and_wait(
+        self, script: AsyncScript, keys: list[str], args: list[Any]
+    ) -> list[Any]:
+        """The script and a WAIT after it, on one connection. A retry after a dropped
+        connection sends both again, so the WAIT follows a write of its own connection (a
+        commit or creation that succeeds writes, even when the values are the same as before)."""
+        evalsha = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        wait = ("WAIT", self.wait_replicas, max(1, int(self.wait_timeout * 1000)))
+        if isinstance(self._client, WaitingCluster):
+            # On the connection of the primary owning the upload's slot: its replicas count.
+            return await self._client.run_on_key_slot(keys[0], [evalsha, wait])
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.execute_command(*evalsha)
+            pipe.execute_command(*wait)
+            replies: list[Any] = await pipe.execute()
+        return replies
 
     def _check_durable(self, acked: int | None, what: str) -> None:
         if acked is None or acked >= self.wait_replicas:
