@@ -17,6 +17,7 @@ ROOT = Path(tusd_py.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     (
         "tusd_py.errors",
+        "tusd_py.loop_errors",
         "tusd_py.cors",
         "tusd_py.ids",
         "tusd_py.info",
