@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import direct_vs_tus, driver
+from benchmarks import direct_vs_tus, driver, report
 from benchmarks.nginx_limit import nginx_binary
 
 
@@ -57,6 +57,35 @@ def test_the_benchmark_driver_produces_its_tables(tmp_path: Path) -> None:
     assert "| curl, one PATCH |" in table
     nginx = [r for r in results["records"] if r["server"] == "nginx"]
     assert nginx and {r["client"] for r in nginx} == {"curl, one PATCH"}, nginx
+
+
+def test_the_redis_shapes_part_measures_every_shape(tmp_path: Path) -> None:
+    """The redis-shapes part starts its Sentinel group and Cluster, runs HEAD and PATCH against
+    tusd-py on each shape without an error, and its table gives each a ratio to one
+    redis-server."""
+    assert shutil.which("node"), "node is not on PATH; `bash scripts/test` installs it"
+    out = tmp_path / "results"
+    status = driver.main(
+        [
+            "--parts", "redis-shapes",
+            "--small-seconds", "0.3",
+            "--small-rounds", "1",
+            "--work-dir", str(tmp_path / "work"),
+            "--out", str(out),
+            "--no-docs",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    results = json.loads((out / "results.json").read_text())
+    assert not results["skipped"], results["skipped"]
+    failed = [r for r in results["records"] if not r.get("ok", True)]
+    assert not failed, failed
+    measured = {(r["server"], r["client"]) for r in results["records"]}
+    assert measured == {(s, c) for s in driver.REDIS_SHAPES for c in ("HEAD", "PATCH 64 KiB")}
+    table = (out / "results.md").read_text().split("### Redis shapes", 1)[1]
+    for label in report.REDIS_SHAPE_LABELS.values():
+        assert f"| {label} |" in table, table
+    assert "| one redis-server | " in table and " | 1.00x | " in table, table
 
 
 def test_the_direct_vs_tus_comparison_runs(capsys: pytest.CaptureFixture[str]) -> None:
