@@ -249,7 +249,8 @@ def small_table(res: Results) -> str:
 
 
 def redis_shapes_table(res: Results) -> str:
-    """req/s of each shape and its ratio to one redis-server, both medians of the same rounds."""
+    """req/s of each shape and its ratio to one redis-server, both medians of the same rounds,
+    and tusd-py's CPU per request."""
     part = "redis-shapes"
     clients = res.clients(part)
 
@@ -263,12 +264,27 @@ def redis_shapes_table(res: Results) -> str:
         for client in clients:
             value = rps(server, client)
             cells += [_num(value), _num(_ratio(value, rps("tusd-py-redis", client)), "{:.2f}x")]
+            cells.append(_num(_cpu_per_request(res.summary(part, server, client))))
         errors = sum(s.errors for c in clients if (s := res.summary(part, server, c)))
         rows.append([REDIS_SHAPE_LABELS[server], *cells, str(errors)])
     header = ["Redis"]
     for client in clients:
-        header += [f"{client} req/s", f"{client} / one redis-server"]
+        header += [f"{client} req/s", f"{client} / one redis-server", f"{client} CPU µs/req"]
     return _table([*header, "errors"], rows) + "\n" + _errors_note(res, part)
+
+
+def _cpu_per_request(summary: Summary | None) -> float | None:
+    """tusd-py's CPU per request in µs, median over rounds: every request of the round (warm-up
+    and POSTs too) over the server's CPU seconds in it. A busy machine slows a request far more
+    than it adds to its CPU."""
+    if summary is None:
+        return None
+    values = [
+        float(r["server_cpu"]) / int(r["total"]) * 1e6
+        for r in summary.ok
+        if r.get("server_cpu") is not None and r.get("total")
+    ]
+    return statistics.median(values) if values else None
 
 
 @dataclass
