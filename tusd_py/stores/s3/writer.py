@@ -208,8 +208,7 @@ class PatchWriter:
         task, buffer = self.first_part
         if task.done() or not buffer.in_memory:
             return None
-        # At most one background part per upload: a client faster than S3 waits here.
-        await self.parts.settle(self.upload.id)
+        await self.parts.make_room(self.upload.id)
         if task.done() or not buffer.in_memory:
             return None  # finished (and released its buffer) while we waited
         start = self.start - self.start % self.upload.part_size
