@@ -42,12 +42,11 @@ class PartUploads:
         #: Part uploads one PATCH runs at once.
         self.max_concurrency = max_concurrency
         self._budget = Budget(buffer_size)
-        # Part uploads that outlive their PATCH (at most `max_concurrency` per upload), by
-        # upload id and part number: the task that waits for it and releases the tails, and the
-        # part upload itself. Cancel the part upload, not the waiter: a waiter cancelled before
-        # it started would leave its part upload running, owned by nobody; a cancelled part
-        # ends its waiter too.
-        self._background: dict[str, dict[int, tuple[asyncio.Task[None], asyncio.Task[None]]]] = {}
+        # Part uploads that outlive their PATCH (at most one per upload), by upload id: the task
+        # that waits for it and releases the tails, and the part upload itself. Cancel the part
+        # upload, not the waiter: a waiter cancelled before it started would leave its part
+        # upload running, owned by nobody; a cancelled part ends its waiter too.
+        self._background: dict[str, tuple[asyncio.Task[None], asyncio.Task[None]]] = {}
         self._segment_tails = SegmentTails(client)
         #: Where new uploads keep their incomplete parts when Redis holds them (use_redis_tails).
         self.redis_tails: RedisTails | None = None
@@ -157,30 +156,19 @@ class PartUploads:
                 await self.release_tails(upload, number * upload.part_size)
 
         background = asyncio.create_task(settle())
-        self._background.setdefault(upload.id, {})[number] = (background, task)
+        self._background[upload.id] = (background, task)
 
         def forget(done: asyncio.Task[None]) -> None:
-            running = self._background.get(upload.id, {})
-            if running.get(number, (None,))[0] is done:
-                del running[number]
-                if not running:
-                    del self._background[upload.id]
+            if self._background.get(upload.id, (None,))[0] is done:
+                del self._background[upload.id]
 
         background.add_done_callback(forget)
 
     async def settle(self, upload_id: str) -> None:
-        """Wait for the upload's background part uploads, if any (their failures are not ours)."""
-        running = self._background.get(upload_id)
-        if running:
-            await asyncio.wait([waiter for waiter, _ in running.values()])
-
-    async def make_room(self, upload_id: str) -> None:
-        """Wait until fewer than `max_concurrency` part uploads of the upload run in the
-        background: a client faster than S3 waits here, with that many parts in flight (as one
-        PATCH has) rather than one, so that one slow part does not hold up the next PATCH."""
-        while len(running := self._background.get(upload_id, {})) >= self.max_concurrency:
-            waiters = [waiter for waiter, _ in running.values()]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        """Wait for the upload's background part upload, if any (its failure is not ours)."""
+        background = self._background.get(upload_id)
+        if background is not None:
+            await asyncio.wait([background[0]])
 
     def in_background(self, upload_id: str) -> bool:
         """Whether a part upload of the upload outlives its PATCH right now."""
@@ -196,20 +184,20 @@ class PartUploads:
     async def cancel(self, upload_id: str) -> None:
         """The upload is being terminated: stop its background part upload and forget it."""
         self._budget.drop_tail(upload_id)
-        running = self._background.get(upload_id, {})
-        if running:
-            for _, part in running.values():
-                part.cancel()
-            await asyncio.wait([task for pair in running.values() for task in pair])
+        background = self._background.get(upload_id)
+        if background is not None:
+            waiter, part = background
+            part.cancel()
+            await asyncio.wait([waiter, part])
         self._uploaded_tails.pop(upload_id, None)
 
     async def close(self) -> None:
         """Let background part uploads end (or cancel them) and close the Redis tails."""
         if self._background:
             # Their bytes are safe in segments: waiting only saves finish() the rebuild.
-            pairs = [pair for running in self._background.values() for pair in running.values()]
-            _, late = await asyncio.wait([w for w, _ in pairs], timeout=BACKGROUND_DRAIN_TIMEOUT)
-            late_parts = [part for waiter, part in pairs if waiter in late]
+            waiters = [waiter for waiter, _ in self._background.values()]
+            _, late = await asyncio.wait(waiters, timeout=BACKGROUND_DRAIN_TIMEOUT)
+            late_parts = [part for waiter, part in self._background.values() if waiter in late]
             for part in late_parts:
                 part.cancel()
             if late:

@@ -9,9 +9,8 @@ and it can be uploaded whole. Two places, chosen per upload at creation (`info.s
   twice (segment, then part), and each PATCH waits for one PUT.
 - `RedisTails` ("redis"): the same segments as Redis strings: about a millisecond per MiB
   instead of a PUT, and every byte goes to S3 once. Redis holds about a part per unfinished
-  upload (more while parts upload in the background): a part's segments are deleted as soon as
-  the part is in S3 and the committed offset covers it. Used when Redis holds the state anyway,
-  for part
+  upload: a part's segments are deleted as soon as the part is in S3 and the committed offset
+  covers it. Used when Redis holds the state anyway, for part
   sizes up to `REDIS_TAIL_MAX_PART` (a Redis string holds at most 512 MB).
 
 Either way a tail is only ever read up to the committed offset: bytes past it belong to a PATCH

@@ -208,7 +208,8 @@ class PatchWriter:
         task, buffer = self.first_part
         if task.done() or not buffer.in_memory:
             return None
-        await self.parts.make_room(self.upload.id)
+        # At most one background part per upload: a client faster than S3 waits here.
+        await self.parts.settle(self.upload.id)
         if task.done() or not buffer.in_memory:
             return None  # finished (and released its buffer) while we waited
         start = self.start - self.start % self.upload.part_size
