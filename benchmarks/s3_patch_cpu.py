@@ -20,6 +20,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from unittest import mock
 
 import uvloop
 
@@ -60,16 +61,16 @@ async def one_run(endpoint: str, redis_url: str, bucket: str, patches: int, size
     print(json.dumps({"cpu": round(cpu, 3), "wall": round(wall, 3)}), flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     from tests.support.servers import redis_server, s3_server
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--patches", type=int, default=256)
     parser.add_argument("--patch-size", default="1MiB")
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    os.environ.update(S3_ENV)
+    args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.dict(os.environ, S3_ENV))  # the store's credentials
         s3 = stack.enter_context(s3_server(MOTO_ENV))
         redis = stack.enter_context(redis_server())
         import botocore.session
@@ -80,7 +81,8 @@ def main() -> None:
         for _ in range(args.runs):
             run = one_run(s3.endpoint, redis.url, "cpu", args.patches, parse_size(args.patch_size))
             uvloop.run(run)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
