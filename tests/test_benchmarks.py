@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import direct_vs_tus, driver, report
+from benchmarks import direct_vs_tus, driver, report, s3_patch_cpu
 from benchmarks.nginx_limit import nginx_binary
 
 
@@ -91,3 +91,11 @@ def test_the_direct_vs_tus_comparison_runs(capsys: pytest.CaptureFixture[str]) -
     assert direct_vs_tus.main(["--size", "11MiB", "--part-size", "5MiB"]) == 0
     out = capsys.readouterr().out
     assert "| requests to the server | 2 | 5 |" in out, out
+
+
+def test_the_s3_patch_cpu_measurement_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/s3_patch_cpu.py with 3 PATCHes of 3 MiB (the third fills a part begun by the
+    others, so a part upload goes on in the background): one JSON line per run."""
+    assert s3_patch_cpu.main(["--patches", "3", "--patch-size", "3MiB", "--runs", "1"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["cpu"] > 0 and line["wall"] > 0, line

@@ -251,14 +251,15 @@ class RedisTails(TailStore):
         key, index = self._key(upload, field), self._index(upload)
         with redis_errors("MULTI/EXEC save-tail"):
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(key, data)
-                pipe.hset(index, field, len(data))
-                for name in (key, index):
-                    if expires_at is None:
-                        pipe.persist(name)
-                    else:  # a grace period past the expiry; never a time already past
-                        at = max(expires_at, time.time()) + REDIS_TAIL_GRACE
-                        pipe.pexpireat(name, int(at * 1000))
+                if expires_at is None:
+                    pipe.set(key, data)  # a SET without an expiry drops any the key had
+                    pipe.hset(index, field, len(data))
+                    pipe.persist(index)
+                else:  # a grace period past the expiry; never a time already past
+                    at_ms = int((max(expires_at, time.time()) + REDIS_TAIL_GRACE) * 1000)
+                    pipe.set(key, data, pxat=at_ms)
+                    pipe.hset(index, field, len(data))
+                    pipe.pexpireat(index, at_ms)
                 await pipe.execute()
 
     async def _fields(self, upload: S3Upload) -> dict[tuple[int, int], int]:
