@@ -67,6 +67,7 @@ REDIS_SHAPES: dict[str, RedisShape] = {
     "tusd-py-cluster": "cluster",
     "tusd-py-primary-wait1": "sentinel",
     "tusd-py-sentinel-wait1": "sentinel",
+    "tusd-py-cluster-wait1": "cluster",
 }
 
 Record = dict[str, Any]

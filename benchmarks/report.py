@@ -30,6 +30,7 @@ LABELS = {
     "tusd-py-cluster": "tusd-py, Redis Cluster",
     "tusd-py-primary-wait1": "tusd-py, Redis primary, --redis-wait-replicas 1",
     "tusd-py-sentinel-wait1": "tusd-py, Redis through Sentinel, --redis-wait-replicas 1",
+    "tusd-py-cluster-wait1": "tusd-py, Redis Cluster, --redis-wait-replicas 1",
     "sink": "limit: sink",
     "nginx": "limit: nginx (C)",
     "tus-node": "@tus/server",
@@ -47,6 +48,7 @@ REDIS_SHAPE_LABELS = {
     "tusd-py-cluster": "Cluster: 3 primaries + 3 replicas",
     "tusd-py-primary-wait1": "Sentinel's primary as one endpoint, `--redis-wait-replicas 1`",
     "tusd-py-sentinel-wait1": "Sentinel, `--redis-wait-replicas 1`",
+    "tusd-py-cluster-wait1": "Cluster, `--redis-wait-replicas 1`",
 }
 
 

@@ -310,6 +310,14 @@ SERVERS: dict[str, ServerSpec] = {
             _needs_sentinel,
         ),
         ServerSpec(
+            "tusd-py-cluster-wait1",
+            "tusd-py (file, Redis Cluster state, --redis-wait-replicas 1)",
+            "file",
+            "ours",
+            _tusd_py("file", "cluster", wait_replicas=1),
+            _needs_cluster,
+        ),
+        ServerSpec(
             "tusd-py-s3",
             "tusd-py (S3, Redis state)",
             "s3",
