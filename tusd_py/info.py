@@ -68,15 +68,20 @@ class UploadInfo:
         return data
 
     def to_json(self) -> str:
-        return dumps(self.to_dict())
+        # The fields themselves rather than `asdict`'s deep copy, which json.dumps does not need:
+        # every commit without Redis writes this (the in-memory state keeps it).
+        return dumps({name: getattr(self, name) for name in _STORED_FIELDS})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> UploadInfo:
         """Reads `to_json`'s form, and the older one that also stored `metadata` (kept as it is,
         so uploads in flight across an upgrade keep exactly what they had)."""
         data = json.loads(text)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+
+
+_FIELDS = frozenset(UploadInfo.__dataclass_fields__)
+_STORED_FIELDS = tuple(sorted(_FIELDS - {"metadata"}))
 
 
 def dumps(data: dict[str, Any]) -> str:
