@@ -153,3 +153,15 @@ async def test_within_one_process_the_holder_is_asked_in_memory(tmp_path: Path) 
     await second.release()
     assert await locker.holder("u1") is None
     await locker.close()
+
+
+async def test_a_removed_lock_directory_is_made_again(tmp_path: Path) -> None:
+    """benchmarks/run empties the upload directory between cases, `.locks` with it, while the
+    workers run: the next PATCH answered 500 (FileNotFoundError) until the lock dir came back."""
+    locker = FileLocker(tmp_path / ".locks", acquire_timeout=1)
+    lock = await locker.acquire("a" * 32, lambda: None)
+    await lock.release()
+    (tmp_path / ".locks").rmdir()
+    lock = await locker.acquire("a" * 32, lambda: None)
+    assert lock.valid and (tmp_path / ".locks" / ("a" * 32)).exists()
+    await lock.release()

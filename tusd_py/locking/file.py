@@ -102,7 +102,13 @@ class FileLocker(Locker):
 
     def _try_flock(self, upload_id: str, on_release_request: ReleaseRequest) -> _FileLock | None:
         path = self._path(upload_id)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            # `.locks` itself was removed under the running server (benchmarks/run cleans the
+            # upload directory between cases): without it every PATCH answered 500.
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
