@@ -36,6 +36,7 @@ import errno
 import io
 import logging
 import os
+import resource
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -86,6 +87,17 @@ STALL_WINDOW = 10.0
 LONG_STALL = 0.1
 THREADED_FOR = 30.0
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
+
+
+def _voluntary_switches() -> int:
+    """How often the calling thread has slept in the kernel so far; -1 where that is unknown
+    (not Linux), and then every long call counts as a stall."""
+    if _RUSAGE_THREAD is None:
+        return -1
+    return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw
+
+
+_RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
 
 
 def _disk_error(exc: OSError, verb: str, path: Path) -> TusError:
@@ -479,12 +491,16 @@ class FileStore(DataStore):
 
     def _timed(self, operation: Callable[..., T], *args: object) -> T:
         """Run a file operation on the loop; repeated or long stalls move the next to threads."""
+        slept = _voluntary_switches()
         started = time.monotonic()
         try:
             return operation(*args)
         finally:
             now = time.monotonic()
-            if now - started > STALL:
+            # A stall is the thread sleeping in the kernel (a throttled or failing disk). On a
+            # busy machine a call also takes long when the thread merely waited for a core:
+            # threads would not help then, and the hops cost ~50 µs each.
+            if now - started > STALL and (slept < 0 or _voluntary_switches() != slept):
                 self._stalled(operation.__name__, started, now)
 
     def _stalled(self, operation: str, started: float, now: float) -> None:
