@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,7 +51,7 @@ class UploadInfo:
             if self.metadata:
                 self.metadata_header = encode_metadata(self.metadata)
         elif not self.metadata:
-            self.metadata = parse_metadata(self.metadata_header)
+            self.metadata = dict(_decoded_metadata(self.metadata_header))
 
     @property
     def deferred(self) -> bool:
@@ -78,6 +79,13 @@ class UploadInfo:
         so uploads in flight across an upgrade keep exactly what they had)."""
         data = json.loads(text)
         return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+
+
+@functools.lru_cache(maxsize=256)
+def _decoded_metadata(header: str) -> tuple[tuple[str, str], ...]:
+    # Every state read builds an UploadInfo from the stored header: the uploads being worked on
+    # are few, and decoding each pair again cost several µs per HEAD.
+    return tuple(parse_metadata(header).items())
 
 
 _FIELDS = frozenset(UploadInfo.__dataclass_fields__)
