@@ -1,28 +1,34 @@
-"""CPU per HEAD of one upload with local state, the ASGI app called in a loop (no sockets).
+"""CPU per HEAD or small PATCH of one upload, the ASGI app called in a loop (no sockets).
 
-    PYTHONPATH=<tree> .venv/bin/python -m benchmarks.asgi_cpu [label]
+    PYTHONPATH=<tree> .venv/bin/python -m benchmarks.asgi_cpu [--patch SIZE] [--redis] [label]
 
 What the server's own code costs per request, without uvicorn, the client or the network, and
 measured as process CPU time, so it holds up on a busy machine better than requests per second.
-Compare two trees (e.g. a `git archive` of an older commit) by running it in each, interleaved.
+`--patch 65536` sends PATCHes of that many bytes instead of HEADs (a fresh upload per run, removed
+after it); `--redis` keeps the state in a redis-server of its own (tests/support), whose CPU is
+not counted. Compare two trees (e.g. a `git archive` of an older commit) by running it in each,
+interleaved.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
+import contextlib
+import shutil
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from starlette.types import Message
+from starlette.types import ASGIApp, Message
 
 from tusd_py.app import create_app
 from tusd_py.config import Config
 
 WARM_UP = 2000
 RUNS = 5
-PER_RUN = 5000
+PER_RUN = {"HEAD": 5000, "PATCH": 1000}
 
 
 def http_scope(method: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -43,34 +49,106 @@ def http_scope(method: str, path: str, headers: dict[str, str]) -> dict[str, Any
     }
 
 
-async def main(label: str) -> None:
-    app = create_app(Config(upload_dir=tempfile.mkdtemp(), metrics=True))
-    sent: list[Message] = []
+@contextlib.contextmanager
+def redis_url(wanted: bool) -> Iterator[str | None]:
+    if not wanted:
+        yield None
+        return
+    from tests.support.servers import redis_server
 
-    async def send(message: Message) -> None:
-        sent.append(message)
+    with redis_server() as server:
+        yield server.url
+
+
+class Client:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.sent: list[Message] = []
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+    async def call(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> int:
+        async def receive() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        self.sent.clear()
+        await self.app(http_scope(method, path, headers), receive, self.send)
+        status: int = self.sent[0]["status"]
+        return status
+
+    async def create(self, length: int) -> str:
+        create = {"Tus-Resumable": "1.0.0", "Upload-Length": str(length), "Host": "t"}
+        assert await self.call("POST", "/files/", create) == 201, self.sent
+        location: str = dict(self.sent[0]["headers"])[b"location"].decode()
+        return "/files/" + location.rsplit("/", 1)[1]
+
+
+def head_loop(client: Client, path: str) -> Callable[[int], Awaitable[None]]:
+    scope = http_scope("HEAD", path, {"Tus-Resumable": "1.0.0", "Host": "t"})
 
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async with app.router.lifespan_context(app):
-        create = {"Tus-Resumable": "1.0.0", "Upload-Length": "10", "Host": "t"}
-        await app(http_scope("POST", "/files/", create), receive, send)
-        location = dict(sent[0]["headers"])[b"location"].decode()
-        head = http_scope("HEAD", "/files/" + location.rsplit("/", 1)[1], {})
-        head["headers"] = [(b"tus-resumable", b"1.0.0"), (b"host", b"t")]
-        for _ in range(WARM_UP):
-            await app(dict(head), receive, send)
-        costs = []
-        for _ in range(RUNS):
-            sent.clear()
-            start = time.process_time()
-            for _ in range(PER_RUN):
-                await app(dict(head), receive, send)
-            costs.append((time.process_time() - start) / PER_RUN * 1e6)
-            assert sent[0]["status"] == 200, sent[0]
-    print(f"{label}: µs of CPU per HEAD, {RUNS} runs:", " ".join(f"{c:.1f}" for c in costs))
+    async def run(count: int) -> None:
+        client.sent.clear()
+        for _ in range(count):
+            await client.app(dict(scope), receive, client.send)
+        assert client.sent[0]["status"] == 200, client.sent[0]
+
+    return run
+
+
+def patch_loop(client: Client, size: int) -> Callable[[int], Awaitable[None]]:
+    body = b"a" * size
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def run(count: int) -> None:
+        path = await client.create(2**40)
+        headers = {
+            "Tus-Resumable": "1.0.0",
+            "Content-Type": "application/offset+octet-stream",
+            "Content-Length": str(size),
+            "Host": "t",
+        }
+        for i in range(count):
+            scope = http_scope("PATCH", path, {**headers, "Upload-Offset": str(i * size)})
+            client.sent.clear()
+            await client.app(scope, receive, client.send)
+        assert client.sent[0]["status"] == 204, client.sent
+        assert await client.call("DELETE", path, {"Tus-Resumable": "1.0.0"}) == 204
+
+    return run
+
+
+async def main(label: str, patch: int, redis: str | None) -> None:
+    directory = tempfile.mkdtemp(prefix="tusd-asgi-cpu-")
+    config = Config(upload_dir=directory, metrics=True, redis_url=redis)
+    app = create_app(config)
+    client = Client(app)
+    method = "PATCH" if patch else "HEAD"
+    try:
+        async with app.router.lifespan_context(app):
+            run = patch_loop(client, patch) if patch else head_loop(client, await client.create(10))
+            await run(WARM_UP // 10 if patch else WARM_UP)
+            costs = []
+            for _ in range(RUNS):
+                start = time.process_time()
+                await run(PER_RUN[method])
+                costs.append((time.process_time() - start) / PER_RUN[method] * 1e6)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    what = f"{method} {patch} B" if patch else method
+    print(f"{label}: µs of CPU per {what}, {RUNS} runs:", " ".join(f"{c:.1f}" for c in costs))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "HEAD"))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("label", nargs="?", default="")
+    parser.add_argument("--patch", type=int, default=0, help="PATCH body size (0: HEADs)")
+    parser.add_argument("--redis", action="store_true", help="state in a redis-server")
+    args = parser.parse_args()
+    with redis_url(args.redis) as url:
+        asyncio.run(main(args.label or ("redis" if args.redis else "local"), args.patch, url))

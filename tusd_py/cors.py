@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("tusd_py.cors")
 
@@ -129,9 +129,18 @@ class LoggedCORSMiddleware(CORSMiddleware):
         self, scope: Scope, receive: Receive, send: Send, request_headers: Headers
     ) -> None:
         origin = request_headers.get("origin")
+        if origin is None:
+            # What CORSMiddleware.send does for a request without Origin (every tus client but
+            # a browser's), without the Headers objects it builds per response.
+            async def send_varied(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    _vary_on_origin(message)
+                await send(message)
+
+            await self.app(scope, receive, send_varied)
+            return
         if (
-            origin is not None
-            and not self.is_allowed_origin(origin)
+            not self.is_allowed_origin(origin)
             and not _same_origin(origin, request_headers)
             and self.refusals.should_log(origin)
         ):
@@ -143,6 +152,17 @@ class LoggedCORSMiddleware(CORSMiddleware):
                 extra={"origin": origin},
             )
         await super().simple_response(scope, receive, send, request_headers)
+
+
+def _vary_on_origin(message: Message) -> None:
+    """Add `Origin` to the response's `Vary`, as CORSMiddleware.send does when there is no
+    Origin: one `Vary` header with every value it had, then `Origin`."""
+    raw = message["headers"] = list(message.get("headers", ()))  # a copy, as MutableHeaders
+    if any(name == b"vary" for name, _ in raw):
+        headers = MutableHeaders(raw=raw)
+        headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
+    else:
+        raw.append((b"vary", b"Origin"))
 
 
 def _same_origin(origin: str, request_headers: Headers) -> bool:

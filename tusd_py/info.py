@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,7 +51,7 @@ class UploadInfo:
             if self.metadata:
                 self.metadata_header = encode_metadata(self.metadata)
         elif not self.metadata:
-            self.metadata = parse_metadata(self.metadata_header)
+            self.metadata = dict(_decoded_metadata(self.metadata_header))
 
     @property
     def deferred(self) -> bool:
@@ -68,15 +69,27 @@ class UploadInfo:
         return data
 
     def to_json(self) -> str:
-        return dumps(self.to_dict())
+        # The fields themselves rather than `asdict`'s deep copy, which json.dumps does not need:
+        # every commit without Redis writes this (the in-memory state keeps it).
+        return dumps({name: getattr(self, name) for name in _STORED_FIELDS})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> UploadInfo:
         """Reads `to_json`'s form, and the older one that also stored `metadata` (kept as it is,
         so uploads in flight across an upgrade keep exactly what they had)."""
         data = json.loads(text)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
+
+
+@functools.lru_cache(maxsize=256)
+def _decoded_metadata(header: str) -> tuple[tuple[str, str], ...]:
+    # Every state read builds an UploadInfo from the stored header: the uploads being worked on
+    # are few, and decoding each pair again cost several µs per HEAD.
+    return tuple(parse_metadata(header).items())
+
+
+_FIELDS = frozenset(UploadInfo.__dataclass_fields__)
+_STORED_FIELDS = tuple(sorted(_FIELDS - {"metadata"}))
 
 
 def dumps(data: dict[str, Any]) -> str:

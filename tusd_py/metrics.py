@@ -12,6 +12,7 @@ dashboards need few changes. Hot paths touch them once per request, never per bo
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -102,6 +103,19 @@ REDIS_WAIT_TIMEOUTS = Counter(
     "Commits that fewer than --redis-wait-replicas replicas confirmed within "
     "--redis-wait-timeout (the request answered 503).",
 )
+
+
+@functools.cache
+def request_metrics(method: str, status: int) -> tuple[Counter, Histogram]:
+    """The `REQUESTS` and `REQUEST_DURATION` children of one method and status, looked up once:
+    `.labels()` checks its arguments and takes a lock on every call, several µs per request."""
+    return REQUESTS.labels(method, str(status)), REQUEST_DURATION.labels(method)
+
+
+@functools.cache
+def lock_wait(outcome: str) -> Histogram:
+    """The `LOCK_WAIT` child of one outcome (looked up once, as `request_metrics`)."""
+    return LOCK_WAIT.labels(outcome)
 
 
 def observe_s3_request(operation: str, seconds: float, ok: bool = True) -> None:

@@ -68,12 +68,13 @@ class ObserveMiddleware:
             nonlocal status, replacement_body, body_sent, response_started
             if message["type"] == "http.response.start":
                 response_started = True
-                message.setdefault("headers", [])
-                headers = MutableHeaders(scope=message)
-                if "x-request-id" not in headers:
-                    headers["X-Request-ID"] = request_id
+                # A copy, as MutableHeaders would make: the list may be the response's own.
+                raw = message["headers"] = list(message.get("headers", ()))
+                if not any(name == b"x-request-id" for name, _ in raw):
+                    raw.append((b"x-request-id", request_id.encode("latin-1")))
                 changes = ctx.response_changes
                 if changes is not None:
+                    headers = MutableHeaders(raw=raw)
                     for name, value in changes.headers.items():
                         headers[name] = value
                     if changes.status_code:
@@ -107,27 +108,35 @@ class ObserveMiddleware:
             method = _method_label(scope)
             if not quiet:
                 metrics.CONNECTIONS_OPEN.dec()
-                metrics.REQUESTS.labels(method, str(status)).inc()
-                metrics.REQUEST_DURATION.labels(method).observe(elapsed)
-            full_path = scope.get("path", "")
-            line = "%s %s %d %.1fms"
-            args: list[object] = [method, full_path, status, elapsed * 1000]
-            if ctx.access_note is not None:
-                line += ": %s"
-                args.append(ctx.access_note)
-            access_log.log(
-                logging.DEBUG if quiet else logging.INFO,
-                line,
-                *args,
-                extra={
-                    "method": method,
-                    "path": full_path,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 1),
-                    **ctx.access_fields,
-                },
-            )
+                counted, timed = metrics.request_metrics(method, status)
+                counted.inc()
+                timed.observe(elapsed)
+            level = logging.DEBUG if quiet else logging.INFO
+            if access_log.isEnabledFor(level):  # the line is not even formatted otherwise
+                _log_access(level, method, scope.get("path", ""), status, elapsed, ctx)
             current_request.reset(token)
+
+
+def _log_access(
+    level: int, method: str, path: str, status: int, elapsed: float, ctx: RequestContext
+) -> None:
+    line = "%s %s %d %.1fms"
+    args: list[object] = [method, path, status, elapsed * 1000]
+    if ctx.access_note is not None:
+        line += ": %s"
+        args.append(ctx.access_note)
+    access_log.log(
+        level,
+        line,
+        *args,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 1),
+            **ctx.access_fields,
+        },
+    )
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -94,3 +94,26 @@ async def test_short_stalls_move_writes_only_when_they_repeat(
     await upload_once(store, "stalling")
     assert threads[:4] == [True] * 4 and not any(threads[5:])
     assert (tmp_path / "stalling").stat().st_size == BODY
+
+
+async def test_a_call_slowed_by_a_busy_cpu_is_no_stall(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only time asleep in the kernel is a disk stall: a write that took long because the
+    thread waited for a core (here: computed for that long) leaves writes on the loop."""
+    monkeypatch.setattr(file_store, "WRITE_SIZE", 128 * KIB)
+    real_write_all = file_store._write_all
+
+    def busy_write_all(f: object, pieces: list[bytes]) -> None:
+        deadline = time.monotonic() + file_store.LONG_STALL * 1.5
+        while time.monotonic() < deadline:
+            pass
+        real_write_all(f, pieces)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(file_store, "_write_all", busy_write_all)
+    store = FileStore(tmp_path)
+    await store.open()
+    await upload_once(store, "busy")
+    await upload_once(store, "after")
+    assert store._on_loop()
+    assert (tmp_path / "after").stat().st_size == BODY

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from tusd_py.errors import TusError
 from tusd_py.locking.base import Lock, Locker, ReleaseRequest
-from tusd_py.metrics import LOCK_WAIT
+from tusd_py.metrics import lock_wait
 
 
 def _keep_going() -> None:
@@ -35,7 +35,7 @@ async def held(
             outcome = "locked"
         raise
     finally:
-        LOCK_WAIT.labels(outcome).observe(time.perf_counter() - start)
+        lock_wait(outcome).observe(time.perf_counter() - start)
     try:
         yield lock
     finally:

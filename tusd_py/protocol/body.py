@@ -190,9 +190,17 @@ def has_body(request: Request) -> bool:
     )
 
 
+def opened_body(request: Request) -> BodyReader | None:
+    """The reader `TusContext.open_body` gave the request (it is kept in `request.state`), or
+    None. Read from the scope's state dict: `getattr(request.state, ...)` raises and catches an
+    AttributeError for every request without a body."""
+    reader: BodyReader | None = request.scope.get("state", {}).get("body_reader")
+    return reader
+
+
 def body_left_unread(request: Request) -> bool:
     """True when the client sent (or is sending) body bytes this request never read."""
-    reader: BodyReader | None = getattr(request.state, "body_reader", None)
+    reader = opened_body(request)
     if reader is not None and reader.complete:
         return False
     try:

@@ -11,7 +11,7 @@ from tusd_py.errors import TusError
 from tusd_py.failures import log_server_error, log_unexpected
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.protocol.access import check_access
-from tusd_py.protocol.body import BodyReader, body_left_unread, early_end
+from tusd_py.protocol.body import body_left_unread, early_end, opened_body
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.create import handle_create
 from tusd_py.protocol.delete import handle_delete
@@ -58,7 +58,7 @@ def logged_method(request: Request) -> str:
 def expects_continue(request: Request) -> bool:
     """The client waits for `100 Continue` before sending its body; none was sent if the body
     was never read, so there is nothing to drain."""
-    reader = getattr(request.state, "body_reader", None)
+    reader = opened_body(request)
     waiting = "100-continue" in request.headers.get("expect", "").lower()
     return waiting and (reader is None or reader.received == 0)
 
@@ -66,7 +66,7 @@ def expects_continue(request: Request) -> bool:
 def note_early_end(request: Request, response: Response) -> None:
     """A body cut short (the client went away, a handover, ...) says so on the access line,
     with the bytes received and the offset committed: what the client resumes from."""
-    reader: BodyReader | None = getattr(request.state, "body_reader", None)
+    reader = opened_body(request)
     ctx = current_request.get()
     if reader is None or ctx is None or (ending := early_end(reader)) is None:
         return

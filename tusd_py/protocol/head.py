@@ -35,5 +35,7 @@ async def handle_head(ctx: TusContext, upload_id: str, request: Request | None =
     info = await current_info(ctx, upload_id)
     if info.concat == "final" and not info.finished:
         info = await try_complete_final(ctx, upload_id) or info  # retries a failed assembly
-    endpoint = None if request is None else endpoint_url(request, ctx.config.behind_proxy)
+    endpoint = None
+    if request is not None and info.concat == "final":  # only a final's parts are URLs
+        endpoint = endpoint_url(request, ctx.config.behind_proxy)
     return tus_response(200, upload_headers(info, endpoint))

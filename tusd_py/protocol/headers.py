@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 
 from tusd_py.errors import TusError, bad_request
@@ -23,7 +24,18 @@ def parse_uint(name: str, value: str) -> int:
 
 
 def http_date(epoch: float) -> str:
+    """`epoch` as an HTTP date (whole seconds: the fraction is dropped)."""
+    second = int(epoch)
+    if 0 <= epoch - second < 0.999999:  # else formatting may round to another second
+        return _http_date_of_second(second)
     return email.utils.formatdate(epoch, usegmt=True)
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date_of_second(second: int) -> str:
+    # Formatting takes several µs, and every HEAD and PATCH formats its upload's expiry: the
+    # uploads being worked on, and PATCHes within one second, share a few values.
+    return email.utils.formatdate(second, usegmt=True)
 
 
 def check_tus_resumable(value: str | None) -> None:

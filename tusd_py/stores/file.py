@@ -37,6 +37,7 @@ import errno
 import io
 import logging
 import os
+import resource
 import time
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
@@ -79,14 +80,26 @@ READ_SIZE = 256 * 1024
 # STALL_WINDOW seconds, or once longer than LONG_STALL, sends the store's file operations to
 # worker threads for THREADED_FOR seconds, after which the loop tries again. A lone 20-40 ms
 # hiccup (an `.info` rename while the kernel reclaims a full page cache) is tolerated: it used to
-# send everything to threads, and cost that 8 MiB-chunk upload 15-25%. Reads (downloads, which may
-# come from a cold disk) always use threads.
+# send everything to threads, and cost that 8 MiB-chunk upload 15-25%. Reading an `.info` (under
+# `--workers`, every HEAD and PATCH does) is such an operation too; downloads, which may come from
+# a cold disk, always use threads.
 STALL = 0.02
 STALLS = 3
 STALL_WINDOW = 10.0
 LONG_STALL = 0.1
 THREADED_FOR = 30.0
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
+
+
+def _voluntary_switches() -> int:
+    """How often the calling thread has slept in the kernel so far; -1 where that is unknown
+    (not Linux), and then every long call counts as a stall."""
+    if _RUSAGE_THREAD is None:
+        return -1
+    return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw
+
+
+_RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
 
 
 def _disk_error(exc: OSError, verb: str, path: Path) -> TusError:
@@ -517,12 +530,16 @@ class FileStore(DataStore):
 
     def _timed(self, operation: Callable[..., T], *args: object) -> T:
         """Run a file operation on the loop; repeated or long stalls move the next to threads."""
+        slept = _voluntary_switches()
         started = time.monotonic()
         try:
             return operation(*args)
         finally:
             now = time.monotonic()
-            if now - started > STALL:
+            # A stall is the thread sleeping in the kernel (a throttled or failing disk). On a
+            # busy machine a call also takes long when the thread merely waited for a core:
+            # threads would not help then, and the hops cost ~50 µs each.
+            if now - started > STALL and (slept < 0 or _voluntary_switches() != slept):
                 self._stalled(operation.__name__, started, now)
 
     def _stalled(self, operation: str, started: float, now: float) -> None:
@@ -602,7 +619,7 @@ class FileStore(DataStore):
     async def load_info(self, upload_id: str) -> UploadInfo | None:
         paths = self._info_path(upload_id), self._progress_path(upload_id)
         try:
-            text, progress = await asyncio.to_thread(_read_info, *paths)
+            text, progress = await self._blocking(_read_info, *paths)
         except FileNotFoundError:
             return None
         info = UploadInfo.from_json(text)
