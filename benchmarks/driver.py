@@ -15,9 +15,10 @@ Parts
     s3           one large upload to S3 (moto's server), by tus-js-client (one PATCH, 1 MiB
                  chunks) and curl; the limit is a direct aiobotocore multipart upload
     s3-rss       one --rss-size upload to S3 by curl, for the servers' peak memory
-    concurrency  many uploads at once (--concurrency, e.g. 200x1MiB,20x64MiB), file and S3
-    small        HEAD and 64 KiB PATCH requests per second, file store with local and Redis state,
-                 one worker and --workers 2
+    concurrency  many uploads at once (--concurrency, e.g. 200x1MiB,20x64MiB), file and S3;
+                 tusd-py with one worker and --workers 2 (local and Redis state)
+    small        HEAD and 64 KiB PATCH requests per second from wrk, file store with local and
+                 Redis state, one worker and --workers 2
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from benchmarks.targets import (
     load,
     s3_direct,
     tus_js,
+    wrk_small,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -304,7 +306,16 @@ class Run:
         if self.tools.node is None:
             self.skipped["concurrency"] = "node is not installed"
             return
-        keys = ["tusd-py", "sink", "tus-node", "tuspyserver", "tusd-py-s3", "tus-node-s3"]
+        keys = [
+            "tusd-py",
+            "tusd-py-w2",
+            "tusd-py-redis-w2",
+            "sink",
+            "tus-node",
+            "tuspyserver",
+            "tusd-py-s3",
+            "tus-node-s3",
+        ]
         with self.servers(keys) as targets:
             cases = [
                 Case(key, f"{count} x {size_label(size)}", self._many_case(target, count, size))
@@ -357,13 +368,25 @@ class Run:
             self.rounds("small", cases, targets, opts.small_rounds)
 
     def _small_case(self, target: Target, mode: str) -> Callable[[], Record]:
+        """HEADs or PATCHes from wrk (in C: one core of Node capped the servers' rates), or
+        from load.mjs where wrk is missing; the record says which (`generator`)."""
         opts = self.options
+        tools = self.tools
+        size = opts.patch_size if mode == "patch" else 0
         args: list[str | int] = [mode, target.endpoint, opts.connections, opts.small_seconds]
         if mode == "patch":
             args.append(opts.patch_size)
 
+        def generate() -> Record:
+            if tools.wrk:
+                found = wrk_small(
+                    tools, target.endpoint, mode, opts.connections, opts.small_seconds, size
+                )
+                return {**found, "generator": "wrk"}
+            return {**load(tools, *args), "generator": "load.mjs"}
+
         def run() -> Record:
-            result = load(self.tools, *args)
+            result = generate()
             seconds = float(result.get("seconds") or 0) or 1.0
             errors = int(result.get("errors", 1))
             rps = float(result.get("requests", 0)) / seconds

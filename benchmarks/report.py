@@ -222,18 +222,36 @@ def concurrency_table(res: Results) -> str:
     return _table(header, rows) + "\n" + _errors_note(res, "concurrency")
 
 
+def _cpu_per_request(s: Summary | None) -> float | None:
+    """The server's CPU microseconds per request (all its processes), median over rounds: what
+    the machine's load does not move much, unlike the rate."""
+    if s is None:
+        return None
+    values = [
+        float(r["server_cpu"]) / float(r["requests"]) * 1e6
+        for r in s.ok
+        if r.get("server_cpu") is not None and r.get("requests")
+    ]
+    return statistics.median(values) if values else None
+
+
 def small_table(res: Results) -> str:
     clients = res.clients("small")
     rows = []
     for server in res.servers("small"):
-        cells = []
-        for client in clients:
-            s = res.summary("small", server, client)
-            cells.append(_num(s.median("rps") if s else None))
-        errors = sum(s.errors for c in clients if (s := res.summary("small", server, c)))
-        rows.append([LABELS.get(server, server), *cells, str(errors)])
-    header = ["server", *[f"{c} req/s" for c in clients], "errors"]
+        summaries = [res.summary("small", server, client) for client in clients]
+        rates = [_num(s.median("rps") if s else None) for s in summaries]
+        cpu = [_num(_cpu_per_request(s)) for s in summaries]
+        errors = sum(s.errors for s in summaries if s)
+        rows.append([LABELS.get(server, server), *rates, *cpu, str(errors)])
+    header = ["server", *[f"{c} req/s" for c in clients]]
+    header += [f"{c} server CPU µs/req" for c in clients] + ["errors"]
     return _table(header, rows) + "\n" + _errors_note(res, "small")
+
+
+def small_generator(res: Results) -> str:
+    found = {r.get("generator", "load.mjs") for r in res.records if r["part"] == "small"}
+    return " and ".join(sorted(found)) or "-"
 
 
 @dataclass
@@ -324,7 +342,16 @@ def bars(res: Results) -> list[Bar]:
             lambda v: v >= 1.7,
             "{:.2f}x",
         )
-    for server in ("tusd-py", "tusd-py-s3"):
+    for client in res.clients("concurrency"):
+        if client.startswith("200 x"):
+            w2 = res.summary("concurrency", "tusd-py-w2", client)
+            check(
+                f"{client} at once, --workers 2: ≥ 70% of the sink",
+                _ratio(w2.mib_s if w2 else None, res.mib_s("concurrency", "sink", client)),
+                lambda v: v >= 0.7,
+                "{:.0%}",
+            )
+    for server in ("tusd-py", "tusd-py-w2", "tusd-py-redis-w2", "tusd-py-s3"):
         for client in res.clients("concurrency"):
             s = res.summary("concurrency", server, client)
             if s is not None:
@@ -410,7 +437,8 @@ def render(results: dict[str, Any]) -> str:
         out += [
             "",
             f"### Small requests ({opts['connections']} connections, each on its own "
-            f"upload, {opts['small_seconds']:g} s per round, {opts['small_rounds']} rounds)",
+            f"upload, {opts['small_seconds']:g} s per round, {opts['small_rounds']} rounds; "
+            f"load from {small_generator(res)})",
             "",
             small_table(res),
         ]

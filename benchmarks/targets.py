@@ -12,16 +12,20 @@ The S3 limit is not a server: `s3_direct` uploads the bytes straight to the S3 e
 Clients
     tus-js-client  benchmarks/peers/client.mjs: one PATCH, or fixed-size chunks
     curl           POST, then `curl -T file -X PATCH`: a client fast enough not to be the bottleneck
-    load.mjs       many uploads at once, and streams of small requests (HEAD, 64 KiB PATCH)
+    load.mjs       many uploads at once (and the small part's fallback when wrk is missing)
+    wrk            streams of small requests (HEAD, 64 KiB PATCH): benchmarks/wrk_small.lua, one
+                   connection per wrk thread, so that the client in C is not what bounds them
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +62,7 @@ class Tools:
     python: str = sys.executable  # the project's venv
     node: str | None = shutil.which("node")
     curl: str | None = shutil.which("curl")
+    wrk: str | None = shutil.which("wrk")
     s3_endpoint: str | None = None
     redis_url: str | None = None
     _s3: Any = field(default=None, repr=False)
@@ -403,3 +408,47 @@ def s3_direct(tools: Tools, bucket: str, path: Path) -> dict[str, Any]:
 def load(tools: Tools, *args: str | int) -> dict[str, Any]:
     node = tools.node or "node"
     return run_json([node, tools.script("load.mjs"), *map(str, args)])
+
+
+def create_uploads(endpoint: str, count: int, length: int) -> list[str]:
+    """POST `count` uploads of `length` bytes (not timed); their URLs."""
+    urls = []
+    for _ in range(count):
+        request = urllib.request.Request(
+            endpoint,
+            method="POST",
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": str(length),
+                "Upload-Metadata": METADATA,
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            urls.append(urllib.parse.urljoin(endpoint, response.headers["Location"]))
+    return urls
+
+
+def wrk_small(
+    tools: Tools, endpoint: str, mode: str, connections: int, seconds: float, patch_size: int = 0
+) -> dict[str, Any]:
+    """HEADs or PATCHes back to back from wrk (benchmarks/wrk_small.lua), `connections`
+    threads with one connection and one upload each."""
+    try:
+        urls = create_uploads(endpoint, connections, 2**40)  # never full: every PATCH has room
+    except OSError as exc:
+        return {"ok": False, "errors": 1, "error": f"POST failed: {exc}"}
+    listing = tools.work / f"wrk-uploads-{os.getpid()}.txt"
+    listing.write_text("".join(urllib.parse.urlsplit(url).path + "\n" for url in urls))
+    env = {
+        "TUSD_BENCH_UPLOADS": str(listing),
+        "TUSD_BENCH_MODE": mode,
+        "TUSD_BENCH_PATCH_SIZE": str(patch_size),
+    }
+    script = tools.repo / "benchmarks" / "wrk_small.lua"
+    argv = [tools.wrk or "wrk", "-t", str(connections), "-c", str(connections)]
+    whole = max(1, round(seconds))  # wrk takes whole seconds only
+    argv += ["-d", f"{whole}s", "--timeout", "10s", "-s", str(script), endpoint]
+    try:
+        return run_json(argv, env=env, timeout=whole + 60)
+    finally:
+        listing.unlink(missing_ok=True)
