@@ -44,6 +44,8 @@ class LocalState(StateStore):
 
     def _remember(self, info: UploadInfo) -> None:
         self._forget(info.id)
+        if not self._cache_size or not self._cache_bytes:
+            return  # no cache (`--workers` above 1): the JSON would be evicted at once
         text = info.to_json()
         self._cache[info.id] = text
         self.cached_bytes += _cost(text)
