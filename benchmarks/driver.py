@@ -369,7 +369,8 @@ class Run:
 
     def _small_case(self, target: Target, mode: str) -> Callable[[], Record]:
         """HEADs or PATCHes from wrk (in C: one core of Node capped the servers' rates), or
-        from load.mjs where wrk is missing; the record says which (`generator`)."""
+        from load.mjs where wrk is missing or cannot read the server's HEAD answers; the record
+        says which (`generator`)."""
         opts = self.options
         tools = self.tools
         size = opts.patch_size if mode == "patch" else 0
@@ -382,15 +383,18 @@ class Run:
                 found = wrk_small(
                     tools, target.endpoint, mode, opts.connections, opts.small_seconds, size
                 )
-                return {**found, "generator": "wrk"}
+                if not found.get("head_without_length"):
+                    return {**found, "generator": "wrk"}
             return {**load(tools, *args), "generator": "load.mjs"}
 
         def run() -> Record:
             result = generate()
             seconds = float(result.get("seconds") or 0) or 1.0
             errors = int(result.get("errors", 1))
-            rps = float(result.get("requests", 0)) / seconds
-            return {**result, "ok": errors == 0, "rps": rps}
+            requests = float(result.get("requests", 0))
+            if not requests and errors == 0:
+                errors, result["error"] = 1, "no request was answered"
+            return {**result, "ok": errors == 0, "rps": requests / seconds}
 
         return run
 

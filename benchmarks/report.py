@@ -243,7 +243,19 @@ def small_table(res: Results) -> str:
         rates = [_num(s.median("rps") if s else None) for s in summaries]
         cpu = [_num(_cpu_per_request(s)) for s in summaries]
         errors = sum(s.errors for s in summaries if s)
-        rows.append([LABELS.get(server, server), *rates, *cpu, str(errors)])
+        label = LABELS.get(server, server)
+        others = sorted(
+            {
+                f"{r['client']} from {r['generator']}"
+                for s in summaries
+                if s
+                for r in s.records
+                if r.get("generator", "wrk") != "wrk"
+            }
+        )
+        if others:
+            label += f" ({', '.join(others)})"
+        rows.append([label, *rates, *cpu, str(errors)])
     header = ["server", *[f"{c} req/s" for c in clients]]
     header += [f"{c} server CPU µs/req" for c in clients] + ["errors"]
     return _table(header, rows) + "\n" + _errors_note(res, "small")
@@ -251,6 +263,8 @@ def small_table(res: Results) -> str:
 
 def small_generator(res: Results) -> str:
     found = {r.get("generator", "load.mjs") for r in res.records if r["part"] == "small"}
+    if found == {"wrk", "load.mjs"}:
+        return "wrk, or load.mjs where a row says so"
     return " and ".join(sorted(found)) or "-"
 
 

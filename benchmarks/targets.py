@@ -428,6 +428,12 @@ def create_uploads(endpoint: str, count: int, length: int) -> list[str]:
     return urls
 
 
+def _head_says_no_body(url: str) -> bool:
+    request = urllib.request.Request(url, method="HEAD", headers={"Tus-Resumable": "1.0.0"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.headers.get("Content-Length") == "0"
+
+
 def wrk_small(
     tools: Tools, endpoint: str, mode: str, connections: int, seconds: float, patch_size: int = 0
 ) -> dict[str, Any]:
@@ -435,6 +441,11 @@ def wrk_small(
     threads with one connection and one upload each."""
     try:
         urls = create_uploads(endpoint, connections, 2**40)  # never full: every PATCH has room
+        if mode == "head" and not _head_says_no_body(urls[0]):
+            # A HEAD answer may leave out Content-Length (@tus/server) or give the length of
+            # the GET's body (tuspyserver), but wrk's parser does not know it sent a HEAD and
+            # waits for that body, or for the connection to close.
+            return {"head_without_length": True}
     except OSError as exc:
         return {"ok": False, "errors": 1, "error": f"POST failed: {exc}"}
     listing = tools.work / f"wrk-uploads-{os.getpid()}.txt"
