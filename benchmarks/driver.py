@@ -19,6 +19,9 @@ Parts
                  tusd-py with one worker and --workers 2 (local and Redis state)
     small        HEAD and 64 KiB PATCH requests per second from wrk, file store with local and
                  Redis state, one worker and --workers 2
+    redis-shapes the same requests with Redis state on one redis-server, through Sentinel (a
+                 primary, one replica, three Sentinels) and on a Cluster (three primaries, three
+                 replicas), and with --redis-wait-replicas 1; file store, one worker
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from benchmarks import report
 from benchmarks.procs import BenchmarkError, wait_until_quiet
@@ -56,7 +59,18 @@ from benchmarks.targets import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-PARTS = ("file", "s3", "s3-rss", "concurrency", "small")
+PARTS = ("file", "s3", "s3-rss", "concurrency", "small", "redis-shapes")
+# The redis-shapes part's servers, each with the Redis it runs on; "single" is the lone
+# redis-server every Redis part shares, the others are started by the part itself.
+RedisShape = Literal["single", "sentinel", "cluster"]
+REDIS_SHAPES: dict[str, RedisShape] = {
+    "tusd-py-redis": "single",
+    "tusd-py-sentinel": "sentinel",
+    "tusd-py-cluster": "cluster",
+    "tusd-py-primary-wait1": "sentinel",
+    "tusd-py-sentinel-wait1": "sentinel",
+    "tusd-py-cluster-wait1": "cluster",
+}
 
 Record = dict[str, Any]
 
@@ -355,17 +369,27 @@ class Run:
             "tuspyserver",
         ]
         with self.servers(keys) as targets:
-            cases = []
-            for key, target in targets.items():
-                cases.append(Case(key, "HEAD", self._small_case(target, "head")))
-                cases.append(
-                    Case(
-                        key,
-                        f"PATCH {size_label(opts.patch_size)}",
-                        self._small_case(target, "patch"),
-                    )
-                )
-            self.rounds("small", cases, targets, opts.small_rounds)
+            self.rounds("small", self._small_cases(targets), targets, opts.small_rounds)
+
+    def part_redis_shapes(self) -> None:
+        if self.tools.node is None:
+            self.skipped["redis-shapes"] = "node is not installed"
+            return
+        wanted = self.options.servers
+        keys = [k for k in REDIS_SHAPES if wanted is None or k in wanted]
+        shapes = {REDIS_SHAPES[k] for k in keys}
+        with redis_shapes(self.tools, shapes, self.skipped), self.servers(keys) as targets:
+            cases = self._small_cases(targets)
+            self.rounds("redis-shapes", cases, targets, self.options.small_rounds)
+
+    def _small_cases(self, targets: dict[str, Target]) -> list[Case]:
+        """HEAD and small PATCH for each server."""
+        patch = f"PATCH {size_label(self.options.patch_size)}"
+        cases = []
+        for key, target in targets.items():
+            cases.append(Case(key, "HEAD", self._small_case(target, "head")))
+            cases.append(Case(key, patch, self._small_case(target, "patch")))
+        return cases
 
     def _small_case(self, target: Target, mode: str) -> Callable[[], Record]:
         """HEADs or PATCHes from wrk (in C: one core of Node capped the servers' rates), or
@@ -405,6 +429,7 @@ class Run:
             "s3-rss": self.part_s3_rss,
             "concurrency": self.part_concurrency,
             "small": self.part_small,
+            "redis-shapes": self.part_redis_shapes,
         }
         for name in self.options.parts:
             self.log(f"== {name}")
@@ -433,12 +458,43 @@ def backends(tools: Tools, parts: list[str]) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         if {"s3", "s3-rss", "concurrency"} & set(parts):
             tools.s3_endpoint = stack.enter_context(s3_server(MOTO_ENV)).endpoint
-        if {"s3", "s3-rss", "concurrency", "small"} & set(parts):
+        if {"s3", "s3-rss", "concurrency", "small", "redis-shapes"} & set(parts):
             try:
                 tools.redis_url = stack.enter_context(redis_server()).url
             except RuntimeError as exc:
                 print(f"no Redis: {exc}", flush=True)
         yield
+
+
+@contextlib.contextmanager
+def redis_shapes(tools: Tools, shapes: set[RedisShape], skipped: dict[str, str]) -> Iterator[None]:
+    """For the redis-shapes part, as the integration tests start them (tests/support/): a
+    primary with one replica behind three Sentinels, and a six-node Redis Cluster, each only if
+    one of `shapes` needs it. One that does not start is noted in `skipped`; its servers are
+    then skipped as missing it."""
+    from tests.support.redis_cluster import redis_cluster
+    from tests.support.redis_topologies import MASTER, sentinel_group
+
+    with contextlib.ExitStack() as stack:
+        try:
+            if "sentinel" in shapes:
+                try:
+                    group = stack.enter_context(sentinel_group(replicas=1))
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    skipped["Sentinel"] = f"did not start: {str(exc)[:300]}"
+                else:
+                    tools.redis_sentinels = group.sentinel_addresses
+                    tools.redis_sentinel_master = MASTER
+                    tools.redis_primary_url = f"redis://{group.primary.address}/0"
+            if "cluster" in shapes:
+                try:
+                    tools.redis_cluster_url = stack.enter_context(redis_cluster()).url
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    skipped["Redis Cluster"] = f"did not start: {str(exc)[:300]}"
+            yield
+        finally:
+            tools.redis_sentinels = tools.redis_sentinel_master = None
+            tools.redis_primary_url = tools.redis_cluster_url = None
 
 
 def mem_free_mib() -> int | None:

@@ -26,6 +26,11 @@ LABELS = {
     "tusd-py-redis": "tusd-py, Redis state",
     "tusd-py-w2": "tusd-py --workers 2",
     "tusd-py-redis-w2": "tusd-py --workers 2, Redis state",
+    "tusd-py-sentinel": "tusd-py, Redis through Sentinel",
+    "tusd-py-cluster": "tusd-py, Redis Cluster",
+    "tusd-py-primary-wait1": "tusd-py, Redis primary, --redis-wait-replicas 1",
+    "tusd-py-sentinel-wait1": "tusd-py, Redis through Sentinel, --redis-wait-replicas 1",
+    "tusd-py-cluster-wait1": "tusd-py, Redis Cluster, --redis-wait-replicas 1",
     "sink": "limit: sink",
     "nginx": "limit: nginx (C)",
     "tus-node": "@tus/server",
@@ -36,6 +41,15 @@ LABELS = {
 }
 FILE_SERVERS = ["tusd-py", "sink", "nginx", "tus-node", "tuspyserver"]
 FILE_PEERS = ["tus-node", "tuspyserver"]
+# The redis-shapes part's rows: where tusd-py's state lives (the base of the ratios first).
+REDIS_SHAPE_LABELS = {
+    "tusd-py-redis": "one redis-server",
+    "tusd-py-sentinel": "Sentinel: primary + 1 replica, 3 Sentinels",
+    "tusd-py-cluster": "Cluster: 3 primaries + 3 replicas",
+    "tusd-py-primary-wait1": "Sentinel's primary as one endpoint, `--redis-wait-replicas 1`",
+    "tusd-py-sentinel-wait1": "Sentinel, `--redis-wait-replicas 1`",
+    "tusd-py-cluster-wait1": "Cluster, `--redis-wait-replicas 1`",
+}
 
 
 def describe(record: Record) -> str:
@@ -222,19 +236,6 @@ def concurrency_table(res: Results) -> str:
     return _table(header, rows) + "\n" + _errors_note(res, "concurrency")
 
 
-def _cpu_per_request(s: Summary | None) -> float | None:
-    """The server's CPU microseconds per request (all its processes), median over rounds: what
-    the machine's load does not move much, unlike the rate."""
-    if s is None:
-        return None
-    values = [
-        float(r["server_cpu"]) / float(r["requests"]) * 1e6
-        for r in s.ok
-        if r.get("server_cpu") is not None and r.get("requests")
-    ]
-    return statistics.median(values) if values else None
-
-
 def small_table(res: Results) -> str:
     clients = res.clients("small")
     rows = []
@@ -266,6 +267,45 @@ def small_generator(res: Results) -> str:
     if found == {"wrk", "load.mjs"}:
         return "wrk, or load.mjs where a row says so"
     return " and ".join(sorted(found)) or "-"
+
+
+def redis_shapes_table(res: Results) -> str:
+    """req/s of each shape and its ratio to one redis-server, both medians of the same rounds,
+    and tusd-py's CPU per request."""
+    part = "redis-shapes"
+    clients = res.clients(part)
+
+    def rps(server: str, client: str) -> float | None:
+        s = res.summary(part, server, client)
+        return s.median("rps") if s else None
+
+    rows = []
+    for server in [s for s in REDIS_SHAPE_LABELS if s in res.servers(part)]:
+        cells = []
+        for client in clients:
+            value = rps(server, client)
+            cells += [_num(value), _num(_ratio(value, rps("tusd-py-redis", client)), "{:.2f}x")]
+            cells.append(_num(_cpu_per_request(res.summary(part, server, client))))
+        errors = sum(s.errors for c in clients if (s := res.summary(part, server, c)))
+        rows.append([REDIS_SHAPE_LABELS[server], *cells, str(errors)])
+    header = ["Redis"]
+    for client in clients:
+        header += [f"{client} req/s", f"{client} / one redis-server", f"{client} CPU µs/req"]
+    return _table([*header, "errors"], rows) + "\n" + _errors_note(res, part)
+
+
+def _cpu_per_request(summary: Summary | None) -> float | None:
+    """tusd-py's CPU per request in µs, median over rounds: every request of the round (warm-up
+    and POSTs too) over the server's CPU seconds in it. A busy machine slows a request far more
+    than it adds to its CPU."""
+    if summary is None:
+        return None
+    values = [
+        float(r["server_cpu"]) / int(r["total"]) * 1e6
+        for r in summary.ok
+        if r.get("server_cpu") is not None and r.get("total")
+    ]
+    return statistics.median(values) if values else None
 
 
 @dataclass
@@ -456,6 +496,15 @@ def render(results: dict[str, Any]) -> str:
             f"load from {small_generator(res)})",
             "",
             small_table(res),
+        ]
+    if "redis-shapes" in parts:
+        out += [
+            "",
+            f"### Redis shapes (tusd-py, file store, one worker; {opts['connections']} "
+            f"connections, each on its own upload, {opts['small_seconds']:g} s per round, "
+            f"{opts['small_rounds']} rounds)",
+            "",
+            redis_shapes_table(res),
         ]
     out += ["", "### Peak RSS of the server (largest over the rounds)", "", rss_table(res)]
     return "\n".join(out) + "\n"

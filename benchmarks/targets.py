@@ -1,7 +1,8 @@
 """What a benchmark run measures: the servers (ours, peers, limits) and the clients that feed them.
 
 Servers
-    tusd-py        this project (`python -m tusd_py`), file store or S3 store
+    tusd-py        this project (`python -m tusd_py`), file store or S3 store; state beside the
+                   files or in Redis (one endpoint, Sentinel or Cluster: the RedisShape)
     sink           the file-store limit for Python: benchmarks/sink.py, a bare uvicorn app
                    writing bodies
     nginx          the C limit for bodies onto disk: benchmarks/nginx_limit.py (curl only)
@@ -50,6 +51,9 @@ S3_ENV = {
 
 Store = Literal["file", "s3"]
 Role = Literal["ours", "peer", "limit"]
+# Where tusd-py keeps its state: beside the files, or in Redis as one endpoint (the lone
+# redis-server, or the Sentinel group's primary named directly), through Sentinel, or on a Cluster.
+State = Literal["local", "redis", "redis-primary", "sentinel", "cluster"]
 
 
 @dataclass
@@ -64,7 +68,13 @@ class Tools:
     curl: str | None = shutil.which("curl")
     wrk: str | None = shutil.which("wrk")
     s3_endpoint: str | None = None
-    redis_url: str | None = None
+    redis_url: str | None = None  # a lone redis-server
+    # The redis-shapes part's: a primary with one replica behind three Sentinels (their
+    # addresses, the group's name, the primary's own URL), and a Redis Cluster's seed node.
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str | None = None
+    redis_primary_url: str | None = None
+    redis_cluster_url: str | None = None
     _s3: Any = field(default=None, repr=False)
 
     @property
@@ -116,7 +126,7 @@ class ServerSpec:
 
 
 def _tusd_py(
-    store: Store, state: Literal["local", "redis"], workers: int = 1
+    store: Store, state: State, workers: int = 1, wait_replicas: int = 0
 ) -> Callable[[Tools, str], list[str]]:
     def command(tools: Tools, place: str) -> list[str]:
         argv = [tools.python, "-m", "tusd_py", "--port", "0", "--log-level", "warning"]
@@ -126,16 +136,45 @@ def _tusd_py(
             argv += ["--s3-bucket", place, "--s3-endpoint", tools.s3_endpoint]
         else:
             argv += ["--upload-dir", place]
-        if state == "redis":
-            assert tools.redis_url
-            argv += ["--redis-url", tools.redis_url, "--redis-prefix", f"bench-{place[-8:]}"]
+        if state != "local":
+            argv += _redis_args(tools, state)
+            argv += ["--redis-prefix", f"bench-{place[-8:]}"]
+        if wait_replicas:
+            argv += ["--redis-wait-replicas", str(wait_replicas)]
         return argv
 
     return command
 
 
+def _redis_args(tools: Tools, state: State) -> list[str]:
+    if state == "redis":
+        assert tools.redis_url
+        return ["--redis-url", tools.redis_url]
+    if state == "redis-primary":
+        assert tools.redis_primary_url
+        return ["--redis-url", tools.redis_primary_url]
+    if state == "sentinel":
+        assert tools.redis_sentinels and tools.redis_sentinel_master
+        return [
+            "--redis-sentinels",
+            tools.redis_sentinels,
+            "--redis-sentinel-master",
+            tools.redis_sentinel_master,
+        ]
+    assert tools.redis_cluster_url
+    return ["--redis-url", tools.redis_cluster_url, "--redis-cluster"]
+
+
 def _needs_redis(tools: Tools) -> str | None:
     return None if tools.redis_url else "no redis-server"
+
+
+def _needs_sentinel(tools: Tools) -> str | None:
+    return None if tools.redis_sentinels else "no Sentinel group"
+
+
+def _needs_cluster(tools: Tools) -> str | None:
+    return None if tools.redis_cluster_url else "no Redis Cluster"
 
 
 def _ready(tools: Tools) -> str | None:
@@ -242,6 +281,46 @@ SERVERS: dict[str, ServerSpec] = {
             "ours",
             _tusd_py("file", "redis", workers=2),
             _needs_redis,
+        ),
+        ServerSpec(
+            "tusd-py-sentinel",
+            "tusd-py (file, Redis state through Sentinel)",
+            "file",
+            "ours",
+            _tusd_py("file", "sentinel"),
+            _needs_sentinel,
+        ),
+        ServerSpec(
+            "tusd-py-cluster",
+            "tusd-py (file, Redis Cluster state)",
+            "file",
+            "ours",
+            _tusd_py("file", "cluster"),
+            _needs_cluster,
+        ),
+        ServerSpec(
+            "tusd-py-primary-wait1",
+            "tusd-py (file, Redis state on the Sentinel group's primary, --redis-wait-replicas 1)",
+            "file",
+            "ours",
+            _tusd_py("file", "redis-primary", wait_replicas=1),
+            _needs_sentinel,
+        ),
+        ServerSpec(
+            "tusd-py-sentinel-wait1",
+            "tusd-py (file, Redis state through Sentinel, --redis-wait-replicas 1)",
+            "file",
+            "ours",
+            _tusd_py("file", "sentinel", wait_replicas=1),
+            _needs_sentinel,
+        ),
+        ServerSpec(
+            "tusd-py-cluster-wait1",
+            "tusd-py (file, Redis Cluster state, --redis-wait-replicas 1)",
+            "file",
+            "ours",
+            _tusd_py("file", "cluster", wait_replicas=1),
+            _needs_cluster,
         ),
         ServerSpec(
             "tusd-py-s3",
@@ -460,6 +539,9 @@ def wrk_small(
     whole = max(1, round(seconds))  # wrk takes whole seconds only
     argv += ["-d", f"{whole}s", "--timeout", "10s", "-s", str(script), endpoint]
     try:
-        return run_json(argv, env=env, timeout=whole + 60)
+        found = run_json(argv, env=env, timeout=whole + 60)
     finally:
         listing.unlink(missing_ok=True)
+    if "requests" in found:  # every request the server answered, as load.mjs counts them
+        found["total"] = int(found["requests"]) + connections
+    return found

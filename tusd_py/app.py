@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 from collections.abc import AsyncIterator, Mapping
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Mount, Route
 
+from tusd_py import loop_errors
 from tusd_py.config import Config
 from tusd_py.cors import LoggedCORSMiddleware
 from tusd_py.expiry import running_sweep
@@ -166,6 +168,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loop_errors.install(asyncio.get_running_loop())
         await ctx.store.open()
         await ctx.state.open()
         await ctx.locker.open()

@@ -46,6 +46,12 @@ def content_type(info: UploadInfo) -> str:
     return declared if _MEDIA_TYPE.fullmatch(declared) else "application/octet-stream"
 
 
+def response_type(media_type: str) -> str:
+    """The Content-Type header a download is served with: text says UTF-8, as Starlette's
+    responses do, so a presigned S3 URL answers with the very header the proxied GET sends."""
+    return f"{media_type}; charset=utf-8" if media_type.startswith("text/") else media_type
+
+
 def content_disposition(info: UploadInfo, media_type: str) -> str:
     kind = "inline" if media_type in _INLINE_TYPES else "attachment"
     name = info.metadata.get("filename") or info.metadata.get("name")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from redis import exceptions as rexc
@@ -26,6 +26,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from tusd_py.errors import TusError, storage_unavailable
 from tusd_py.metrics import REDIS_POOL_EXHAUSTED, REDIS_POOL_WAIT
+from tusd_py.redis_slot import Command, follow_redirections, run_on_slot
 
 # Commands are tiny, so a reply that takes seconds means Redis (or the path to it) is in
 # trouble: fail fast with a 503 rather than hold a client for tens of seconds.
@@ -120,6 +121,20 @@ class WaitingCluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.connection_permit(), _closed_socket_is_connection_error():
             return await super().execute_command(*args, **kwargs)
+
+    async def _execute_command(self, target_node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+        # redis-py's own sends the ASKING of an ASK redirection and the command it admits on two
+        # pooled connections, so the migration's target answers MOVED back to the source until
+        # the redirections run out; here both go on one (redis_slot.py). redis-py's
+        # execute_command around it still retries after a lost connection.
+        replies = await follow_redirections(self, target_node, [(args, kwargs)])
+        return replies[0]
+
+    async def run_on_key_slot(self, key: str, commands: Sequence[Command]) -> list[Any]:
+        """`commands` in a row on one connection of the primary that owns `key`'s slot (for
+        a WAIT after a write: redis_slot.py), holding one permit."""
+        async with self.connection_permit(), _closed_socket_is_connection_error():
+            return await run_on_slot(self, self.keyslot(key), commands)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         if shard_hint:

@@ -10,11 +10,13 @@ One shared socket rather than one SO_REUSEPORT socket per worker: connections wa
 backlog of a worker that dies are served by the others instead of being reset, `--port 0` needs
 no second bind, and no unrelated process can join the port.
 
-The supervisor starts a worker again when it exits (after a pause when it died young, so a
-worker that cannot start does not spin), forwards SIGTERM/SIGINT to all and exits 0 once they
-have shut down gracefully. Workers run in their own process group, so that a Ctrl-C reaches them
-once, through the supervisor, and each watches its parent so that it stops when the supervisor
-is killed.
+The supervisor starts a worker again when it exits. One that dies young is started again after
+a pause that doubles with each such death in a row (capped); after CRASH_LIMIT in a row the
+supervisor stops every worker and exits 1, so that a crash loop (the upload directory gone,
+Redis refusing the password) reaches the process manager instead of spinning unseen. It
+forwards SIGTERM/SIGINT to all and exits 0 once they have shut down gracefully. Workers run in
+their own process group, so that a Ctrl-C reaches them once, through the supervisor, and each
+watches its parent so that it stops when the supervisor is killed.
 """
 
 from __future__ import annotations
@@ -45,8 +47,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("tusd_py.workers")
 
 STARTUP_TIMEOUT = 60.0
-# A worker that exits sooner than this after its start waits this long before the next start.
+# A worker that exits sooner than this after its start died young: it is started again after
+# RESTART_PAUSE, doubled for each young death of its slot in a row up to MAX_RESTART_PAUSE; the
+# CRASH_LIMIT-th in a row stops the server (about 20 s after the first). A worker that lived
+# longer starts again at once and clears its slot's count.
+YOUNG = 10.0
 RESTART_PAUSE = 1.0
+MAX_RESTART_PAUSE = 30.0
+CRASH_LIMIT = 5
+# Tests only: the first pause, in seconds (the doubling and the cap stay).
+RESTART_PAUSE_ENV = "_TUSD_PY_RESTART_PAUSE"
 # Workers shut down within uvicorn's 30 s grace plus the post-hook drain; then SIGKILL.
 SHUTDOWN_TIMEOUT = 60.0
 POLL = 0.1
@@ -69,6 +79,14 @@ class Supervisor:
     metrics_dir: str
     workers: list[_Worker] = field(default_factory=list)
     stopping: bool = False
+    # Set when a crash loop stopped the server: the exit status.
+    failed: int | None = None
+    # Worker index -> its young deaths in a row; position in `workers` -> when to start it again.
+    young_deaths: dict[int, int] = field(default_factory=dict)
+    restart_at: dict[int, float] = field(default_factory=dict)
+    first_pause: float = field(
+        default_factory=lambda: float(os.environ.get(RESTART_PAUSE_ENV) or RESTART_PAUSE)
+    )
 
     def start(self, index: int) -> _Worker:
         ready_read, ready_write = os.pipe()
@@ -111,28 +129,71 @@ class Supervisor:
         return True
 
     def replace_dead_workers(self) -> None:
-        from prometheus_client import multiprocess
-
+        """Start again the workers that exited, each after its pause; give up on a crash loop."""
         for position, worker in enumerate(self.workers):
-            code = worker.proc.poll()
-            if code is None or self.stopping:
-                continue
-            os.close(worker.ready_fd)
-            # Its live gauges (requests in flight) go; its counters stay in the host's totals.
-            multiprocess.mark_process_dead(worker.proc.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
-            if time.monotonic() - worker.started_at < RESTART_PAUSE:
-                time.sleep(RESTART_PAUSE)
             if self.stopping:
                 return
-            replacement = self.start(worker.index)
-            log.warning(
-                "worker %d (pid %d) exited with status %s; started it again as pid %d",
+            due = self.restart_at.get(position)
+            if due is not None:
+                if time.monotonic() >= due:
+                    del self.restart_at[position]
+                    self._restart(position, worker)
+                continue
+            code = worker.proc.poll()
+            if code is not None:
+                self._buried(position, worker, code)
+
+    def _buried(self, position: int, worker: _Worker, code: int) -> None:
+        """`worker` exited with `code`: start it again now, later, or stop the server."""
+        from prometheus_client import multiprocess
+
+        os.close(worker.ready_fd)
+        worker.ready_fd = -1  # the number may be reused before stop_all closes what is left
+        # Its live gauges (requests in flight) go; its counters stay in the host's totals.
+        multiprocess.mark_process_dead(worker.proc.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+        lived = time.monotonic() - worker.started_at
+        if lived >= YOUNG:
+            self.young_deaths.pop(worker.index, None)
+            self._restart(position, worker)
+            return
+        deaths = self.young_deaths.get(worker.index, 0) + 1
+        self.young_deaths[worker.index] = deaths
+        if deaths >= CRASH_LIMIT:
+            log.error(
+                "worker %d exited %d times in a row within %.0f s of its start (last status "
+                "%s); stopping the server, see the worker's log above for why",
                 worker.index,
-                worker.proc.pid,
+                deaths,
+                YOUNG,
                 code,
-                replacement.proc.pid,
             )
-            self.workers[position] = replacement
+            self.failed = 1
+            self.stopping = True
+            return
+        pause = min(self.first_pause * 2 ** (deaths - 1), MAX_RESTART_PAUSE)
+        log.warning(
+            "worker %d (pid %d) exited with status %s %.1f s after its start; starting it "
+            "again in %g s (%d of %d young deaths in a row before the server stops)",
+            worker.index,
+            worker.proc.pid,
+            code,
+            lived,
+            pause,
+            deaths,
+            CRASH_LIMIT,
+        )
+        self.restart_at[position] = time.monotonic() + pause
+
+    def _restart(self, position: int, worker: _Worker) -> None:
+        replacement = self.start(worker.index)
+        log.warning(
+            "worker %d (pid %d) exited with status %s; started it again as pid %d",
+            worker.index,
+            worker.proc.pid,
+            worker.proc.returncode,
+            replacement.proc.pid,
+        )
+        self.workers[position] = replacement
 
     def stop_all(self) -> None:
         for worker in self.workers:
@@ -179,6 +240,8 @@ def supervise(config: Config, sock: socket.socket, announce: list[str]) -> int:
         while not supervisor.stopping:
             supervisor.replace_dead_workers()
             time.sleep(POLL)
+        if supervisor.failed is not None:
+            return supervisor.failed
         log.info("shutting down %d workers", len(supervisor.workers))
         return 0
     finally:

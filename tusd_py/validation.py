@@ -150,13 +150,6 @@ def check_redis_options(config: Config) -> None:
             "choose one of --redis-cluster and --redis-sentinels: a Cluster fails over by itself",
             "redis_cluster",
         )
-    if config.redis_cluster and config.redis_wait_replicas:
-        # WAIT counts the replicas of the node that ran the commit, and redis-py's Cluster
-        # pipelines cannot send a key-less WAIT after it on the same connection.
-        raise ConfigError(
-            "--redis-wait-replicas is not supported with --redis-cluster yet",
-            "redis_wait_replicas",
-        )
     if config.redis_sentinels and not config.redis_sentinel_master:
         raise ConfigError(
             "--redis-sentinels needs the name of the primary's group that Sentinel "

@@ -8,7 +8,8 @@
 //   node load.mjs patch <endpoint> <connections> <seconds> <patchSize>
 //       <connections> keep-alive connections, each on its own upload, each sending HEADs (or
 //       PATCHes of <patchSize> bytes at the offset the last answer gave) back to back.
-//       -> {"requests": n, "errors": n, "seconds": measured, "firstError": ...}
+//       -> {"requests": n, "errors": n, "seconds": measured, "total": n, "firstError": ...}
+//       (`requests` in the measured `seconds`; `total` also counts the warm-up's and the POSTs)
 
 import http from 'node:http'
 
@@ -83,6 +84,7 @@ async function smallRequests(mode, endpoint, connections, duration, patchSize) {
   const body = Buffer.alloc(patchSize || 0, 0x61)
   const length = 2 ** 40 // never reached: every PATCH has room
   let requests = 0
+  let total = connections // the POSTs
   let errors = 0
   let firstError = null
   const agents = []
@@ -108,6 +110,7 @@ async function smallRequests(mode, endpoint, connections, duration, patchSize) {
             offset = await patch(agents[i], url, offset, body)
           }
           if (counting) requests += 1
+          total += 1
         } catch (err) {
           errors += 1
           firstError ??= String(err?.message ?? err)
@@ -117,7 +120,7 @@ async function smallRequests(mode, endpoint, connections, duration, patchSize) {
     }),
   )
   measuredFrom = warmup
-  return { requests, errors, seconds: seconds(started) - measuredFrom, firstError }
+  return { requests, errors, seconds: seconds(started) - measuredFrom, total, firstError }
 }
 
 const [mode, endpoint, a, b, c] = process.argv.slice(2)

@@ -1,6 +1,8 @@
 """tusd-py on a real six-node Redis Cluster (`--redis-cluster`): lock handover between two
 server processes, release requests that reach the holder only (on a Cluster and on one node),
-and a primary killed with SIGKILL in the middle of uploads.
+a slot moved mid-upload, a primary killed with SIGKILL in the middle of uploads, and
+`--redis-wait-replicas` (the WAIT counts the replicas of the upload's slot's primary; a primary
+killed loses no acknowledged offset).
 
 Every upload ends with a SHA-256 comparison of what the servers stored against what was sent.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,16 +20,22 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from redis.cluster import key_slot
 
-from tests.support.redis_cluster import RedisClusterServers, redis_cluster
+from tests.integration.redis_helpers import Upload, metric, upload
+from tests.support.redis_cluster import ClusterNode, RedisClusterServers, redis_cluster
 from tests.support.servers import RedisServer, unique_prefix
 from tests.support.socket_http import RawHTTP, patch_headers, raw_create
 from tests.support.tus_requests import TUS, download_sha256, head
 from tests.support.tusd_process import TusdProcess
+from tusd_py.errors import TusError
+from tusd_py.ids import new_upload_id
+from tusd_py.info import UploadInfo
 from tusd_py.locking.redis import RedisLocker
 from tusd_py.redis_client import PoolExhausted, make_client, upload_key
-from tusd_py.state.redis import _COMMIT
+from tusd_py.state.redis import _COMMIT, RedisState
+from tusd_py.stores.file import FileStore
 
 MiB = 1024 * 1024
 
@@ -205,12 +214,15 @@ async def test_a_release_request_reaches_the_holder_and_no_other_instance(
 # -- resharding: ASK and MOVED ---------------------------------------------------------------
 
 
-def test_an_upload_whose_slot_moves_mid_upload_completes_and_follows_moved(
-    redis_cluster: RedisClusterServers, tmp_path: Path
+@pytest.mark.parametrize("wait", ["0", "1"])
+def test_an_upload_whose_slot_moves_mid_upload_follows_ask_and_moved(
+    redis_cluster: RedisClusterServers, tmp_path: Path, wait: str
 ) -> None:
     upload_dir = tmp_path / "uploads"
     upload_dir.mkdir()
-    a, b, prefix = pair_on(redis_cluster, upload_dir)
+    # With a WAIT the commits take the other road (redis_slot.run_on_slot): ASKING, the
+    # script and the WAIT on one connection of the target.
+    a, b, prefix = pair_on(redis_cluster, upload_dir, "--redis-wait-replicas", wait)
     try:
         data = payload(4 * MiB, seed=7)
         url = raw_create(a.endpoint, len(data))
@@ -222,22 +234,50 @@ def test_an_upload_whose_slot_moves_mid_upload_completes_and_follows_moved(
         thread.start()
         while upload.offset < MiB:
             time.sleep(0.01)
+        answered_before = len(upload.statuses)
         moved = redis_cluster.migrate_slot(slot, target, pause=0.5)
-        answered_while_moving = len(upload.statuses)
+        answered_while_moving = len(upload.statuses) - answered_before
         thread.join(60)
         assert moved >= 1
         assert redis_cluster.primary_of_slot(slot) is target
         assert upload.error is None, upload.error
-        # While the slot migrates, ASK redirections can fail (redis-py's asyncio cluster client
-        # sends ASKING on another pooled connection than the command; docs/redis.md): 503s,
-        # which clients retry. Never a 500, and once the slot has moved, MOVED is followed.
-        assert set(upload.statuses) <= {204, 503, "HEAD 503"}, upload.statuses
-        assert set(upload.statuses[answered_while_moving + 1 :]) <= {204}, upload.statuses
+        # While the slot migrates, ASK is followed (ASKING and the command on one connection of
+        # the target: redis_slot.py), and MOVED once it has moved: the client never notices.
+        assert set(upload.statuses) == {204}, (answered_while_moving, upload.statuses)
         expected = (len(data), sha256(data))
         assert download_sha256(b.url_for(url)) == expected
         assert sha256((upload_dir / upload.upload_id).read_bytes()) == expected[1]
     finally:
         report([a, b])
+
+
+async def test_ask_sends_asking_and_the_command_on_one_connection(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    prefix = unique_prefix()
+    key = f"{prefix}:{{moving}}:state"
+    slot = key_slot(key.encode())
+    source = redis_cluster.primary_of_slot(slot)
+    target = next(n for n in redis_cluster.primaries() if n is not source)
+    client = make_client(redis_cluster.url, cluster=True)
+    try:
+        await client.set(key, "here")
+        # Several free connections to the target: redis-py's own ASK path takes one for ASKING
+        # and another for the command, which the target then answers with MOVED.
+        local = next(
+            k for i in range(1000) if redis_cluster.primary_of(k := f"{prefix}:{{t{i}}}") is target
+        )
+        await asyncio.gather(*(client.get(local) for _ in range(4)))
+        assert redis_cluster.start_migration(slot, target) == 1
+        try:
+            # The key is on the target, the slot still on the source: ASK.
+            assert await asyncio.gather(*(client.get(key) for _ in range(3))) == ["here"] * 3
+            assert await client.hset(f"{prefix}:{{moving}}:other", "f", "v") == 1
+        finally:
+            redis_cluster.finish_migration(slot, target)
+        assert await client.get(key) == "here"  # MOVED, then the new owner
+    finally:
+        await client.aclose()
 
 
 # -- a primary killed mid-upload --------------------------------------------------------------
@@ -378,3 +418,184 @@ async def test_cluster_commands_queue_for_a_connection_then_fail_as_pool_exhaust
         assert await client.get(f"{prefix}:{{k0}}") == "0"
     finally:
         await client.aclose()
+
+
+# -- --redis-wait-replicas: WAIT on the connection of the slot's primary -----------------------
+
+
+def wait_timeouts() -> float:
+    return REGISTRY.get_sample_value("tusd_redis_wait_timeouts_total") or 0.0
+
+
+def wait_calls(servers: RedisClusterServers) -> int:
+    """WAIT commands the primaries have run."""
+    calls = 0
+    for node in servers.primaries():
+        with node.client() as client:
+            calls += int(client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
+    return calls
+
+
+async def test_a_commit_waits_for_the_replica_of_its_own_slots_primary(
+    redis_cluster: RedisClusterServers, tmp_path: Path
+) -> None:
+    client = make_client(redis_cluster.url, cluster=True)
+    prefix = unique_prefix()
+    store = FileStore(tmp_path / "uploads")
+    await store.open()
+    state = RedisState(client, prefix, store, wait_replicas=1, wait_timeout=0.3)
+    locker = RedisLocker(client, prefix, lease=5.0, acquire_timeout=1.0)
+    # Two uploads whose slots have different primaries.
+    mine = UploadInfo(id=new_upload_id(), length=1000)
+    primary = redis_cluster.primary_of(upload_key(prefix, mine.id, "state"))
+    other = UploadInfo(id=new_upload_id(), length=1000)
+    while redis_cluster.primary_of(upload_key(prefix, other.id, "state")) is primary:
+        other = UploadInfo(id=new_upload_id(), length=1000)
+    (replica,) = redis_cluster.replicas_of(primary)
+    assert replica.proc is not None
+    try:
+        locks = {}
+        for info in (mine, other):
+            await store.create(info)
+            await state.create(info)
+            locks[info.id] = await locker.acquire(info.id, lambda: None)
+        before = wait_timeouts()
+        await state.commit(mine, 100, locks[mine.id])
+        with replica.client() as read:
+            read.execute_command("READONLY")
+            # WAIT returned only once this replica had the write.
+            assert read.hget(upload_key(prefix, mine.id, "state"), "offset") == "100"
+        assert wait_timeouts() == before
+
+        # The replica of `mine`'s primary stops: its commit is not acknowledged. A WAIT on any
+        # other connection or node would have returned at once and acknowledged it.
+        replica.proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(TusError) as refused:
+                await state.commit(mine, 200, locks[mine.id])
+            await state.commit(other, 200, locks[other.id])  # its own replica answers
+        finally:
+            replica.proc.send_signal(signal.SIGCONT)
+        assert refused.value.status == 503
+        assert "0 of 1 replicas confirmed it within 0.3s" in str(refused.value.message)
+        assert wait_timeouts() == before + 1
+        for lock in locks.values():
+            await lock.release()
+    finally:
+        await locker.close()
+        await client.aclose()
+
+
+def test_uploads_through_two_instances_are_acknowledged_by_a_replica(
+    redis_cluster: RedisClusterServers, start_pair: StartPair
+) -> None:
+    a, b = start_pair("--redis-wait-replicas", "1", "--redis-wait-timeout", "2s")
+    servers = [a, b]
+    items = [Upload(payload(2 * MiB, seed=i)) for i in range(4)]
+    waits_before = wait_calls(redis_cluster)
+
+    async def run() -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await asyncio.gather(
+                *(upload(client, servers, item, chunk_size=256 * 1024, pause=0) for item in items)
+            )
+
+    asyncio.run(run())
+    for item in items:
+        assert item.failures == [], item.failures
+        assert download_sha256(item.url) == (len(item.data), sha256(item.data))
+    # One WAIT per creation and per commit at least, and every one confirmed in time.
+    patches = len(items) * 8
+    assert wait_calls(redis_cluster) - waits_before >= len(items) + patches
+    assert [metric(s, "tusd_redis_wait_timeouts_total") for s in servers] == [0.0, 0.0]
+
+
+def test_a_primary_killed_with_wait_replicas_loses_no_acknowledged_offset(
+    tmp_path: Path,
+) -> None:
+    upload_dir = tmp_path / "uploads"
+    upload_dir.mkdir()
+    # A Cluster of its own, with a spare replica: the killed primary's replica is promoted
+    # alone, every commit of its slots answers 503 (nobody to WAIT for) until the spare has
+    # migrated to it and synced (docs/redis.md, hazards).
+    with redis_cluster(spare_replicas=1) as servers:
+        a, b, prefix = pair_on(
+            servers, upload_dir,
+            "--redis-wait-replicas", "1", "--redis-wait-timeout", "1s",
+            "--lock-lease", "3s", "--log-level", "warning",
+        )  # fmt: skip
+        try:
+            instances = [a, b]
+            victim = next(p for p in servers.primaries() if len(servers.replicas_of(p)) == 1)
+
+            def on_victim(url: str) -> bool:
+                upload_id = url.rstrip("/").rsplit("/", 1)[-1]
+                return servers.primary_of(upload_key(prefix, upload_id, "state")) is victim
+
+            urls: dict[bool, list[str]] = {True: [], False: []}
+            while len(urls[True]) < 2 or len(urls[False]) < 2:
+                url = raw_create(a.endpoint, 8 * MiB)
+                if len(urls[on_victim(url)]) < 2:
+                    urls[on_victim(url)].append(url)
+            items = [
+                Upload(payload(8 * MiB, seed=i), url=url)
+                for i, url in enumerate(urls[True] + urls[False])
+            ]
+            killed_at = asyncio.run(kill_during(servers, victim, instances, items))
+            servers.wait_ok()
+            successor = servers.primary_of_slot(
+                key_slot(upload_key(prefix, items[0].url.rsplit("/", 1)[-1], "state").encode())
+            )
+            assert successor is not victim
+            assert servers.replicas_of(successor), "the spare replica never migrated"
+
+            for item in items:
+                assert not item.regressions, (item.url, item.regressions)
+                assert not [
+                    f
+                    for _, f in item.failures
+                    if f.startswith(("PATCH 5", "HEAD 5"))
+                    and not f.startswith(("PATCH 503", "HEAD 503"))
+                ], item.failures
+                assert download_sha256(item.url) == (len(item.data), sha256(item.data))
+            # The promoted replica had nobody to WAIT for: its commits said so (503), and
+            # were not acknowledged, rather than claiming an offset that one more failure
+            # would lose.
+            unconfirmed = [
+                at for item in items[:2] for at, f in item.failures if "replicas confirmed" in f
+            ]
+            assert unconfirmed, [item.failures for item in items[:2]]
+            assert sum(metric(s, "tusd_redis_wait_timeouts_total") for s in instances) >= 1
+            recovered = max(item.finished_at for item in items) - killed_at
+            print(
+                f"\nkilled {victim.address}: {len(items)}/{len(items)} uploads complete, "
+                f"{len(unconfirmed)} commits not acknowledged (503), the last "
+                f"{max(unconfirmed) - killed_at:.1f}s after the kill, "
+                f"{sum(len(i.failures) for i in items)} failed requests, "
+                f"{sum(i.resent for i in items) / MiB:.1f} MiB re-sent, last upload done "
+                f"{recovered:.1f}s after the kill, 0 HEADs below an offset given"
+            )
+        finally:
+            report([a, b])
+
+
+async def kill_during(
+    servers: RedisClusterServers, victim: ClusterNode, instances: list[TusdProcess],
+    items: list[Upload],
+) -> float:  # fmt: skip
+    """Uploads `items` (the first two on `victim`'s slots), kills `victim` once those have
+    some offset acknowledged; returns when the kill happened."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        tasks = [
+            asyncio.create_task(
+                upload(client, instances, item, chunk_size=512 * 1024, pause=0.1, within=150)
+            )
+            for item in items
+        ]
+        while min(item.given for item in items[:2]) < MiB:
+            assert not any(t.done() for t in tasks[:2]), [t.exception() for t in tasks if t.done()]
+            await asyncio.sleep(0.02)
+        servers.kill(victim)
+        killed_at = time.monotonic()
+        await asyncio.gather(*tasks)
+    return killed_at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from tusd_py.ids import new_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.locking.base import Lock
 from tusd_py.locking.redis import RedisLocker
+from tusd_py.protocol.context import is_expired
 from tusd_py.redis_backends import build_redis_backends
 from tusd_py.redis_client import make_client, upload_key
 from tusd_py.state.redis import RedisState
@@ -311,6 +313,39 @@ async def test_rebuild_after_state_lost_mid_upload_lets_the_upload_continue(
     await lock.release()
 
 
+async def test_rebuild_counts_the_expiry_from_the_last_write(
+    client: Redis, prefix: str, store: FileStore, locker: RedisLocker
+) -> None:
+    """Each PATCH moves the expiry in Redis only; the `.info` copy keeps its creation's. A state
+    rebuilt after Redis lost it must not answer 410 for an upload written to a moment ago, nor
+    revive one abandoned long ago."""
+    state = RedisState(client, prefix, store, expiration=100.0)
+    await state.open()
+    stale = time.time() - 5  # the creation's expiry, long ago
+    active = await new_upload(store, state, length=10, expires_at=stale)
+    lock = await locker.acquire(active.id, ignore)
+    active.expires_at = time.time() + 100  # as every PATCH does (protocol/uploads.py `append`)
+    await written(store, state, active, lock, b"abc")
+    await lock.release()
+    on_disk = await store.load_info(active.id)
+    assert on_disk is not None and on_disk.expires_at == pytest.approx(stale)
+
+    abandoned = await new_upload(store, state, length=10, expires_at=stale)
+    long_ago = time.time() - 200
+    os.utime(store.directory / abandoned.id, (long_ago, long_ago))
+
+    for upload in (active, abandoned):
+        assert await client.delete(upload_key(prefix, upload.id, "state")) == 1
+    got = await state.get(active.id)
+    assert got is not None and got.offset == 3
+    # (The file system's clock is coarse: an mtime may trail time.time() by a tick.)
+    assert got.expires_at is not None and got.expires_at >= active.expires_at - 1
+    assert not is_expired(got)
+    got = await state.get(abandoned.id)
+    assert got is not None and got.expires_at == pytest.approx(stale) and is_expired(got)
+    await state.close()
+
+
 async def test_ttls(
     state: RedisState, store: FileStore, locker: RedisLocker, client: Redis, prefix: str
 ) -> None:
@@ -399,6 +434,7 @@ async def test_build_redis_backends_share_one_client(
     config = Config(redis_url=redis.url, redis_prefix=prefix, lock_lease=2.0)
     state, locker = build_redis_backends(config, store)
     assert state._client is locker._client
+    assert state.expiration == config.expiration  # a rebuild counts the expiry with it
     await state.open()
     info = UploadInfo(id=new_upload_id(), length=3)
     await store.create(info)

@@ -16,7 +16,7 @@ import random
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -102,15 +102,20 @@ def encoded(**metadata: str) -> str:
 
 @contextlib.asynccontextmanager
 async def redirecting_app(
-    s3: S3Server, tmp_path: Path, **options: Any
+    s3: S3Server,
+    tmp_path: Path,
+    *,
+    bucket: str | None = None,
+    download: Literal["proxy", "redirect"] = "redirect",
+    **options: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
     config = Config(
         upload_dir=str(tmp_path / "uploads"),
-        s3_bucket=new_bucket(s3),
+        s3_bucket=bucket or new_bucket(s3),
         s3_endpoint=s3.endpoint,
         s3_region=S3_ENV["AWS_DEFAULT_REGION"],
         s3_ca_bundle=s3.ca_bundle,
-        s3_download="redirect",
+        s3_download=download,
         s3_download_expiry=60,
     )
     app = create_app(config, **options)
@@ -187,6 +192,37 @@ async def test_a_finished_upload_redirects_to_a_presigned_url_that_serves_it(
                     url, headers={"Range": "bytes=10-19"}, follow_redirects=True
                 )
             assert ranged.status_code == 206 and ranged.content == data[10:20]
+
+
+@pytest.mark.parametrize(
+    "filetype", ["text/html", "text/plain", "image/svg+xml", "application/pdf", "image/png", ""]
+)
+async def test_the_presigned_url_answers_with_the_proxied_gets_content_headers(
+    s3_tls: S3Server, tmp_path: Path, filetype: str
+) -> None:
+    """S3 sets only what the URL signs (`response-content-*`): the type and disposition must be
+    the proxied GET's exactly, attachment for anything a browser could run. The rest of the
+    proxied GET's headers (nosniff, CSP) S3 cannot send (docs/s3.md)."""
+    bucket = new_bucket(s3_tls)
+    metadata = {"filename": "a.bin", **({"filetype": filetype} if filetype else {})}
+    trust = ssl.create_default_context(cafile=s3_tls.ca_bundle)
+    async with (
+        redirecting_app(s3_tls, tmp_path, bucket=bucket) as redirecting,
+        redirecting_app(s3_tls, tmp_path, bucket=bucket, download="proxy") as proxying,
+        httpx.AsyncClient(verify=trust, timeout=60) as s3_http,
+    ):
+        url = await create_and_send(redirecting, b"<script>alert(1)</script>", **metadata)
+        proxied = await proxying.get(url)
+        assert proxied.status_code == 200, proxied.text
+        answer = await redirecting.get(url)
+        assert answer.status_code == 302, answer.text
+        direct = await s3_http.get(answer.headers["Location"])
+    assert direct.status_code == 200 and direct.content == proxied.content
+    for name in ("Content-Type", "Content-Disposition"):
+        assert direct.headers[name] == proxied.headers[name], name
+    assert proxied.headers["Content-Disposition"].startswith(
+        "inline" if filetype in ("text/plain", "application/pdf", "image/png") else "attachment"
+    )
 
 
 class _Router(httpx.AsyncBaseTransport):

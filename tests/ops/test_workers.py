@@ -25,6 +25,7 @@ from tests.support.servers import RedisServer, unique_prefix
 from tests.support.socket_http import RawHTTP, patch_headers, raw_create
 from tests.support.tus_requests import TUS, download_sha256, head, wait_until
 from tests.support.tusd_process import TusdProcess
+from tusd_py.supervisor import CRASH_LIMIT, RESTART_PAUSE_ENV
 
 MiB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -198,6 +199,26 @@ def test_a_killed_worker_is_started_again_and_uploads_resume(local_workers: Tusd
     assert download_sha256(url) == (len(data), hashlib.sha256(data).hexdigest())
     local_workers.terminate()
     assert local_workers.wait(60) == 0, local_workers.output[-3000:]
+
+
+def test_a_worker_that_dies_on_every_start_stops_the_server_with_status_1(tmp_path: Path) -> None:
+    uploads = tmp_path / "uploads"
+    server = TusdProcess(uploads, ("--workers", "2"), env={RESTART_PAUSE_ENV: "0.05"})
+    try:
+        victim = workers_started(server)[0]
+        uploads.rename(tmp_path / "moved")
+        uploads.write_text("not a directory")  # every new worker fails to open its store
+        os.kill(victim, signal.SIGKILL)
+        assert server.wait(60) == 1, server.output[-3000:]
+    finally:
+        server.stop()
+    # Paused longer each time, then one line that says why the server stopped.
+    pauses = re.findall(r"worker 0 .* starting it again in ([\d.]+) s", server.output)
+    assert [float(p) for p in pauses] == [0.05, 0.1, 0.2, 0.4], server.output[-3000:]
+    stopped = [line for line in server.lines if "stopping the server" in line]
+    assert len(stopped) == 1, server.output[-3000:]
+    assert f"worker 0 exited {CRASH_LIMIT} times in a row within 10 s of its start" in stopped[0]
+    assert "ERROR" in stopped[0]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 
 import pytest
 
@@ -18,7 +20,7 @@ from tests.stores.helpers import (
     write_and_commit,
 )
 from tests.support.payloads import payload, sha256
-from tusd_py.stores.base import DataStore, LengthDeferrer
+from tusd_py.stores.base import DataStore, LengthDeferrer, WriteClock
 
 
 class SourceFailed(Exception):
@@ -36,6 +38,23 @@ async def test_write_in_pieces(medium: Medium, store: DataStore) -> None:
         assert await store.stored_offset(info) == end
     await store.finish(info)
     assert sha256(await stored_bytes(store, info)) == sha256(data)
+
+
+async def test_last_write_follows_the_writes(medium: Medium, store: DataStore) -> None:
+    """What a state rebuilt from storage counts an upload's expiry from (state/redis.py)."""
+    assert isinstance(store, WriteClock)
+    data = payload(medium.unit + medium.unit // 2)
+    info = new_info(len(data))
+    before = time.time()
+    await store.create(info)
+    await write(store, info, data[:100])  # less than a part: S3 keeps it as a segment
+    first = await store.last_write(info)
+    # Services stamp whole seconds (S3's LastModified, Azure's Last-Modified).
+    assert first is not None and before - 1 <= first <= time.time() + 1
+    await asyncio.sleep(1.1)
+    await write(store, info, data[100 : medium.unit + 100])  # S3: a part
+    second = await (await medium.open()).last_write(info)  # another instance sees it too
+    assert second is not None and second > first
 
 
 async def test_commits_increase_and_never_pass_the_stored_bytes(

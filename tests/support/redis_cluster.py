@@ -49,6 +49,8 @@ class ClusterNode:
             "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
             "--cluster-replica-validity-factor", "0", "--logfile", "redis.log",
+            # A new replica (one that migrated to a primary left alone) syncs at once.
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc)
@@ -85,6 +87,13 @@ class RedisClusterServers:
         importing and migrating, MIGRATE its keys in one batch, wait `pause` seconds (clients
         are sent ASK meanwhile), then give the slot to `target` (MOVED afterwards). Returns
         the number of keys moved."""
+        moved = self.start_migration(slot, target)
+        time.sleep(pause)
+        self.finish_migration(slot, target)
+        return moved
+
+    def start_migration(self, slot: int, target: ClusterNode) -> int:
+        """`migrate_slot` up to its pause: the keys are on `target`, the slot still is not."""
         source = self.primary_of_slot(slot)
         assert source is not target
         with source.client() as src, target.client() as dst:
@@ -95,11 +104,15 @@ class RedisClusterServers:
             keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
             if keys:
                 src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
-            time.sleep(pause)
-            for node in (target, source):
-                with node.client() as client:
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
         return len(keys)
+
+    def finish_migration(self, slot: int, target: ClusterNode) -> None:
+        source = self.primary_of_slot(slot)
+        with target.client() as dst:
+            target_id = dst.execute_command("CLUSTER", "MYID")
+        for node in (target, source):
+            with node.client() as client:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
 
     def primary_of_slot(self, slot: int) -> ClusterNode:
         with self.running()[0].client() as client:
@@ -110,6 +123,16 @@ class RedisClusterServers:
 
     def primaries(self) -> list[ClusterNode]:
         return [n for n in self.running() if n.role() == "master"]
+
+    def replicas_of(self, primary: ClusterNode) -> list[ClusterNode]:
+        """The running nodes that replicate `primary`, linked or not."""
+        found = []
+        for node in self.running():
+            with node.client() as client:
+                role = client.execute_command("ROLE")
+            if role[0] == "slave" and int(role[2]) == primary.port:
+                found.append(node)
+        return found
 
     def kill(self, node: ClusterNode) -> None:
         assert node.proc is not None
@@ -152,11 +175,14 @@ class RedisClusterServers:
 
 
 @contextlib.contextmanager
-def redis_cluster() -> Iterator[RedisClusterServers]:
+def redis_cluster(spare_replicas: int = 0) -> Iterator[RedisClusterServers]:
+    """Three primaries with a replica each, and `spare_replicas` more that `redis-cli` gives
+    to some of them: Redis moves a spare to a primary left without a replica (replica
+    migration, after the primary has been alone for 5 s)."""
     workdir = Path(tempfile.mkdtemp(prefix="tusd-redis-cluster-"))
     servers = RedisClusterServers()
     try:
-        for i in range(6):
+        for i in range(6 + spare_replicas):
             path = workdir / str(i)
             path.mkdir()
             node = ClusterNode(free_port(), free_port(), path)

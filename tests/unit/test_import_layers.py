@@ -17,6 +17,7 @@ ROOT = Path(tusd_py.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     (
         "tusd_py.errors",
+        "tusd_py.loop_errors",
         "tusd_py.cors",
         "tusd_py.ids",
         "tusd_py.info",
@@ -27,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
         "tusd_py.preflight",
         "tusd_py.config",
         "tusd_py.request_context",
+        "tusd_py.redis_slot",
         "tusd_py.redis_client",
         "tusd_py.redis_connect",
         "tusd_py.logs",

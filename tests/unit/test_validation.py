@@ -49,3 +49,8 @@ def test_config_names_the_option_at_fault(options: dict[str, object], says: str)
 def test_a_store_option_with_its_store_is_accepted() -> None:
     Config(s3_bucket="b", s3_region="eu-west-1", s3_buffer_size=1, redis_url="redis://h:6379/0")
     Config(azure_container="c", azure_prefix="p/", redis_url="unix:///run/redis.sock")
+
+
+def test_wait_replicas_is_accepted_on_a_cluster() -> None:
+    # The WAIT goes on the connection of the primary owning the upload's slot (redis_slot.py).
+    Config(redis_url="redis://h:7000/0", redis_cluster=True, redis_wait_replicas=1)

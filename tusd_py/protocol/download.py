@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tusd_py.content_headers import content_disposition, content_type
+from tusd_py.content_headers import content_disposition, content_type, response_type
 from tusd_py.errors import TusError
 from tusd_py.protocol.abort import abort_connection
 from tusd_py.protocol.context import TusContext
@@ -81,6 +81,7 @@ async def handle_download(ctx: TusContext, request: Request, upload_id: str) -> 
     size = info.length or 0
     media_type = content_type(info)
     disposition = content_disposition(info, media_type)
+    media_type = response_type(media_type)  # one header for both ways of serving it
     redirector = ctx.redirector
     if request.method == "GET" and redirector is not None:
         url = await redirector.download_url(info, media_type, disposition)

@@ -35,6 +35,7 @@ from tusd_py.metrics import REDIS_WAIT_TIMEOUTS
 from tusd_py.redis_client import (
     CloseHook,
     RedisClient,
+    WaitingCluster,
     check_prefix,
     lock_key,
     make_client,
@@ -45,7 +46,7 @@ from tusd_py.redis_client import (
 )
 from tusd_py.redis_connect import Topology
 from tusd_py.state.base import StateStore
-from tusd_py.stores.base import DataStore
+from tusd_py.stores.base import DataStore, WriteClock
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,7 @@ class RedisState(StateStore):
         finished_ttl: float = DEFAULT_FINISHED_TTL,
         *,
         expired_ttl: float = DEFAULT_EXPIRED_TTL,
+        expiration: float = 0.0,
         on_close: CloseHook | None = None,
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
@@ -227,7 +229,9 @@ class RedisState(StateStore):
     ) -> None:
         """`redis` is a client (closed by `on_close`, if given) or a URL (client owned here).
         With `wait_replicas`, a creation or commit is acknowledged only once that many
-        replicas confirm it within `wait_timeout` (docs/redis.md, "Durability")."""
+        replicas confirm it within `wait_timeout` (docs/redis.md, "Durability"). `expiration`
+        (`--expiration`) is how far each PATCH moves an upload's expiry: a rebuild counts it from
+        the store's last write."""
         if isinstance(redis, str):
             redis = make_client(redis)
             on_close = redis.aclose
@@ -235,12 +239,20 @@ class RedisState(StateStore):
             raise ValueError("finished_ttl must be > 0")
         if expired_ttl <= 0:
             raise ValueError("expired_ttl must be > 0")
+        if (
+            wait_replicas
+            and isinstance(redis, RedisCluster)
+            and not isinstance(redis, WaitingCluster)
+        ):
+            # Only ours sends the WAIT on the connection of the commit (redis_slot.py).
+            raise ValueError("wait_replicas on a Redis Cluster needs make_client(cluster=True)")
         self._client = redis
         self._on_close = on_close
         self.prefix = check_prefix(prefix)
         self._store = store
         self.finished_ttl = finished_ttl
         self.expired_ttl = expired_ttl
+        self.expiration = expiration
         self.wait_replicas = wait_replicas
         self.wait_timeout = wait_timeout
         self._topology = topology
@@ -528,19 +540,30 @@ class RedisState(StateStore):
                 return await script(keys=keys, args=args), None
         for _ in range(2):
             with redis_errors(f"EVALSHA {name} + WAIT"):
-                # One pipeline, one connection. A retry after a dropped connection sends both
-                # again, so the WAIT follows a write of its own connection (a commit or creation
-                # that succeeds writes, even when the values are the same as before).
-                async with self._client.pipeline(transaction=False) as pipe:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    pipe.wait(self.wait_replicas, max(1, int(self.wait_timeout * 1000)))
-                    try:
-                        reply, acked = await pipe.execute()
-                    except rexc.NoScriptError:
-                        await self._client.script_load(script.script)
-                        continue
+                try:
+                    reply, acked = await self._eval_and_wait(script, keys, args)
+                except rexc.NoScriptError:
+                    await self._client.script_load(script.script)
+                    continue
             return reply, int(acked)
         raise storage_unavailable(f"Redis lost the {name} script twice in a row")
+
+    async def _eval_and_wait(
+        self, script: AsyncScript, keys: list[str], args: list[Any]
+    ) -> list[Any]:
+        """The script and a WAIT after it, on one connection. A retry after a dropped
+        connection sends both again, so the WAIT follows a write of its own connection (a
+        commit or creation that succeeds writes, even when the values are the same as before)."""
+        evalsha = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        wait = ("WAIT", self.wait_replicas, max(1, int(self.wait_timeout * 1000)))
+        if isinstance(self._client, WaitingCluster):
+            # On the connection of the primary owning the upload's slot: its replicas count.
+            return await self._client.run_on_key_slot(keys[0], [evalsha, wait])
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.execute_command(*evalsha)
+            pipe.execute_command(*wait)
+            replies: list[Any] = await pipe.execute()
+        return replies
 
     def _check_durable(self, acked: int | None, what: str) -> None:
         if acked is None or acked >= self.wait_replicas:
@@ -562,9 +585,25 @@ class RedisState(StateStore):
         offset = await self._store.stored_offset(info)
         if info.length is not None:
             offset = min(offset, info.length)
+        info.offset = offset
+        info.expires_at = await self._rebuilt_expiry(info)
         with redis_errors("EVALSHA rebuild"):
             values: list[Any] = await self._rebuild(
                 keys=[upload_key(self.prefix, upload_id, "state")],
                 args=[_info_json(info), offset, _expires_text(info), *self._ttl_args(info)],
             )
         return _decode(values)
+
+    async def _rebuilt_expiry(self, info: UploadInfo) -> float | None:
+        """The expiry of an upload rebuilt from storage. Each PATCH moves it in Redis only, so the
+        `.info` copy's may be long past for an upload still being written. A PATCH's counts from
+        its start, so counted from the store's last write it is (but for a clock tick) no
+        earlier than the one lost; an abandoned upload's stays past, and the sweep deletes it."""
+        if info.expires_at is None or info.finished or self.expiration <= 0:
+            return info.expires_at
+        if not isinstance(self._store, WriteClock):
+            return info.expires_at
+        written = await self._store.last_write(info)
+        if written is None:
+            return info.expires_at
+        return max(info.expires_at, written + self.expiration)

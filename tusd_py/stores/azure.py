@@ -653,6 +653,14 @@ class AzureStore(DataStore):
                 return 0
         return size if info.length is None else min(size, info.length)
 
+    async def last_write(self, info: UploadInfo) -> float | None:
+        # Each commit is a Put Block List, which moves the blob's Last-Modified.
+        with _azure_errors("Get Blob Properties", info.id):
+            try:
+                return (await self._blob(info).get_blob_properties()).last_modified.timestamp()
+            except ResourceNotFoundError:
+                return None
+
     async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
         start, blob = info.offset, self._blob(info)
         blocks, etag = await self._committed_blocks(blob, info.id)

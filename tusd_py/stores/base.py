@@ -198,6 +198,17 @@ class UnfinishedLister(Protocol):
 
 
 @runtime_checkable
+class WriteClock(Protocol):
+    """When an upload's bytes last changed. Each PATCH moves an upload's expiry in the state
+    store only (Redis), not in its `.info` copy, so a state rebuilt from storage counts the
+    expiry from the last write instead of taking the copy's, which may be long past."""
+
+    async def last_write(self, info: UploadInfo) -> float | None:
+        """Epoch seconds of the latest write of the upload's stored bytes; None when unknown."""
+        ...
+
+
+@runtime_checkable
 class FinishedRetainer(Protocol):
     """--retain-finished: the sweep deletes finished uploads that long after they finished."""
 

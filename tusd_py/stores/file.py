@@ -4,7 +4,8 @@ Layout in the upload directory, per upload:
     <id>            the bytes received so far (never longer than the declared length)
     <id>.info       the upload's info as JSON, written atomically (temp file + rename)
     <id>.progress   while an upload is under way: its committed offset and expiry, newer than the
-                    `.info`'s, rewritten in place on each commit (see `save_progress`)
+                    `.info`'s, and a CRC-32 of both, rewritten in place on each commit (see
+                    `save_progress`)
 A final upload of a concatenation is an ordinary pair whose file is filled by copying its
 partials' files in order (one thread, 1 MiB at a time).
 
@@ -37,6 +38,7 @@ import io
 import logging
 import os
 import time
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -173,19 +175,30 @@ def _replace_info(info: Path, progress: Path, text: str) -> None:
         progress.unlink()  # the `.info` is the newer now
 
 
-# Room for the largest offset and expiry; one fixed size, so a rewrite leaves no stale tail.
+# Room for the largest offset, expiry and checksum; one fixed size, so a rewrite leaves no
+# stale tail.
 _PROGRESS_SIZE = 64
+# Reads of a `.progress` another process rewrites at that moment: a read may mix the bytes of
+# both writes (Linux does not order buffered reads against writes); the checksum shows it and
+# the read is made again, which sees one write whole.
+_PROGRESS_READS = 3
+
+
+def _checksum(fields: str) -> str:
+    return f"{zlib.crc32(fields.encode()):08x}"
 
 
 def _progress_text(info: UploadInfo) -> bytes:
     expires = "-" if info.expires_at is None else repr(info.expires_at)
-    return f"{info.offset} {expires}".encode().ljust(_PROGRESS_SIZE - 1) + b"\n"
+    fields = f"{info.offset} {expires}"
+    return f"{fields} {_checksum(fields)}".encode().ljust(_PROGRESS_SIZE - 1) + b"\n"
 
 
 def _write_progress(path: Path, text: bytes) -> None:
     # In place, never truncated or renamed: ext4 flushes a file replaced by rename (or truncated)
     # to disk at once (auto_da_alloc), and while the kernel reclaims a full page cache that flush
-    # blocked each commit 20-70 ms. One write of under a sector is all or nothing.
+    # blocked each commit 20-70 ms. One write of under a sector is all or nothing on disk; a
+    # reader in another process may still see it half done (`_PROGRESS_READS`).
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         os.pwrite(fd, text, 0)
@@ -193,26 +206,52 @@ def _write_progress(path: Path, text: bytes) -> None:
         os.close(fd)
 
 
+def _progress_fields(text: str) -> tuple[int, float | None] | None:
+    """The offset and expiry of a `.progress` text; None when it is torn (by a crash, or by a
+    read during a rewrite). A text without a checksum was written by an older tusd-py."""
+    fields = text.split()
+    if len(fields) == 3 and _checksum(f"{fields[0]} {fields[1]}") != fields[2]:
+        return None
+    if len(fields) not in (2, 3):
+        return None
+    try:
+        return int(fields[0]), None if fields[1] == "-" else float(fields[1])
+    except ValueError:
+        return None
+
+
 def _apply_progress(info: UploadInfo, text: str) -> None:
     """Take the offset and expiry from a `.progress` text when it is newer than the `.info`'s."""
-    fields = text.split()
-    try:
-        offset = int(fields[0])
-        expires_at = None if fields[1] == "-" else float(fields[1])
-    except (IndexError, ValueError):
+    fields = _progress_fields(text)
+    if fields is None:
         # Torn by a crash: the `.info`'s offset is older but true (later bytes are re-sent).
         log.warning("ignoring the unreadable progress of upload %s: %r", info.id, text[:80])
         return
+    offset, expires_at = fields
     if offset > info.offset:
         info.offset, info.expires_at = offset, expires_at
 
 
+def _read_progress(path: Path) -> str:
+    text = path.read_text()
+    for _ in range(_PROGRESS_READS - 1):
+        if _progress_fields(text) is not None:
+            break
+        text = path.read_text()  # mixed with a rewrite in progress, or torn for good
+    return text
+
+
 def _read_info(info: Path, progress: Path) -> tuple[str, str | None]:
-    text = info.read_text()
+    # The `.progress` first: a writer replaces the `.info` and only then removes the `.progress`,
+    # so read in this order, the newer of the two is never older than the upload was when the
+    # read began. (Read the other way, the `.info` from before and no `.progress` any more: a
+    # HEAD in another worker went back to the offset of the `.info`'s last write.)
+    progress_text: str | None
     try:
-        return text, progress.read_text()
+        progress_text = _read_progress(progress)
     except FileNotFoundError:
-        return text, None
+        progress_text = None
+    return info.read_text(), progress_text
 
 
 def _create_files(index: FileIndex, data: Path, info: Path, text: str) -> None:
@@ -580,6 +619,12 @@ class FileStore(DataStore):
         except FileNotFoundError:
             return 0
         return size if info.length is None else min(size, info.length)
+
+    async def last_write(self, info: UploadInfo) -> float | None:
+        try:
+            return (await aiofiles.os.stat(self._data_path(info.id))).st_mtime
+        except FileNotFoundError:
+            return None
 
     async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
         path = self._data_path(info.id)

@@ -5,6 +5,8 @@ Layout, in `MemoryStore.uploads` (a plain dict), per upload id:
     MemoryUpload.data   the bytes received so far
     MemoryUpload.finished_at
                         when `finish` ran (None until then): what the sweep lists by
+    MemoryUpload.written_at
+                        when its bytes last changed (its creation, a write, a concatenation)
 
 A byte is durable as soon as it is appended, so `write` commits after every chunk. Stores built
 on the same `uploads` dict share their uploads, as two processes share one upload directory.
@@ -36,6 +38,7 @@ class MemoryUpload:
     info: str
     data: bytearray = field(default_factory=bytearray)
     finished_at: float | None = None
+    written_at: float = field(default_factory=time.time)
 
 
 def _missing(upload_id: str) -> TusError:
@@ -79,11 +82,16 @@ class MemoryStore(DataStore):
         size = 0 if upload is None else len(upload.data)
         return size if info.length is None else min(size, info.length)
 
+    async def last_write(self, info: UploadInfo) -> float | None:
+        upload = self.uploads.get(info.id)
+        return None if upload is None else upload.written_at
+
     async def declare_length(self, info: UploadInfo) -> None:
         """Any length fits in memory (as far as this store is concerned)."""
 
     async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
-        data, start = self._upload(info.id).data, info.offset
+        upload = self._upload(info.id)
+        data, start = upload.data, info.offset
         if len(data) < start:
             raise TusError(
                 500,
@@ -96,6 +104,7 @@ class MemoryStore(DataStore):
         try:
             async for chunk in chunks:
                 data += chunk
+                upload.written_at = time.time()
                 try:
                     await commit(len(data))
                 except BaseException:
@@ -119,7 +128,9 @@ class MemoryStore(DataStore):
                     500, "storage-inconsistent", f"partial {partial.id!r} is shorter than {length}"
                 )
             joined += data[:length]
-        self._upload(final.id).data = joined  # replaced whole: a retry starts over
+        upload = self._upload(final.id)
+        upload.data = joined  # replaced whole: a retry starts over
+        upload.written_at = time.time()
 
     async def finish(self, info: UploadInfo) -> None:
         upload = self._upload(info.id)

@@ -241,7 +241,7 @@ class S3Client:
     ) -> dict[str, Any]:
         """Send part `number` from `buffer`; its entry for CompleteMultipartUpload (PartNumber,
         ETag, Size, and its checksum when the multipart upload has one)."""
-        digest = await buffer.digest_params()
+        digest = await buffer.digest_params(whole=True)  # a part is never appended to again
         response = await self.call(
             "upload_part",
             upload.id,

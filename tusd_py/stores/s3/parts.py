@@ -38,7 +38,7 @@ def _new_hash(kind: PartDigest) -> Any:
     return hashlib.md5(usedforsecurity=False) if kind == "md5" else hashlib.sha256()
 
 
-def _hashed(kind: PartDigest, data: bytes) -> Any:
+def _hashed(kind: PartDigest, data: bytes | memoryview) -> Any:
     digest = _new_hash(kind)
     digest.update(data)
     return digest
@@ -60,6 +60,12 @@ def checksum_params(kind: PartDigest, data: bytes) -> dict[str, Any]:
     if kind != "checksum-sha256":
         return {}
     return _digest_param(kind, _hashed(kind, data))
+
+
+def _hashed_in_place(kind: PartDigest, memory: io.BytesIO) -> Any:
+    """Hash a buffer's bytes without copying them (in a thread); the view ends with it."""
+    with memory.getbuffer() as view:
+        return _hashed(kind, view)
 
 
 async def digest_params(kind: PartDigest, data: bytes) -> dict[str, Any]:
@@ -186,11 +192,17 @@ class PartBuffer:
         body.seek(0)  # botocore rewinds it to 0 on each retry
         return body
 
-    async def digest_params(self) -> dict[str, Any]:
-        """The `upload_part` (or `put_object`) parameter that vouches for this buffer's bytes."""
+    async def digest_params(self, *, whole: bool = False) -> dict[str, Any]:
+        """The `upload_part` (or `put_object`) parameter that vouches for this buffer's bytes.
+
+        `whole`: the buffer will not grow again (a part about to be sent), so it is hashed in
+        place. Otherwise the bytes are copied first: a view would keep the buffer from growing
+        while the thread runs (a cached tail does grow), and a cancelled request leaves that
+        thread running."""
         if self._memory is not None:
-            # The bytes themselves, not a view: a view would keep the buffer from growing while
-            # the thread runs, and a cancelled request leaves that thread running.
+            if whole:
+                hashed = await asyncio.to_thread(_hashed_in_place, self._digest, self._memory)
+                return _digest_param(self._digest, hashed)
             return await digest_params(self._digest, self._memory.getvalue())
         return _digest_param(self._digest, await asyncio.to_thread(self._hash_file))
 

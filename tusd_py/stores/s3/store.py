@@ -393,6 +393,15 @@ class S3Store(DataStore):
                 break  # a short part or an incomplete one ends what is stored
         return offset if info.length is None else min(offset, info.length)
 
+    async def last_write(self, info: UploadInfo) -> float | None:
+        upload = S3Upload.from_info(info)
+        parts = None if upload.multipart_id is None else await self.client.list_parts(upload)
+        if parts is None:
+            return None  # completed: its expiry no longer matters
+        times = [part["LastModified"].timestamp() for part in parts]
+        tail = await self.parts.tails(upload).last_write(upload)
+        return max(times if tail is None else [*times, tail], default=None)
+
     async def write(self, info: UploadInfo, chunks: AsyncIterable[bytes], commit: Commit) -> int:
         upload = S3Upload.from_info(info)
         await self.parts.release_tails(upload, info.offset)

@@ -74,6 +74,10 @@ class TailStore(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    async def last_write(self, upload: S3Upload) -> float | None:
+        """When a tail of the upload was last written (epoch seconds), None when unknown."""
+        return None
+
 
 class SegmentTails(TailStore):
     """Tails as S3 objects, one per PATCH that ended inside a part; kept until the upload ends
@@ -155,21 +159,28 @@ class SegmentTails(TailStore):
                 Delete={"Objects": batch, "Quiet": True},
             )
 
-    async def _segments(self, upload: S3Upload, number: int | None = None) -> dict[str, int]:
-        """Segment keys of part `number` (or of every part) with their sizes."""
-        found: dict[str, int] = {}
+    async def last_write(self, upload: S3Upload) -> float | None:
+        times = [item["LastModified"].timestamp() for item in await self._listed(upload)]
+        return max(times, default=None)
+
+    async def _listed(self, upload: S3Upload, number: int | None = None) -> list[dict[str, Any]]:
+        """The listing of the segments of part `number` (or of every part)."""
+        found: list[dict[str, Any]] = []
         token: str | None = None
         for _ in range(1_000_000):  # bounded: 1000 keys a page
             params: dict[str, Any] = {**upload.where, "Prefix": upload.segment_prefix(number)}
             if token:
                 params["ContinuationToken"] = token
             response = await self._client.call("list_objects_v2", upload.id, **params)
-            for item in response.get("Contents", []):
-                found[str(item["Key"])] = int(item["Size"])
+            found.extend(response.get("Contents", []))
             token = response.get("NextContinuationToken")
             if not response.get("IsTruncated") or not token:
                 break
         return found
+
+    async def _segments(self, upload: S3Upload, number: int | None = None) -> dict[str, int]:
+        """Segment keys of part `number` (or of every part) with their sizes."""
+        return {str(item["Key"]): int(item["Size"]) for item in await self._listed(upload, number)}
 
     async def _chain(self, upload: S3Upload, number: int) -> list[tuple[str, int]]:
         """The segments of part `number` that continue each other from position 0, as (key,
@@ -240,14 +251,15 @@ class RedisTails(TailStore):
         key, index = self._key(upload, field), self._index(upload)
         with redis_errors("MULTI/EXEC save-tail"):
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(key, data)
-                pipe.hset(index, field, len(data))
-                for name in (key, index):
-                    if expires_at is None:
-                        pipe.persist(name)
-                    else:  # a grace period past the expiry; never a time already past
-                        at = max(expires_at, time.time()) + REDIS_TAIL_GRACE
-                        pipe.pexpireat(name, int(at * 1000))
+                if expires_at is None:
+                    pipe.set(key, data)  # a SET without an expiry drops any the key had
+                    pipe.hset(index, field, len(data))
+                    pipe.persist(index)
+                else:  # a grace period past the expiry; never a time already past
+                    at_ms = int((max(expires_at, time.time()) + REDIS_TAIL_GRACE) * 1000)
+                    pipe.set(key, data, pxat=at_ms)
+                    pipe.hset(index, field, len(data))
+                    pipe.pexpireat(index, at_ms)
                 await pipe.execute()
 
     async def _fields(self, upload: S3Upload) -> dict[tuple[int, int], int]:
