@@ -15,9 +15,10 @@ Parts
     s3           one large upload to S3 (moto's server), by tus-js-client (one PATCH, 1 MiB
                  chunks) and curl; the limit is a direct aiobotocore multipart upload
     s3-rss       one --rss-size upload to S3 by curl, for the servers' peak memory
-    concurrency  many uploads at once (--concurrency, e.g. 200x1MiB,20x64MiB), file and S3
-    small        HEAD and 64 KiB PATCH requests per second, file store with local and Redis state,
-                 one worker and --workers 2
+    concurrency  many uploads at once (--concurrency, e.g. 200x1MiB,20x64MiB), file and S3;
+                 tusd-py with one worker and --workers 2 (local and Redis state)
+    small        HEAD and 64 KiB PATCH requests per second from wrk, file store with local and
+                 Redis state, one worker and --workers 2
     redis-shapes the same requests with Redis state on one redis-server, through Sentinel (a
                  primary, one replica, three Sentinels) and on a Cluster (three primaries, three
                  replicas), and with --redis-wait-replicas 1; file store, one worker
@@ -54,6 +55,7 @@ from benchmarks.targets import (
     load,
     s3_direct,
     tus_js,
+    wrk_small,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -318,7 +320,16 @@ class Run:
         if self.tools.node is None:
             self.skipped["concurrency"] = "node is not installed"
             return
-        keys = ["tusd-py", "sink", "tus-node", "tuspyserver", "tusd-py-s3", "tus-node-s3"]
+        keys = [
+            "tusd-py",
+            "tusd-py-w2",
+            "tusd-py-redis-w2",
+            "sink",
+            "tus-node",
+            "tuspyserver",
+            "tusd-py-s3",
+            "tus-node-s3",
+        ]
         with self.servers(keys) as targets:
             cases = [
                 Case(key, f"{count} x {size_label(size)}", self._many_case(target, count, size))
@@ -381,17 +392,33 @@ class Run:
         return cases
 
     def _small_case(self, target: Target, mode: str) -> Callable[[], Record]:
+        """HEADs or PATCHes from wrk (in C: one core of Node capped the servers' rates), or
+        from load.mjs where wrk is missing or cannot read the server's HEAD answers; the record
+        says which (`generator`)."""
         opts = self.options
+        tools = self.tools
+        size = opts.patch_size if mode == "patch" else 0
         args: list[str | int] = [mode, target.endpoint, opts.connections, opts.small_seconds]
         if mode == "patch":
             args.append(opts.patch_size)
 
+        def generate() -> Record:
+            if tools.wrk:
+                found = wrk_small(
+                    tools, target.endpoint, mode, opts.connections, opts.small_seconds, size
+                )
+                if not found.get("head_without_length"):
+                    return {**found, "generator": "wrk"}
+            return {**load(tools, *args), "generator": "load.mjs"}
+
         def run() -> Record:
-            result = load(self.tools, *args)
+            result = generate()
             seconds = float(result.get("seconds") or 0) or 1.0
             errors = int(result.get("errors", 1))
-            rps = float(result.get("requests", 0)) / seconds
-            return {**result, "ok": errors == 0, "rps": rps}
+            requests = float(result.get("requests", 0))
+            if not requests and errors == 0:
+                errors, result["error"] = 1, "no request was answered"
+            return {**result, "ok": errors == 0, "rps": requests / seconds}
 
         return run
 

@@ -13,16 +13,20 @@ The S3 limit is not a server: `s3_direct` uploads the bytes straight to the S3 e
 Clients
     tus-js-client  benchmarks/peers/client.mjs: one PATCH, or fixed-size chunks
     curl           POST, then `curl -T file -X PATCH`: a client fast enough not to be the bottleneck
-    load.mjs       many uploads at once, and streams of small requests (HEAD, 64 KiB PATCH)
+    load.mjs       many uploads at once (and the small part's fallback when wrk is missing)
+    wrk            streams of small requests (HEAD, 64 KiB PATCH): benchmarks/wrk_small.lua, one
+                   connection per wrk thread, so that the client in C is not what bounds them
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +66,7 @@ class Tools:
     python: str = sys.executable  # the project's venv
     node: str | None = shutil.which("node")
     curl: str | None = shutil.which("curl")
+    wrk: str | None = shutil.which("wrk")
     s3_endpoint: str | None = None
     redis_url: str | None = None  # a lone redis-server
     # The redis-shapes part's: a primary with one replica behind three Sentinels (their
@@ -482,3 +487,61 @@ def s3_direct(tools: Tools, bucket: str, path: Path) -> dict[str, Any]:
 def load(tools: Tools, *args: str | int) -> dict[str, Any]:
     node = tools.node or "node"
     return run_json([node, tools.script("load.mjs"), *map(str, args)])
+
+
+def create_uploads(endpoint: str, count: int, length: int) -> list[str]:
+    """POST `count` uploads of `length` bytes (not timed); their URLs."""
+    urls = []
+    for _ in range(count):
+        request = urllib.request.Request(
+            endpoint,
+            method="POST",
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": str(length),
+                "Upload-Metadata": METADATA,
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            urls.append(urllib.parse.urljoin(endpoint, response.headers["Location"]))
+    return urls
+
+
+def _head_says_no_body(url: str) -> bool:
+    request = urllib.request.Request(url, method="HEAD", headers={"Tus-Resumable": "1.0.0"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.headers.get("Content-Length") == "0"
+
+
+def wrk_small(
+    tools: Tools, endpoint: str, mode: str, connections: int, seconds: float, patch_size: int = 0
+) -> dict[str, Any]:
+    """HEADs or PATCHes back to back from wrk (benchmarks/wrk_small.lua), `connections`
+    threads with one connection and one upload each."""
+    try:
+        urls = create_uploads(endpoint, connections, 2**40)  # never full: every PATCH has room
+        if mode == "head" and not _head_says_no_body(urls[0]):
+            # A HEAD answer may leave out Content-Length (@tus/server) or give the length of
+            # the GET's body (tuspyserver), but wrk's parser does not know it sent a HEAD and
+            # waits for that body, or for the connection to close.
+            return {"head_without_length": True}
+    except OSError as exc:
+        return {"ok": False, "errors": 1, "error": f"POST failed: {exc}"}
+    listing = tools.work / f"wrk-uploads-{os.getpid()}.txt"
+    listing.write_text("".join(urllib.parse.urlsplit(url).path + "\n" for url in urls))
+    env = {
+        "TUSD_BENCH_UPLOADS": str(listing),
+        "TUSD_BENCH_MODE": mode,
+        "TUSD_BENCH_PATCH_SIZE": str(patch_size),
+    }
+    script = tools.repo / "benchmarks" / "wrk_small.lua"
+    argv = [tools.wrk or "wrk", "-t", str(connections), "-c", str(connections)]
+    whole = max(1, round(seconds))  # wrk takes whole seconds only
+    argv += ["-d", f"{whole}s", "--timeout", "10s", "-s", str(script), endpoint]
+    try:
+        found = run_json(argv, env=env, timeout=whole + 60)
+    finally:
+        listing.unlink(missing_ok=True)
+    if "requests" in found:  # every request the server answered, as load.mjs counts them
+        found["total"] = int(found["requests"]) + connections
+    return found

@@ -45,7 +45,7 @@ def test_the_benchmark_driver_produces_its_tables(tmp_path: Path) -> None:
     results, table = run_driver(
         tmp_path,
         "--parts", "file,s3,concurrency,small",
-        "--servers", "tusd-py,sink,nginx,tusd-py-s3,tusd-py-redis",
+        "--servers", "tusd-py,tusd-py-w2,sink,nginx,tusd-py-s3,tusd-py-redis",
         "--size", "2MiB",
         "--s3-size", "6MiB",
         "--rounds", "1",
@@ -55,6 +55,12 @@ def test_the_benchmark_driver_produces_its_tables(tmp_path: Path) -> None:
     )  # fmt: skip
     parts = {r["part"] for r in results["records"]}
     assert parts == {"file", "s3", "concurrency", "small"}
+    small = [r for r in results["records"] if r["part"] == "small"]
+    want = "wrk" if shutil.which("wrk") else "load.mjs"
+    assert {r["generator"] for r in small} == {want}, small
+    assert any(
+        r["part"] == "concurrency" and r["server"] == "tusd-py-w2" for r in results["records"]
+    )
     for heading in (
         "### The bar",
         "### File store",

@@ -51,14 +51,20 @@ async def test_a_commit_rewrites_the_progress_in_place_and_leaves_the_info(tmp_p
     assert loaded.metadata == {"name": "a.bin"}
 
 
-async def test_finishing_writes_the_whole_info_and_drops_the_progress(tmp_path: Path) -> None:
+async def test_completing_writes_the_whole_info_and_drops_the_progress(tmp_path: Path) -> None:
     _, state, info = await new_upload(tmp_path)
     await commit(state, info, 40)
     await commit(state, info, 100)
-    assert not (tmp_path / "upload.progress").exists()
-    assert UploadInfo.from_json((tmp_path / "upload.info").read_text()).offset == 100
+    # The last commit is a `.progress` write like the others (one `.info` replacement per
+    # upload, by the completion), and already durable on its own.
+    assert UploadInfo.from_json((tmp_path / "upload.info").read_text()).offset == 0
     loaded = await FileStore(tmp_path).load_info(info.id)
-    assert loaded is not None and loaded.finished
+    assert loaded is not None and loaded.finished and not loaded.completed
+    info.completed = True  # what uploads.complete_upload records next
+    await state.update(info, None)
+    assert not (tmp_path / "upload.progress").exists()
+    written = UploadInfo.from_json((tmp_path / "upload.info").read_text())
+    assert written.offset == 100 and written.completed
 
 
 async def test_an_unreadable_or_older_progress_loses_to_the_info(tmp_path: Path) -> None:

@@ -71,15 +71,17 @@ class _FileLock(Lock):
 class FileLocker(Locker):
     def __init__(self, directory: str | os.PathLike[str], acquire_timeout: float = 10.0) -> None:
         self.directory = Path(directory)
+        self._prefix = str(self.directory)
         self.acquire_timeout = acquire_timeout
         self._held: dict[str, _FileLock] = {}  # by upload id: the locks this process holds
         self._signal_loop: asyncio.AbstractEventLoop | None = None
 
-    def _path(self, upload_id: str) -> Path:
-        return self.directory / upload_id
+    # Plain strings: a pathlib join per call cost as much as a syscall on every lock.
+    def _path(self, upload_id: str) -> str:
+        return os.path.join(self._prefix, upload_id)
 
-    def _wanted_path(self, upload_id: str) -> Path:
-        return self.directory / f"{upload_id}.wanted"
+    def _wanted_path(self, upload_id: str) -> str:
+        return os.path.join(self._prefix, f"{upload_id}.wanted")
 
     def _listen_for_requests(self) -> None:
         """Install the release-request handler on the running loop (once per loop)."""
@@ -92,7 +94,8 @@ class FileLocker(Locker):
     def _on_release_signal(self) -> None:
         for upload_id, lock in list(self._held.items()):
             try:
-                wanted = self._wanted_path(upload_id).read_text()
+                with open(self._wanted_path(upload_id)) as f:
+                    wanted = f.read()
             except OSError:
                 continue
             if wanted.strip() == lock.token:
@@ -118,15 +121,17 @@ class FileLocker(Locker):
         except BaseException:
             os.close(fd)
             raise
+        opened = os.fstat(fd)
         try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            same = os.stat(path).st_ino == opened.st_ino
         except FileNotFoundError:
             same = False
         if not same:  # the holder we waited for unlinked it: lock the file that is there now
             os.close(fd)
             return self._try_flock(upload_id, on_release_request)
         lock = _FileLock(self, upload_id, fd, on_release_request)
-        os.ftruncate(fd, 0)
+        if opened.st_size:  # a holder that crashed left its line (a fresh file is empty)
+            os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {lock.token}".encode(), 0)
         return lock
 
@@ -145,8 +150,9 @@ class FileLocker(Locker):
             lock = self._try_flock(upload_id, on_release_request)
             if lock is not None:
                 self._held[upload_id] = lock
-                with contextlib.suppress(OSError):  # our own request, satisfied
-                    self._wanted_path(upload_id).unlink()
+                if last_ask != float("-inf"):
+                    with contextlib.suppress(OSError):  # our own request, satisfied
+                        os.unlink(self._wanted_path(upload_id))
                 return lock
             now = loop.time()
             if now - last_ask >= REASK_INTERVAL and self._ask_holder(upload_id):
@@ -177,9 +183,9 @@ class FileLocker(Locker):
             # first, so a process that opened it meanwhile never reads a pid that may be reused.
             os.ftruncate(lock.fd, 0)
             with contextlib.suppress(FileNotFoundError):
-                self._path(lock.upload_id).unlink()
+                os.unlink(self._path(lock.upload_id))
             with contextlib.suppress(FileNotFoundError):
-                self._wanted_path(lock.upload_id).unlink()
+                os.unlink(self._wanted_path(lock.upload_id))
         except OSError as exc:
             log.warning("could not remove the lock file of upload %s: %s", lock.upload_id, exc)
         finally:
@@ -219,7 +225,8 @@ class FileLocker(Locker):
             return False
         pid, holder_token = holder
         try:
-            self._wanted_path(upload_id).write_text(holder_token)
+            with open(self._wanted_path(upload_id), "w") as f:
+                f.write(holder_token)
             os.kill(pid, RELEASE_SIGNAL)
         except (ProcessLookupError, PermissionError, OSError) as exc:
             log.debug("could not ask pid %d to release upload %s: %s", pid, upload_id, exc)

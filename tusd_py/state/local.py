@@ -44,6 +44,8 @@ class LocalState(StateStore):
 
     def _remember(self, info: UploadInfo) -> None:
         self._forget(info.id)
+        if not self._cache_size or not self._cache_bytes:
+            return  # no cache (`--workers` above 1): the JSON would be evicted at once
         text = info.to_json()
         self._cache[info.id] = text
         self.cached_bytes += _cost(text)
@@ -78,10 +80,10 @@ class LocalState(StateStore):
         if offset < info.offset:
             raise ValueError(f"offset may only move forward ({info.offset} -> {offset})")
         info.offset = offset
-        if info.finished:
-            await self._store.save_info(info)  # once per upload: the `.info` whole again
-        else:
-            await self._store.save_progress(info)
+        # The last commit too: the completion that follows (uploads.complete_upload) writes the
+        # `.info` whole, with `completed`; writing it here as well cost each finished upload a
+        # second `.info` replacement, which ext4 flushes (auto_da_alloc).
+        await self._store.save_progress(info)
         self._remember(info)
 
     async def update(self, info: UploadInfo, lock: Lock | None) -> None:

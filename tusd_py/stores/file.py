@@ -80,9 +80,8 @@ READ_SIZE = 256 * 1024
 # STALL_WINDOW seconds, or once longer than LONG_STALL, sends the store's file operations to
 # worker threads for THREADED_FOR seconds, after which the loop tries again. A lone 20-40 ms
 # hiccup (an `.info` rename while the kernel reclaims a full page cache) is tolerated: it used to
-# send everything to threads, and cost that 8 MiB-chunk upload 15-25%. Reading an `.info` (under
-# `--workers`, every HEAD and PATCH does) is such an operation too; downloads, which may come from
-# a cold disk, always use threads.
+# send everything to threads, and cost that 8 MiB-chunk upload 15-25%. Reads of `.info` and
+# `.progress` follow the same rule; downloads (large, maybe from a cold disk) always use threads.
 STALL = 0.02
 STALLS = 3
 STALL_WINDOW = 10.0
@@ -619,6 +618,9 @@ class FileStore(DataStore):
     async def load_info(self, upload_id: str) -> UploadInfo | None:
         paths = self._info_path(upload_id), self._progress_path(upload_id)
         try:
+            # Under the same stall guard as the writes: with `--workers N` every HEAD and PATCH
+            # reads these two small files, and a thread hop cost more than the reads (a HEAD
+            # took 2x the CPU of one worker's, which keeps the info in memory).
             text, progress = await self._blocking(_read_info, *paths)
         except FileNotFoundError:
             return None
