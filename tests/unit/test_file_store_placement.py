@@ -100,20 +100,35 @@ async def test_a_call_slowed_by_a_busy_cpu_is_no_stall(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only time asleep in the kernel is a disk stall: a write that took long because the
-    thread waited for a core (here: computed for that long) leaves writes on the loop."""
+    thread waited for a core (here: computed for that long) leaves writes on the loop.
+
+    A thread of another test still alive in this process and wanting the GIL makes the
+    computing thread sleep for it too, which the store rightly cannot tell from a disk stall:
+    such a try proves nothing and is made again (the busy loop counts its own sleeps)."""
     monkeypatch.setattr(file_store, "WRITE_SIZE", 128 * KIB)
     real_write_all = file_store._write_all
+    slept_while_busy = False
 
     def busy_write_all(f: object, pieces: list[bytes]) -> None:
+        nonlocal slept_while_busy
+        before = file_store._voluntary_switches()
         deadline = time.monotonic() + file_store.LONG_STALL * 1.5
         while time.monotonic() < deadline:
             pass
+        slept_while_busy |= file_store._voluntary_switches() != before
         real_write_all(f, pieces)  # type: ignore[arg-type]
 
     monkeypatch.setattr(file_store, "_write_all", busy_write_all)
-    store = FileStore(tmp_path)
-    await store.open()
-    await upload_once(store, "busy")
-    await upload_once(store, "after")
-    assert store._on_loop()
-    assert (tmp_path / "after").stat().st_size == BODY
+    for attempt in range(5):
+        slept_while_busy = False
+        directory = tmp_path / str(attempt)
+        store = FileStore(directory)
+        await store.open()
+        await upload_once(store, "busy")
+        await upload_once(store, "after")
+        if slept_while_busy:
+            continue
+        assert store._on_loop()
+        assert (directory / "after").stat().st_size == BODY
+        return
+    pytest.skip("every try's busy thread also slept (another thread wanted the GIL)")
