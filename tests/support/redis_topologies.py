@@ -295,7 +295,7 @@ def tls_redis(auth_clients: bool = False) -> Iterator[TlsRedis]:
                 "--user", "default", "off",
                 "--user", user, "on", f">{password}", "~*", "&*", "+@all",
                 # The least docs/redis.md says tusd-py needs, for the default prefix.
-                "--user", LEAST_USER, "on", f">{password}", "~tusd:*", "&tusd:locks",
+                "--user", LEAST_USER, "on", f">{password}", "~tusd:*", "&tusd:locks:*",
                 *LEAST_COMMANDS,
             ],
             stdout=subprocess.DEVNULL,

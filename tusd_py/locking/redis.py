@@ -242,6 +242,7 @@ class RedisLocker(Locker):
         self._letting_go: dict[tuple[str, str], asyncio.Task[None]] = {}  # by (id, holder)
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._told_not_subscribed = False  # the first failure to subscribe is a warning
         self._closed = False
 
     def channel_of(self, instance: str) -> str:
@@ -555,6 +556,15 @@ class RedisLocker(Locker):
             except (RedisError, RedisClusterException, _Unsubscribed) as exc:
                 if self._subscribed.is_set():
                     log.warning("lost the Redis subscription for lock handover: %s", exc)
+                elif not self._told_not_subscribed:
+                    # An ACL without `&<prefix>:locks:*` lands here on every try, silently:
+                    # handovers then wait for re-asks and the holder's lease.
+                    self._told_not_subscribed = True
+                    log.warning(
+                        "cannot subscribe to %s for lock handover (retrying): %s",
+                        self.channel,
+                        exc,
+                    )
                 if self._cluster:
                     await self._refresh_slots()
             except Exception:
