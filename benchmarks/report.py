@@ -388,6 +388,20 @@ def bars(res: Results) -> list[Bar]:
             lambda v: v < 32,
             "{:+.0f} MiB",
         )
+    # One worker against the sink (issue 18): HEAD 50% (local) and 35% (Redis), PATCH 75%.
+    for client in res.clients("small"):
+        sink = res.summary("small", "sink", client)
+        head = client == "HEAD"
+        for server, share in (
+            [("tusd-py", 0.5), ("tusd-py-redis", 0.35)] if head else [("tusd-py", 0.75)]
+        ):
+            ours = res.summary("small", server, client)
+            check(
+                f"small, {client}, {LABELS[server]}: ≥ {share:.0%} of the sink",
+                _ratio(ours.median("rps") if ours else None, sink.median("rps") if sink else None),
+                lambda v, share=share: v >= share,
+                "{:.0%}",
+            )
     for client in res.clients("small"):
         one = res.summary("small", "tusd-py-redis", client)
         two = res.summary("small", "tusd-py-redis-w2", client)
