@@ -95,6 +95,9 @@ class S3Client:
         #: S3's flexible checksum (SHA-256) on every part and object the store writes; it then
         #: replaces the Content-MD5 as what S3 checks (docs/s3.md, Checksums).
         self.checksum = checksums_on(checksum, endpoint)
+        # One session for the store's clients: each session parses botocore's S3 model and
+        # endpoint rules (~14 MiB of RSS) for itself, so a session per client held it twice.
+        self._session = get_session()
         self._config = AioConfig(
             region_name=region,
             retries={"mode": "standard", "total_max_attempts": max_attempts},
@@ -131,7 +134,7 @@ class S3Client:
     async def open(self) -> None:
         stack = contextlib.AsyncExitStack()
         self.s3 = await stack.enter_async_context(
-            get_session().create_client(
+            self._session.create_client(
                 "s3",
                 endpoint_url=self.endpoint,
                 region_name=self.region,
@@ -187,7 +190,7 @@ class S3Client:
             raise RuntimeError("S3Store.open() was not called")
         if self._probe is None:
             self._probe = await self._stack.enter_async_context(
-                get_session().create_client(
+                self._session.create_client(
                     "s3",
                     endpoint_url=self.endpoint,
                     region_name=self.region,
@@ -218,7 +221,7 @@ class S3Client:
             raise RuntimeError("S3Store.open() was not called")
         if self._presigner is None:
             self._presigner = await self._stack.enter_async_context(
-                get_session().create_client(
+                self._session.create_client(
                     "s3",
                     endpoint_url=self.endpoint,
                     region_name=self.region,
