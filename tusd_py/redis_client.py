@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from redis import exceptions as rexc
 from redis._parsers import AsyncCommandsParser
+from redis._parsers.base import _AsyncRESPBase
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import AbstractConnection
@@ -63,6 +64,22 @@ class WaitingPool(BlockingConnectionPool):
         self.wait = wait
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        if self._available_connections and not self._in_maintenance:
+            # An idle connection, ready: taken without the condition, the timeout and redis-py's
+            # observability events around it, which cost a Redis HEAD a fifth of its CPU
+            # (docs/performance.md, item 20). Taking it does not await, so no other task sees
+            # the pool half-changed.
+            idle: AbstractConnection = self._available_connections.pop()
+            ready = _ready(idle)
+            if ready:
+                self._in_use_connections.add(idle)
+                REDIS_POOL_WAIT.observe(0.0)
+                return idle
+            if ready is False and idle.is_connected:
+                # Bytes nobody read, or the server closed it: redis-py's own check is off while
+                # maintenance notifications are on, so it would hand this out as it is.
+                await idle.disconnect(nowait=True)
+            self._available_connections.append(idle)  # the full path connects it (again)
         start = time.perf_counter()
         deadline = asyncio.timeout(self.wait)
         try:
@@ -78,6 +95,31 @@ class WaitingPool(BlockingConnectionPool):
             ) from None
         REDIS_POOL_WAIT.observe(time.perf_counter() - start)
         return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        if (
+            connection in self._in_use_connections
+            and not self._in_maintenance
+            and not self._condition._waiters  # nobody to wake: no need for notify()
+            and not connection.should_reconnect()  # type: ignore[no-untyped-call]
+        ):
+            self._in_use_connections.remove(connection)
+            self._available_connections.append(connection)
+            return
+        await super().release(connection)
+
+
+def _ready(connection: AbstractConnection) -> bool | None:
+    """Connected, with nothing left unread (what redis-py's `ensure_connection` checks) — by
+    the Python parser's own test, without a coroutine per call; None: another parser
+    (hiredis), which the full path asks."""
+    parser = getattr(connection, "_parser", None)
+    if not isinstance(parser, _AsyncRESPBase):
+        return None
+    stream = parser._stream
+    if not connection.is_connected or not parser._connected or stream is None or parser._buffer:
+        return False
+    return not (stream._buffer or stream.at_eof())  # type: ignore[attr-defined]
 
 
 class WaitingCluster(RedisCluster):

@@ -24,6 +24,7 @@ from tusd_py.locking import redis as redis_locking
 from tusd_py.locking.redis import RedisLocker
 from tusd_py.redis_backends import build_redis_backends
 from tusd_py.redis_client import PoolExhausted, WaitingPool, lock_key, make_client
+from tusd_py.redis_connect import CountedConnection, client_for
 from tusd_py.stores.file import FileStore
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -226,3 +227,33 @@ async def test_every_redis_client_queues_for_connections(
     finally:
         await locker.close()
         await state.close()
+
+
+async def test_an_idle_connection_is_reused_and_a_dropped_one_is_made_again(
+    redis: RedisServer,
+) -> None:
+    """The pool's fast path hands back the idle connection it holds; one the server closed, or
+    one with a reply nobody read, goes through redis-py's full path and is connected again."""
+    client = client_for(Config(redis_url=redis.url, upload_dir="/nonexistent"))
+    assert isinstance(client, Redis)
+    pool = client.connection_pool
+    assert isinstance(pool, WaitingPool)
+    try:
+        await client.set("tusd-py-pool-key", "v")
+        (first,) = pool._available_connections
+        for _ in range(5):
+            assert await client.get("tusd-py-pool-key") == "v"
+        assert pool._available_connections == [first] and not pool._in_use_connections
+        assert isinstance(first, CountedConnection)  # sends without a task per command
+
+        reconnects = sample("tusd_redis_reconnects_total")
+        await client.client_kill_filter(_id=str(await client.client_id()), skipme=False)
+        await asyncio.sleep(0.1)  # the loop sees the server's close
+        assert await client.get("tusd-py-pool-key") == "v"
+        assert sample("tusd_redis_reconnects_total") == reconnects + 1
+
+        await first.send_command("PING")  # a reply left unread...
+        await asyncio.sleep(0.1)
+        assert await client.get("tusd-py-pool-key") == "v"  # ...is not taken for this reply
+    finally:
+        await client.aclose()
