@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from redis import exceptions as rexc
 from redis._parsers import AsyncCommandsParser
 from redis._parsers.base import _AsyncRESPBase
+from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import AbstractConnection
@@ -111,13 +112,17 @@ class WaitingPool(BlockingConnectionPool):
 
 def _ready(connection: AbstractConnection) -> bool | None:
     """Connected, with nothing left unread (what redis-py's `ensure_connection` checks) — by
-    the Python parser's own test, without a coroutine per call; None: another parser
-    (hiredis), which the full path asks."""
+    the parser's own test, without a coroutine per call; None: a parser this does not know,
+    which the full path asks."""
     parser = getattr(connection, "_parser", None)
-    if not isinstance(parser, _AsyncRESPBase):
+    if isinstance(parser, _AsyncHiredisParser):
+        pending = parser._reader is not None and parser._reader.has_data()
+    elif isinstance(parser, _AsyncRESPBase):
+        pending = bool(parser._buffer)
+    else:
         return None
     stream = parser._stream
-    if not connection.is_connected or not parser._connected or stream is None or parser._buffer:
+    if pending or not connection.is_connected or not parser._connected or stream is None:
         return False
     return not (stream._buffer or stream.at_eof())  # type: ignore[attr-defined]
 
