@@ -19,7 +19,7 @@ from redis._parsers.base import _AsyncRESPBase
 from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import ExponentialWithJitterBackoff
@@ -47,6 +47,55 @@ POOL_WAIT = 5.0
 CloseHook = Callable[[], Awaitable[None]]
 # What state, locks and S3 tails talk to: one Redis endpoint, or a Redis Cluster.
 RedisClient = Redis | RedisCluster
+
+
+class WritesInPlace:
+    """Sends a command without redis-py's `asyncio.wait_for` around the write, which makes a
+    task of its own per command (about a quarter of a Redis HEAD's CPU, docs/performance.md
+    item 20). A command is a few hundred bytes that the socket takes at once; only when the
+    transport holds some back does the write wait for it to drain, under the socket timeout."""
+
+    _writer: asyncio.StreamWriter | None
+    socket_timeout: float | None
+    is_connected: bool
+    health_check_interval: float
+    next_health_check: float
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        writer = self._writer
+        due = check_health and self.health_check_interval
+        if (
+            writer is None
+            or not self.is_connected
+            or (due and asyncio.get_running_loop().time() > self.next_health_check)
+        ):
+            # connecting, the periodic health check and their failures: redis-py's own path
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+            return
+        if isinstance(command, str):
+            command = command.encode()
+        try:
+            if isinstance(command, bytes):
+                writer.write(command)
+            else:
+                writer.writelines(command)
+            if writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(self.socket_timeout):
+                    await writer.drain()
+        except TimeoutError:
+            await self._drop()
+            raise rexc.TimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self._drop()
+            raise rexc.ConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:
+            await self._drop()  # a write cut short leaves the reply stream unknown
+            raise
+
+    async def _drop(self) -> None:
+        await self.disconnect(nowait=True)  # type: ignore[attr-defined]  # redis-py's, below
 
 
 class PoolExhausted(rexc.ConnectionError):
@@ -127,6 +176,20 @@ def _ready(connection: AbstractConnection) -> bool | None:
     return not (stream._buffer or stream.at_eof())  # type: ignore[attr-defined]
 
 
+class InPlaceConnection(WritesInPlace, Connection):
+    pass
+
+
+class InPlaceSSLConnection(WritesInPlace, SSLConnection):
+    pass
+
+
+_IN_PLACE: dict[type[Connection], type[Connection]] = {
+    Connection: InPlaceConnection,
+    SSLConnection: InPlaceSSLConnection,
+}
+
+
 class WaitingCluster(RedisCluster):
     """A `RedisCluster` whose commands queue for a connection like `WaitingPool`'s do.
 
@@ -140,6 +203,13 @@ class WaitingCluster(RedisCluster):
 
     def __init__(self, *, max_connections: int, wait: float = POOL_WAIT, **kwargs: Any) -> None:
         super().__init__(max_connections=max_connections + CLUSTER_EXTRA_CONNECTIONS, **kwargs)
+        # redis-py sets its nodes' connection class itself: the one that writes in place instead,
+        # for the nodes known now and those the slot map adds later (both read these kwargs).
+        plain = self.nodes_manager.connection_kwargs["connection_class"]
+        writes_in_place = _IN_PLACE.get(plain, plain)
+        self.nodes_manager.connection_kwargs["connection_class"] = writes_in_place
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = writes_in_place
         self.commands_parser = _SharedCommandsParser(f"{kwargs.get('host')}:{kwargs.get('port')}")
         self.pool_wait = wait
         self.permits = max_connections

@@ -8,10 +8,8 @@ never both, and are never part of a message: `redacted` hides them in anything p
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +39,7 @@ from tusd_py.redis_client import (
     SOCKET_TIMEOUT,
     RedisClient,
     WaitingPool,
+    WritesInPlace,
     make_client,
 )
 from tusd_py.validation import parse_sentinels
@@ -90,74 +89,25 @@ class _LeavesDemotedNodes:
             ) from None
 
 
-class _WritesInPlace:
-    """Sends a command without redis-py's `asyncio.wait_for` around the write, which makes a
-    task of its own per command (about a quarter of a Redis HEAD's CPU, docs/performance.md
-    item 20). A command is a few hundred bytes that the socket takes at once; only when the
-    transport holds some back does the write wait for it to drain, under the socket timeout."""
-
-    _writer: asyncio.StreamWriter | None
-    socket_timeout: float | None
-    is_connected: bool
-    health_check_interval: float
-    next_health_check: float
-
-    async def send_packed_command(
-        self, command: bytes | str | Iterable[bytes], check_health: bool = True
-    ) -> None:
-        writer = self._writer
-        due = check_health and self.health_check_interval
-        if (
-            writer is None
-            or not self.is_connected
-            or (due and asyncio.get_running_loop().time() > self.next_health_check)
-        ):
-            # connecting, the periodic health check and their failures: redis-py's own path
-            await super().send_packed_command(command, check_health)  # type: ignore[misc]
-            return
-        if isinstance(command, str):
-            command = command.encode()
-        try:
-            if isinstance(command, bytes):
-                writer.write(command)
-            else:
-                writer.writelines(command)
-            if writer.transport.get_write_buffer_size():
-                async with asyncio.timeout(self.socket_timeout):
-                    await writer.drain()
-        except TimeoutError:
-            await self._drop()
-            raise rexc.TimeoutError("Timeout writing to socket") from None
-        except OSError as exc:
-            await self._drop()
-            raise rexc.ConnectionError(f"Error while writing to socket: {exc}") from exc
-        except BaseException:
-            await self._drop()  # a write cut short leaves the reply stream unknown
-            raise
-
-    async def _drop(self) -> None:
-        await self.disconnect(nowait=True)  # type: ignore[attr-defined]  # redis-py's, below
-
-
-class CountedConnection(_CountsReconnects, _LeavesDemotedNodes, _WritesInPlace, Connection):
+class CountedConnection(_CountsReconnects, _LeavesDemotedNodes, WritesInPlace, Connection):
     pass
 
 
-class CountedSSLConnection(_CountsReconnects, _LeavesDemotedNodes, _WritesInPlace, SSLConnection):
+class CountedSSLConnection(_CountsReconnects, _LeavesDemotedNodes, WritesInPlace, SSLConnection):
     pass
 
 
 class CountedUnixConnection(
-    _CountsReconnects, _LeavesDemotedNodes, _WritesInPlace, UnixDomainSocketConnection
+    _CountsReconnects, _LeavesDemotedNodes, WritesInPlace, UnixDomainSocketConnection
 ):
     pass
 
 
-class CountedSentinelConnection(_CountsReconnects, _WritesInPlace, SentinelManagedConnection):
+class CountedSentinelConnection(_CountsReconnects, WritesInPlace, SentinelManagedConnection):
     pass
 
 
-class CountedSentinelSSLConnection(_CountsReconnects, _WritesInPlace, SentinelManagedSSLConnection):
+class CountedSentinelSSLConnection(_CountsReconnects, WritesInPlace, SentinelManagedSSLConnection):
     pass
 
 

@@ -33,7 +33,7 @@ from tusd_py.errors import TusError
 from tusd_py.ids import new_upload_id
 from tusd_py.info import UploadInfo
 from tusd_py.locking.redis import RedisLocker
-from tusd_py.redis_client import PoolExhausted, make_client, upload_key
+from tusd_py.redis_client import PoolExhausted, WritesInPlace, make_client, upload_key
 from tusd_py.state.redis import _COMMIT, RedisState
 from tusd_py.stores.file import FileStore
 
@@ -416,6 +416,10 @@ async def test_cluster_commands_queue_for_a_connection_then_fail_as_pool_exhaust
             await client.get(f"{prefix}:{{k0}}")
         await asyncio.gather(*held)
         assert await client.get(f"{prefix}:{{k0}}") == "0"
+        # Every node's connections write in place, the discovered nodes' as the first one's.
+        nodes = client.get_nodes()
+        assert len(nodes) >= 3
+        assert all(issubclass(node.connection_class, WritesInPlace) for node in nodes)
     finally:
         await client.aclose()
 
