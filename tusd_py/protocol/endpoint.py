@@ -22,6 +22,7 @@ from tusd_py.protocol.ietf import INTEROP_HEADER, handle_ietf
 from tusd_py.protocol.linger import respond_and_drain
 from tusd_py.protocol.options import handle_options
 from tusd_py.protocol.patch import handle_patch
+from tusd_py.protocol.request import TusRequest
 from tusd_py.protocol.responses import error_response
 from tusd_py.request_context import current_request
 
@@ -89,7 +90,7 @@ class TusEndpoint:
         self.ctx = ctx
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        request = TusRequest(scope, receive)
         try:
             response = await self.dispatch(request)
         except TusError as error:
