@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -255,5 +256,29 @@ async def test_an_idle_connection_is_reused_and_a_dropped_one_is_made_again(
         await first.send_command("PING")  # a reply left unread...
         await asyncio.sleep(0.1)
         assert await client.get("tusd-py-pool-key") == "v"  # ...is not taken for this reply
+    finally:
+        await client.aclose()
+
+
+async def test_a_full_pool_serves_commands_in_turn(redis: RedisServer) -> None:
+    """While commands queue for a connection, a new one queues behind them instead of taking
+    the connection each release frees (which starved the queue: lock renewals in it lost their
+    leases with 1,000 uploads at once)."""
+    client = make_client(redis.url, max_connections=2)
+    stop = time.monotonic() + 2.0
+
+    async def busy() -> None:
+        while time.monotonic() < stop:
+            await client.get("tusd-py-pool-busy")
+
+    try:
+        await client.ping()
+        streams = [asyncio.create_task(busy()) for _ in range(50)]
+        await asyncio.sleep(0.2)  # the pool full and its queue long
+        started = time.monotonic()
+        await client.get("tusd-py-pool-measured")
+        waited = time.monotonic() - started
+        await asyncio.gather(*streams)
+        assert waited < 1.0, f"a queued command waited {waited:.2f}s behind newer ones"
     finally:
         await client.aclose()
