@@ -59,6 +59,9 @@ from benchmarks.targets import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+# Of a failed case, the end of its server's output (which covers every round so far): enough
+# for the warnings that led up to the failure, not only its last lines.
+SERVER_LOG_KEPT = 20_000
 PARTS = ("file", "s3", "s3-rss", "concurrency", "small", "redis-shapes")
 # The redis-shapes part's servers, each with the Redis it runs on; "single" is the lone
 # redis-server every Redis part shares, the others are started by the part itself.
@@ -192,7 +195,7 @@ class Run:
                 record["ok"] = False
                 record["error"] = f"server died: {target.server.output[-500:]}"
             if not record.get("ok", True):
-                record["server_log"] = target.server.output[-3000:]
+                record["server_log"] = target.server.output[-SERVER_LOG_KEPT:]
         self.records.append(record)
         status = "ok" if record.get("ok", True) else f"FAILED {record.get('error')}"
         summary = report.describe(record)
