@@ -129,21 +129,15 @@ class WaitingPool(BlockingConnectionPool):
         if self._queue or self._full():
             return await self._queued_connection()
         if self._available_connections and not self._in_maintenance:
-            # An idle connection, ready: taken without the condition, the timeout and redis-py's
+            # An idle connection: taken without the condition, the timeout and redis-py's
             # observability events around it, which cost a Redis HEAD a fifth of its CPU
             # (docs/performance.md, item 20). Taking it does not await, so no other task sees
             # the pool half-changed.
             idle: AbstractConnection = self._available_connections.pop()
-            ready = _ready(idle)
-            if ready:
-                self._in_use_connections.add(idle)
-                REDIS_POOL_WAIT.observe(0.0)
-                return idle
-            if ready is False and idle.is_connected:
-                # Bytes nobody read, or the server closed it: redis-py's own check is off while
-                # maintenance notifications are on, so it would hand this out as it is.
-                await idle.disconnect(nowait=True)
-            self._available_connections.append(idle)  # the full path connects it (again)
+            self._in_use_connections.add(idle)
+            await self._ready_or_released(idle)
+            REDIS_POOL_WAIT.observe(0.0)
+            return idle
         start = time.perf_counter()
         deadline = asyncio.timeout(self.wait)
         try:
@@ -166,29 +160,33 @@ class WaitingPool(BlockingConnectionPool):
             async with deadline:
                 connection = await turn
         except BaseException as exc:
-            if turn.done() and not turn.cancelled() and turn.exception() is None:
+            if turn.done() and not turn.cancelled():
                 await self.release(turn.result())  # handed over as the wait ended: pass it on
             else:
                 turn.cancel()  # still queued: skipped by the next release
             if isinstance(exc, TimeoutError) and deadline.expired():
                 raise self._exhausted() from None
             raise
-        try:
-            await self._make_ready(connection)
-        except BaseException:
-            await self.release(connection)
-            raise
+        await self._ready_or_released(connection)
         REDIS_POOL_WAIT.observe(time.perf_counter() - start)
         return connection
 
-    async def _make_ready(self, connection: AbstractConnection) -> None:
-        ready = _ready(connection)
-        if ready is None:
-            await self.ensure_connection(connection)
-        elif not ready:
-            if connection.is_connected:
-                await connection.disconnect(nowait=True)
-            await connection.connect()  # type: ignore[no-untyped-call]
+    async def _ready_or_released(self, connection: AbstractConnection) -> None:
+        """Make a connection taken from the pool (idle, or handed over) fit to send on: as it
+        is when connected with nothing unread, else connected again — redis-py's own check of
+        unread bytes is off while maintenance notifications are on, so it would hand out a
+        connection with a stray reply as it is. Given back to the pool if that fails."""
+        try:
+            ready = _ready(connection)
+            if ready is None:
+                await self.ensure_connection(connection)
+            elif not ready:
+                if connection.is_connected:
+                    await connection.disconnect(nowait=True)
+                await connection.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await self.release(connection)
+            raise
 
     def _exhausted(self) -> PoolExhausted:
         REDIS_POOL_EXHAUSTED.inc()
@@ -198,6 +196,9 @@ class WaitingPool(BlockingConnectionPool):
 
     async def release(self, connection: AbstractConnection) -> None:
         if connection in self._in_use_connections:
+            if self._queue and connection.should_reconnect():  # type: ignore[no-untyped-call]
+                # before a turn is picked: a turn picked, then an await, could be cancelled
+                await connection.disconnect()  # the waiter connects it again
             while self._queue:
                 turn = self._queue.popleft()
                 if not turn.done():

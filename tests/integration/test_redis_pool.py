@@ -282,3 +282,33 @@ async def test_a_full_pool_serves_commands_in_turn(redis: RedisServer) -> None:
         assert waited < 1.0, f"a queued command waited {waited:.2f}s behind newer ones"
     finally:
         await client.aclose()
+
+
+async def test_a_command_larger_than_the_socket_takes_at_once_is_sent_whole(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-place write waits for the transport to drain only when it holds bytes back: a
+    32 MiB value does, and arrives whole; the next command on the connection still works."""
+    client = client_for(Config(redis_url=redis.url, upload_dir="/nonexistent"), decode=False)
+    key = f"{unique_prefix()}:large"
+    value = bytes(range(256)) * (32 * 1024 * 4)
+    drains = 0
+    drain = asyncio.StreamWriter.drain
+
+    async def counted_drain(writer: asyncio.StreamWriter) -> None:
+        nonlocal drains
+        drains += 1
+        await drain(writer)
+
+    try:
+        await client.ping()  # connected: the commands below take the in-place write
+        monkeypatch.setattr(asyncio.StreamWriter, "drain", counted_drain)
+        await client.get(key)
+        assert drains == 0  # a small command: no wait for the transport
+        await client.set(key, value)
+        assert drains == 1
+        assert await client.strlen(key) == len(value)
+        assert await client.get(key) == value
+    finally:
+        await client.delete(key)
+        await client.aclose()

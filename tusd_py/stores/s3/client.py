@@ -96,7 +96,7 @@ class S3Client:
         #: replaces the Content-MD5 as what S3 checks (docs/s3.md, Checksums).
         self.checksum = checksums_on(checksum, endpoint)
         # One session for the store's clients: each session parses botocore's S3 model and
-        # endpoint rules (~14 MiB of RSS) for itself, so a session per client held it twice.
+        # endpoint rules (~12 MiB of RSS) for itself, so a session per client held it twice.
         self._session = get_session()
         self._config = AioConfig(
             region_name=region,
