@@ -127,10 +127,13 @@ async def test_concatenation(azurite: AzuriteServer) -> None:
 
 async def test_expired_uploads_are_swept(azurite: AzuriteServer) -> None:
     async with tus_app(azurite, unique_container(), expiration=0.5) as tus:
+        # finished by its creation request: a creation and a PATCH 0.5 s apart can straddle
+        # the expiry on a slow machine
+        made = await tus.post("/files/", headers={**OCTETS, "Upload-Length": "1"}, content=b"x")
+        assert made.status_code == 201 and made.headers["Upload-Offset"] == "1", made.text
+        finished = made.headers["Location"]
         url = await create(tus, {"Upload-Length": "10"})
-        await patch(tus, url, 0, b"01234")
-        finished = await create(tus, {"Upload-Length": "1"})
-        await patch(tus, finished, 0, b"x")
+        await tus.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=b"01234")
         await asyncio.sleep(0.6)
         assert await sweep_once(tus.app.state.tus) == 1  # type: ignore[attr-defined]
         assert (await tus.head(url, headers=TUS)).status_code in (404, 410)
