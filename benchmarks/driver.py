@@ -401,7 +401,7 @@ class Run:
         opts = self.options
         tools = self.tools
         size = opts.patch_size if mode == "patch" else 0
-        args: list[str | int] = [mode, target.endpoint, opts.connections, opts.small_seconds]
+        args: list[str | float] = [mode, target.endpoint, opts.connections, opts.small_seconds]
         if mode == "patch":
             args.append(opts.patch_size)
 

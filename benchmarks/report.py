@@ -141,6 +141,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
 
+def _at_least(need: float) -> Callable[[float], bool]:
+    return lambda v: v >= need
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
@@ -359,7 +363,7 @@ def bars(res: Results) -> list[Bar]:
         check(
             f"S3, {client}: ≥ {need:.0%} of direct multipart",
             _ratio(ours, limit),
-            lambda v, need=need: v >= need,
+            _at_least(need),
             "{:.0%}",
         )
         check(
@@ -395,11 +399,11 @@ def bars(res: Results) -> list[Bar]:
         for server, share in (
             [("tusd-py", 0.5), ("tusd-py-redis", 0.35)] if head else [("tusd-py", 0.75)]
         ):
-            ours = res.summary("small", server, client)
+            mine = res.summary("small", server, client)
             check(
                 f"small, {client}, {LABELS[server]}: ≥ {share:.0%} of the sink",
-                _ratio(ours.median("rps") if ours else None, sink.median("rps") if sink else None),
-                lambda v, share=share: v >= share,
+                _ratio(mine.median("rps") if mine else None, sink.median("rps") if sink else None),
+                _at_least(share),
                 "{:.0%}",
             )
     for client in res.clients("small"):

@@ -427,7 +427,7 @@ def curl_upload(tools: Tools, endpoint: str, path: Path) -> dict[str, Any]:
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            location = urllib.request.urljoin(endpoint, response.headers["Location"])
+            location = urllib.parse.urljoin(endpoint, response.headers["Location"])
     except OSError as exc:
         return {"ok": False, "error": f"POST failed: {exc}"}
     done = subprocess.run(
@@ -484,7 +484,7 @@ def s3_direct(tools: Tools, bucket: str, path: Path) -> dict[str, Any]:
     )
 
 
-def load(tools: Tools, *args: str | int) -> dict[str, Any]:
+def load(tools: Tools, *args: str | float) -> dict[str, Any]:
     node = tools.node or "node"
     return run_json([node, tools.script("load.mjs"), *map(str, args)])
 
@@ -510,7 +510,8 @@ def create_uploads(endpoint: str, count: int, length: int) -> list[str]:
 def _head_says_no_body(url: str) -> bool:
     request = urllib.request.Request(url, method="HEAD", headers={"Tus-Resumable": "1.0.0"})
     with urllib.request.urlopen(request, timeout=30) as response:
-        return response.headers.get("Content-Length") == "0"
+        length: str | None = response.headers.get("Content-Length")
+        return length == "0"
 
 
 def wrk_small(

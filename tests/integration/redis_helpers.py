@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ class CommandCounter:
 
     def __init__(self, client: Redis) -> None:
         self.commands: list[str] = []
-        original = client.execute_command
+        original: Callable[..., Awaitable[Any]] = client.execute_command
 
         async def counting(*args: Any, **options: Any) -> Any:
             self.commands.append(str(args[0]))

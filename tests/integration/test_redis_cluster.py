@@ -15,13 +15,15 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from redis.cluster import key_slot
+from redis.asyncio import RedisCluster
+from redis.crc import key_slot
 
 from tests.integration.redis_helpers import Upload, metric, upload
 from tests.support.redis_cluster import ClusterNode, RedisClusterServers, redis_cluster
@@ -405,12 +407,19 @@ async def test_cluster_commands_queue_for_a_connection_then_fail_as_pool_exhaust
     client = make_client(redis_cluster.url, cluster=True, max_connections=2, pool_wait=0.3)
     prefix = unique_prefix()
     try:
+        assert isinstance(client, RedisCluster)
         await client.ping()
         # 20 commands at once through 2 connections: they queue, none fails.
         await asyncio.gather(*(client.set(f"{prefix}:{{k{i}}}", i) for i in range(20)))
         # Two commands that hold their connection for a second: the third waits 0.3 s, then
         # gives up the way the single-endpoint pool does.
-        held = [asyncio.create_task(client.blpop([f"{prefix}:{{empty{i}}}"], 1)) for i in (1, 2)]
+        # redis-py types the Cluster's blpop as a mere Awaitable; it is a coroutine.
+        held = [
+            asyncio.create_task(
+                cast(Coroutine[Any, Any, object], client.blpop([f"{prefix}:{{empty{i}}}"], 1))
+            )
+            for i in (1, 2)
+        ]
         await asyncio.sleep(0.1)
         with pytest.raises(PoolExhausted, match=r"all 2 Redis connections stayed busy for 0\.3s"):
             await client.get(f"{prefix}:{{k0}}")

@@ -41,6 +41,7 @@ async def make_locker(redis: RedisServer) -> AsyncIterator[MakeLocker]:
 @pytest.fixture
 async def client(redis: RedisServer) -> AsyncIterator[Redis]:
     c = make_client(redis.url)
+    assert isinstance(c, Redis)
     yield c
     await c.aclose()
 

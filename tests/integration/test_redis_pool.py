@@ -148,6 +148,7 @@ async def test_a_pool_that_stays_full_answers_503_with_retry_after(
 @pytest.fixture
 async def client(redis: RedisServer) -> AsyncIterator[Redis]:
     c = make_client(redis.url)
+    assert isinstance(c, Redis)
     yield c
     await c.aclose()
 
@@ -212,6 +213,7 @@ async def test_every_redis_client_queues_for_connections(
 ) -> None:
     tails = make_client(redis.url, decode=False)  # the S3 store's client for tails
     try:
+        assert isinstance(tails, Redis)
         assert isinstance(tails.connection_pool, WaitingPool)
         assert await tails.get(f"{unique_prefix()}:missing") is None
     finally:
@@ -221,6 +223,7 @@ async def test_every_redis_client_queues_for_connections(
     config = Config(redis_url=redis.url, redis_prefix=unique_prefix(), redis_max_connections=7)
     state, locker = build_redis_backends(config, store)
     try:
+        assert isinstance(state._client, Redis)
         pool = state._client.connection_pool
         assert isinstance(pool, WaitingPool)
         assert locker._client is state._client

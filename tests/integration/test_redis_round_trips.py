@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import MonitorCommandInfo
 
 from tests.support.in_process import app_client
 from tests.support.s3_client import new_bucket
@@ -37,13 +38,13 @@ class Monitor:
     def __init__(self, url: str) -> None:
         self._watcher = Redis.from_url(url, decode_responses=True)
         self._marker = Redis.from_url(url, decode_responses=True)
-        self._seen: list[dict[str, Any]] = []
+        self._seen: list[MonitorCommandInfo] = []
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Monitor:
         monitor = self._watcher.monitor()
-        await monitor.__aenter__()
+        await monitor.__aenter__()  # type: ignore[no-untyped-call]
         self._monitor = monitor
 
         async def read() -> None:
@@ -59,7 +60,7 @@ class Monitor:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        await self._monitor.__aexit__()
+        await self._monitor.__aexit__()  # type: ignore[no-untyped-call]
         await self._marker.aclose()
         await self._watcher.aclose()
 

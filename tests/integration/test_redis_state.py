@@ -6,7 +6,7 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,7 @@ EXPIRED_TTL = 30.0
 @pytest.fixture
 async def client(redis: RedisServer) -> AsyncIterator[Redis]:
     c = make_client(redis.url)
+    assert isinstance(c, Redis)
     yield c
     await c.aclose()
 
@@ -406,6 +407,7 @@ async def test_redis_outage_is_503_then_recovers(
     await state.commit(info, 3, lock)
     with redis_down(redis):
         started = time.monotonic()
+        call: Callable[[], Awaitable[object]]
         for call in (
             lambda: state.get(info.id),
             lambda: state.commit(info, 5, lock),

@@ -54,6 +54,7 @@ async def until_replicating(primary: Redis) -> None:
 @pytest.fixture
 async def client(redis: RedisServer) -> AsyncIterator[Redis]:
     c = make_client(redis.url)
+    assert isinstance(c, Redis)
     yield c
     await c.aclose()
 
@@ -82,6 +83,7 @@ async def test_with_a_replica_the_offset_is_there_when_the_commit_returns(
 ) -> None:
     primary, replica = primary_and_replica
     client = make_client(primary.url)
+    assert isinstance(client, Redis)
     replica_client = make_client(replica.url)
     await replica_client.replicaof("127.0.0.1", primary.port)
     try:

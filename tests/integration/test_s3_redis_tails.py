@@ -20,17 +20,15 @@ from redis import Redis as SyncRedis
 from tests.integration.test_s3_store import (
     PART,
     FakeState,
-    bucket_keys,
-    chunked,
     delta,
     failing_after,
     new_upload,
     object_bytes,
     open_multipart_uploads,
     patch,
-    payload,
-    sha256,
 )
+from tests.support.payloads import chunked, payload, sha256
+from tests.support.s3_client import bucket_keys
 from tests.support.servers import RedisServer, S3Server
 from tusd_py.config import Config
 from tusd_py.errors import TusError

@@ -211,7 +211,7 @@ async def test_the_presigned_url_answers_with_the_proxied_gets_content_headers(
         redirecting_app(s3_tls, tmp_path, bucket=bucket, download="proxy") as proxying,
         httpx.AsyncClient(verify=trust, timeout=60) as s3_http,
     ):
-        url = await create_and_send(redirecting, b"<script>alert(1)</script>", **metadata)
+        url = await create_and_send(redirecting, b"<script>alert(1)</script>", None, **metadata)
         proxied = await proxying.get(url)
         assert proxied.status_code == 200, proxied.text
         answer = await redirecting.get(url)

@@ -147,7 +147,11 @@ def test_a_stalled_patch_in_one_worker_is_handed_over_to_the_other(
         second.close()
         expected = hashlib.sha256(b"s" * 2 * CHUNK + rest).hexdigest()
         assert download_sha256(url) == (2 * MiB, expected)
-        assert wait_until(lambda u=upload_id: len(_lines_of(local_workers, u)) >= 5, 10)
+
+        def all_logged(u: str = upload_id) -> bool:
+            return len(_lines_of(local_workers, u)) >= 5
+
+        assert wait_until(all_logged, 10)
         lines = _lines_of(local_workers, upload_id)
         patches = [worker for method, _, _, worker in lines if method == "PATCH"]
         heads = [worker for method, _, _, worker in lines if method == "HEAD"]

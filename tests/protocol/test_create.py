@@ -88,7 +88,7 @@ async def test_malformed_upload_length_is_400(
     client: httpx.AsyncClient, server: TusServer, value: str
 ) -> None:
     response = await client.post(
-        "/files/", headers=[("Tus-Resumable", "1.0.0"), ("Upload-Length", value.encode())]
+        "/files/", headers=[(b"Tus-Resumable", b"1.0.0"), (b"Upload-Length", value.encode())]
     )
     assert_plain_error(response, 400)
     assert server.stored_names() == set()
@@ -279,7 +279,11 @@ async def test_a_hook_chosen_id_never_replaces_an_existing_upload(server: TusSer
 
     chosen = {"id": "doc-1"}
     server.ctx.hooks = Hooks(
-        {"pre-create": lambda event: HookResponse(change_file_info=FileInfoChanges(**chosen))}
+        {
+            "pre-create": lambda event: HookResponse(
+                change_file_info=FileInfoChanges(id=chosen["id"])
+            )
+        }
     )
     client = server.client
     first = await client.post(

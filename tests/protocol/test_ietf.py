@@ -172,7 +172,7 @@ async def test_completing_chunked_append_fixes_the_length(
 async def test_all_bytes_then_an_empty_completing_append(
     client: httpx.AsyncClient, draft: Draft
 ) -> None:
-    url = (await create(client, draft, False, **{"Upload-Length": "3"})).headers["Location"]
+    url = (await create(client, draft, False, b"", **{"Upload-Length": "3"})).headers["Location"]
     sent = await client.patch(url, headers=draft.append_headers(0, False), content=b"abc")
     assert sent.status_code == draft.append_status
     done = await client.patch(url, headers=draft.append_headers(3, True), content=b"")
@@ -190,14 +190,14 @@ async def test_append_to_a_complete_upload_is_400(client: httpx.AsyncClient, dra
 async def test_inconsistent_lengths_are_400(client: httpx.AsyncClient, draft: Draft) -> None:
     response = await create(client, draft, True, b"12345", **{"Upload-Length": "10"})
     assert_plain_error(response, 400)
-    url = (await create(client, draft, False, **{"Upload-Length": "10"})).headers["Location"]
+    url = (await create(client, draft, False, b"", **{"Upload-Length": "10"})).headers["Location"]
     response = await client.patch(url, headers=draft.append_headers(0, True), content=b"12345")
     assert_plain_error(response, 400)
     assert (await offset_of(client, draft, url)).headers["Upload-Offset"] == "0"
 
 
 async def test_bytes_past_the_length_are_400(client: httpx.AsyncClient, draft: Draft) -> None:
-    url = (await create(client, draft, False, **{"Upload-Length": "4"})).headers["Location"]
+    url = (await create(client, draft, False, b"", **{"Upload-Length": "4"})).headers["Location"]
     response = await client.patch(url, headers=draft.append_headers(0, False), content=b"12345")
     assert_plain_error(response, 400)
     response = await client.patch(
@@ -310,7 +310,7 @@ async def test_errors_of_creation_and_append_say_incomplete_from_interop_9(
 
 async def test_too_large_answers_the_limits(tus_factory: TusFactory, draft: Draft) -> None:
     client = (await tus_factory(max_size=100)).client
-    response = await create(client, draft, False, **{"Upload-Length": "101"})
+    response = await create(client, draft, False, b"", **{"Upload-Length": "101"})
     assert_plain_error(response, 413)
     expected = "min-size=0,max-size=100" if draft.version >= 6 else None
     assert response.headers.get("Upload-Limit") == expected
@@ -322,7 +322,7 @@ async def test_browsers_can_read_the_draft_fields(tus_factory: TusFactory) -> No
     origin = "https://app.example"
     client = (await tus_factory(cors_origins=[origin])).client
     draft = Draft(9)
-    created = await create(client, draft, False, **{"Upload-Length": "3", "Origin": origin})
+    created = await create(client, draft, False, b"", **{"Upload-Length": "3", "Origin": origin})
     assert created.status_code == 201, created.text
     assert created.headers["Upload-Limit"].startswith("min-size=0,max-age=")
     exposed = {

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -71,7 +72,7 @@ def test_early_answers_reach_the_client(tmp_path: Path, scale: Scale) -> None:
         endpoint = server.endpoint
         port = int(endpoint.split(":")[2].split("/")[0])
         upload = create(endpoint, 64 * MiB)
-        cases = {
+        cases: dict[str, Callable[[], str]] = {
             "409 wrong offset, 4 MiB body": lambda: send_patch(port, upload, 7, 4 * MiB),
             "404 unknown upload, 4 MiB body": lambda: send_patch(
                 port, "/files/" + "0" * 32, 0, 4 * MiB
@@ -87,9 +88,12 @@ def test_early_answers_reach_the_client(tmp_path: Path, scale: Scale) -> None:
         for _ in range(tries):
             target = create(endpoint, 8 * MiB)
             url = endpoint + target.rsplit("/", 1)[-1]
-            helper = threading.Thread(
-                target=lambda url=url: (time.sleep(0.25), httpx.head(url, headers=TUS))
-            )
+
+            def head_soon(url: str = url) -> None:
+                time.sleep(0.25)
+                httpx.head(url, headers=TUS)
+
+            helper = threading.Thread(target=head_soon)
             helper.start()
             handover[send_patch(port, target, 0, 8 * MiB, slow_first=MiB)] += 1
             helper.join()

@@ -15,6 +15,7 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -241,7 +242,7 @@ async def test_12_a_wrong_checksum_on_creation_with_upload_leaves_nothing(setup:
 
 
 def chunked(
-    method: str, url: str, headers: dict[str, str | int], *pieces: bytes, pause: float = 0.3
+    method: str, url: str, headers: Mapping[str, str | int], *pieces: bytes, pause: float = 0.3
 ) -> RawHTTP:
     """A request with a chunked body whose raw `pieces` go out `pause` seconds apart."""
     conn = RawHTTP(url)

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -105,7 +106,7 @@ async def drop_connections(redis: RedisServer, cluster: Cluster) -> None:
     client = Redis(host="127.0.0.1", port=redis.port)
     try:
         for kind in ("normal", "pubsub"):
-            await client.execute_command("CLIENT", "KILL", "TYPE", kind, "SKIPME", "yes")
+            await client.execute_command("CLIENT", "KILL", "TYPE", kind, "SKIPME", "yes")  # type: ignore[no-untyped-call]
     finally:
         await client.aclose()
 
@@ -200,7 +201,7 @@ async def test_redis_faults(
         await watcher.redis.aclose()
         duration = time.monotonic() - started
 
-    outcomes = [u.outcome for u in uploads]
+    outcomes = [u.outcome for u in cast(list[ResilientUpload], uploads)]
     figures = summarize(outcomes)
     record(
         f"redis-faults-{fault}-{scale.name}",

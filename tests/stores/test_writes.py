@@ -53,7 +53,9 @@ async def test_last_write_follows_the_writes(medium: Medium, store: DataStore) -
     assert first is not None and before - 1 <= first <= time.time() + 1
     await asyncio.sleep(1.1)
     await write(store, info, data[100 : medium.unit + 100])  # S3: a part
-    second = await (await medium.open()).last_write(info)  # another instance sees it too
+    other = await medium.open()  # another instance sees it too
+    assert isinstance(other, WriteClock)
+    second = await other.last_write(info)
     assert second is not None and second > first
 
 

@@ -106,8 +106,8 @@ async def start_receiver() -> tuple[HookReceiver, web.AppRunner]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    assert isinstance(server, asyncio.Server)
+    port = server.sockets[0].getsockname()[1]
     receiver.url = f"http://127.0.0.1:{port}/hooks"
     return receiver, runner
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis import Redis
-from redis.cluster import key_slot
+from redis.crc import key_slot
 
 from tests.support.processes import free_port, kill_process, stop_process, wait_for_port
 

@@ -78,7 +78,7 @@ class S3Fleet:
 
 def s3_fleet(start: StartTusd, s3: S3Server, redis: RedisServer) -> S3Fleet:
     bucket = new_bucket(s3, "e2e-")
-    args = (
+    args: tuple[str, ...] = (
         "--s3-bucket", bucket, "--s3-endpoint", s3.endpoint,
         "--redis-url", redis.url, "--redis-prefix", f"e2e-{bucket}",
     )  # fmt: skip

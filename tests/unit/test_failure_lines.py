@@ -21,6 +21,7 @@ from tusd_py.app import create_app
 from tusd_py.config import Config
 from tusd_py.errors import TusError
 from tusd_py.failures import cause_of
+from tusd_py.hooks import HookEvent
 from tusd_py.info import UploadInfo
 from tusd_py.logs import RequestIdsFilter
 from tusd_py.observe import ObserveMiddleware
@@ -37,7 +38,7 @@ def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 async def test_a_failing_hook_function_gives_one_error_line_naming_the_hook(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def pre_create(info: UploadInfo) -> None:
+    def pre_create(event: HookEvent) -> None:
         raise ValueError("boom")
 
     app = create_app(Config(upload_dir=str(tmp_path)), hooks={"pre-create": pre_create})

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tusd_py.info import UploadInfo
-from tusd_py.stores import file_index
 from tusd_py.stores.file import FileStore
 from tusd_py.stores.file_index import GROUP
 
@@ -35,7 +36,7 @@ async def stored(store: FileStore, upload_id: str, length: int, offset: int) -> 
 async def finish_at(
     store: FileStore, info: UploadInfo, when: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(file_index.time, "time_ns", lambda: int(when * NS))
+    monkeypatch.setattr(time, "time_ns", lambda: int(when * NS))
     await store.finish(info)
     monkeypatch.undo()
 
@@ -119,7 +120,12 @@ async def test_a_directory_from_before_the_index_is_indexed_once(
     group = T0 // GROUP * GROUP
     assert entries(tmp_path) == ["built", f"finished/{group}/done", "unfinished/going"]
     read: list[str] = []
-    monkeypatch.setattr(store, "_stored_infos", lambda: read.append("walk") or iter(()))
+
+    def walk() -> Iterator[tuple[str, UploadInfo | None]]:
+        read.append("walk")
+        return iter(())
+
+    monkeypatch.setattr(store, "_stored_infos", walk)
     assert await unfinished(store) == ["going"]
     assert read == []  # built: never walked again
 

@@ -42,7 +42,7 @@ def test_an_upload_without_metadata_stays_without_a_header() -> None:
 
 
 def test_json_of_earlier_versions_with_both_forms_loads_as_it_was() -> None:
-    old = {
+    old: dict[str, object] = {
         "completed": False,
         "concat": None,
         "created_at": 1_700_000_000.0,

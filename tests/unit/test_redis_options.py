@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import MasterNotFoundError
 
@@ -122,6 +123,7 @@ async def test_the_sentinel_client_takes_url_credentials_and_database() -> None:
     )
     client = client_for(config)
     try:
+        assert isinstance(client, Redis)
         pool = client.connection_pool
         assert isinstance(pool, SentinelWaitingPool)
         assert pool.connection_class is CountedSentinelConnection
@@ -141,6 +143,7 @@ async def test_a_single_tls_client_uses_the_ca_file_and_counts_reconnects(tmp_pa
     config = Config(redis_url="rediss://127.0.0.1:6380/0", redis_ca_file=str(ca))
     client = client_for(config)
     try:
+        assert isinstance(client, Redis)
         pool = client.connection_pool
         assert issubclass(pool.connection_class, SSLConnection)
         assert pool.connection_class is CountedSSLConnection
