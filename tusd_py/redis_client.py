@@ -135,7 +135,8 @@ class WaitingPool(BlockingConnectionPool):
             # the pool half-changed.
             idle: AbstractConnection = self._available_connections.pop()
             self._in_use_connections.add(idle)
-            await self._ready_or_released(idle)
+            if _ready(idle) is not True:  # checked in place first: no coroutine per command
+                await self._ready_or_released(idle)
             REDIS_POOL_WAIT.observe(0.0)
             return idle
         start = time.perf_counter()
