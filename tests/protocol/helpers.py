@@ -27,8 +27,11 @@ async def create(
     metadata: str | None = None,
     headers: Mapping[str, str] | None = None,
     endpoint: str = ENDPOINT,
+    body: bytes | None = None,
 ) -> str:
-    """POST a new upload (length None = deferred); returns the Location, asserting a 201."""
+    """POST a new upload (length None = deferred), with `body` as its first bytes
+    (creation-with-upload) when given; returns the Location, asserting a 201 (and, with a
+    body, the offset after it)."""
     sent = {**TUS}
     if length is None:
         sent["Upload-Defer-Length"] = "1"
@@ -36,9 +39,13 @@ async def create(
         sent["Upload-Length"] = str(length)
     if metadata is not None:
         sent["Upload-Metadata"] = metadata
+    if body:
+        sent["Content-Type"] = OCTET
     sent.update(headers or {})
-    response = await client.post(endpoint, headers=sent)
+    response = await client.post(endpoint, headers=sent, content=body)
     assert response.status_code == 201, response.text
+    if body:
+        assert response.headers["Upload-Offset"] == str(len(body)), response.headers
     location = response.headers["Location"]
     assert location
     return location

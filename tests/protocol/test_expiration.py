@@ -28,18 +28,6 @@ def expires_epoch(response: httpx.Response) -> float:
     return parsedate_to_datetime(value).timestamp()
 
 
-async def finished_at_creation(client: httpx.AsyncClient, data: bytes) -> str:
-    """An upload finished by its creation request (creation-with-upload): with SHORT
-    expiration, a creation and a PATCH apart can straddle the expiry on a slow machine."""
-    headers = {**TUS, "Upload-Length": str(len(data))}
-    if data:
-        headers["Content-Type"] = OCTET
-    response = await client.post("/files/", headers=headers, content=data)
-    assert response.status_code == 201, response.text
-    assert response.headers.get("Upload-Offset", "0") == str(len(data)), response.headers
-    return response.headers["Location"]
-
-
 async def test_post_patch_and_head_announce_the_expiry(tus_factory: TusFactory) -> None:
     server = await tus_factory(expiration=3600)
     client = server.client
@@ -102,7 +90,8 @@ async def test_sweep_removes_expired_uploads_and_keeps_finished_ones(
 ) -> None:
     server: TusServer = await tus_factory(expiration=SHORT)
     client = server.client
-    finished = await finished_at_creation(client, b"done")
+    # Finished by the creation request: a creation and a PATCH apart can straddle SHORT.
+    finished = await create(client, 4, body=b"done")
     expiring = await create(client, 10)
     await patch(client, expiring, 0, b"abc")
     deferred = await create(client, None)
@@ -145,8 +134,10 @@ async def test_the_sweep_reads_no_finished_upload(
 ) -> None:
     server = await tus_factory(expiration=SHORT)
     client = server.client
-    finished = [await finished_at_creation(client, b"done %d" % i) for i in range(12)]
-    finished += [await finished_at_creation(client, b"") for _ in range(4)]
+    # Finished by the creation request: a creation and a PATCH apart can straddle SHORT.
+    bodies = [b"done %d" % i for i in range(12)]
+    finished = [await create(client, len(body), body=body) for body in bodies]
+    finished += [await create(client, 0) for _ in range(4)]  # zero-length: finished at once
     expiring = [await create(client, 10), await create(client, None), await create(client, 10)]
     await patch(client, expiring[0], 0, b"abc")
     await asyncio.sleep(SHORT + 0.3)
