@@ -18,11 +18,11 @@ from tusd_py import loop_errors
 from tusd_py.config import Config
 from tusd_py.cors import LoggedCORSMiddleware
 from tusd_py.expiry import running_sweep
-from tusd_py.fast_path import TusFastPath
+from tusd_py.fast_path import TusApp, TusFastPath
 from tusd_py.hooks import HookFunction, Hooks, HookType
 from tusd_py.locking.base import Locker
 from tusd_py.locking.memory import MemoryLocker
-from tusd_py.ops import observe_middleware, operational_routes
+from tusd_py.ops import observe_middleware, observed, operational_routes
 from tusd_py.protocol.context import TusContext
 from tusd_py.protocol.endpoint import BareBasePath, TusEndpoint
 from tusd_py.state.base import StateStore
@@ -204,13 +204,11 @@ def create_app(
     ]
     tus_routes = base_path_routes(mount_path, endpoint)
     # Innermost, so the access log, metrics and CORS still wrap every tus request.
+    claimed_elsewhere = [*routes_before, *tus_routes[:-1]]  # and the bare base path
     fast_path = Middleware(
-        TusFastPath,
-        endpoint=endpoint,
-        mount_path=mount_path,
-        routes_before=[*routes_before, *tus_routes[:-1]],  # and the bare base path
+        TusFastPath, endpoint=endpoint, mount_path=mount_path, routes_before=claimed_elsewhere
     )
-    app = Starlette(
+    app = TusApp(
         routes=[*routes_before, *tus_routes],
         middleware=[
             observe_middleware(config),
@@ -219,5 +217,10 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    app.fast_path = TusFastPath(
+        app.router, endpoint=endpoint, mount_path=mount_path, routes_before=claimed_elsewhere
+    )
+    app.front_door = observed(app.fast_path.serve, config)
+    app.cors = bool(config.cors_origins)
     app.state.tus = ctx
     return app

@@ -134,7 +134,8 @@ class LoggedCORSMiddleware(CORSMiddleware):
             # a browser's), without the Headers objects it builds per response.
             async def send_varied(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    _vary_on_origin(message)
+                    message["headers"] = list(message.get("headers", ()))  # as MutableHeaders
+                    vary_on_origin(message["headers"])
                 await send(message)
 
             await self.app(scope, receive, send_varied)
@@ -154,10 +155,9 @@ class LoggedCORSMiddleware(CORSMiddleware):
         await super().simple_response(scope, receive, send, request_headers)
 
 
-def _vary_on_origin(message: Message) -> None:
-    """Add `Origin` to the response's `Vary`, as CORSMiddleware.send does when there is no
-    Origin: one `Vary` header with every value it had, then `Origin`."""
-    raw = message["headers"] = list(message.get("headers", ()))  # a copy, as MutableHeaders
+def vary_on_origin(raw: list[tuple[bytes, bytes]]) -> None:
+    """Add `Origin` to the `Vary` of a response's raw headers, as CORSMiddleware.send does when
+    the request has no Origin: one `Vary` header with every value it had, then `Origin`."""
     if any(name == b"vary" for name, _ in raw):
         headers = MutableHeaders(raw=raw)
         headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])

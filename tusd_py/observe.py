@@ -18,6 +18,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tusd_py import metrics
+from tusd_py.cors import vary_on_origin
 from tusd_py.failures import log_unexpected
 from tusd_py.ids import is_valid_upload_id
 from tusd_py.request_context import RequestContext, current_request
@@ -45,10 +46,20 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "PUT"
 
 
 class ObserveMiddleware:
-    def __init__(self, app: ASGIApp, *, base_path: str, quiet_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        base_path: str,
+        quiet_paths: frozenset[str],
+        vary_on_origin: bool = False,
+    ) -> None:
+        """`vary_on_origin`: add `Origin` to every response's `Vary`, as the CORS middleware
+        does for a request without `Origin` (for an app that serves those past it)."""
         self.app = app
         self.base_path = base_path
         self.quiet_paths = quiet_paths  # probes and scrapes: not counted, logged at debug only
+        self.vary_on_origin = vary_on_origin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,6 +74,7 @@ class ObserveMiddleware:
         replacement_body: bytes | None = None
         body_sent = False
         response_started = False
+        vary = self.vary_on_origin
 
         async def send_observed(message: Message) -> None:
             nonlocal status, replacement_body, body_sent, response_started
@@ -72,6 +84,8 @@ class ObserveMiddleware:
                 raw = message["headers"] = list(message.get("headers", ()))
                 if not any(name == b"x-request-id" for name, _ in raw):
                     raw.append((b"x-request-id", request_id.encode("latin-1")))
+                if vary:
+                    vary_on_origin(raw)
                 changes = ctx.response_changes
                 if changes is not None:
                     headers = MutableHeaders(raw=raw)

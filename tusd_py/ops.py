@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from tusd_py.config import Config
 from tusd_py.metrics import metrics_endpoint
@@ -27,6 +28,22 @@ def operational_routes(config: Config, ctx: TusContext) -> list[BaseRoute]:
     return routes
 
 
+def _quiet_paths(config: Config) -> frozenset[str]:
+    return frozenset({HEALTH_PATH, READY_PATH, config.metrics_path})
+
+
 def observe_middleware(config: Config) -> Middleware:
-    quiet = frozenset({HEALTH_PATH, READY_PATH, config.metrics_path})
-    return Middleware(ObserveMiddleware, base_path=config.base_path, quiet_paths=quiet)
+    return Middleware(
+        ObserveMiddleware, base_path=config.base_path, quiet_paths=_quiet_paths(config)
+    )
+
+
+def observed(app: ASGIApp, config: Config) -> ObserveMiddleware:
+    """`app` observed as the middleware observes the whole app, for a door around the stack:
+    with CORS on, it also adds the `Vary: Origin` the CORS middleware would have."""
+    return ObserveMiddleware(
+        app,
+        base_path=config.base_path,
+        quiet_paths=_quiet_paths(config),
+        vary_on_origin=bool(config.cors_origins),
+    )
