@@ -173,8 +173,8 @@ async def test_heads_of_one_upload_during_a_stalled_patch(setup: Setup) -> None:
 WARM_UP = 200
 AT_ONCE = 20
 # Bytes per upload allowed (server RSS, Redis), measured on 2 cores with margin; see
-# docs/reliability.md for the figures behind them (9.6 KB of RSS with local state, whose cache
-# holds each info's 8.3 KB JSON; 10.7 KB of Redis; before finding 6's fix 33 KB each).
+# docs/reliability.md for the figures behind them (8.9-9.6 KB of RSS with local state, whose
+# cache holds each info with its 8 KB header; 10.7 KB of Redis; before finding 6's fix 33 KB).
 RSS_BOUND = {"file": 15_000, "file+redis": 5_000, "s3+redis": 5_000}
 REDIS_BOUND = {"file+redis": 15_000, "s3+redis": 15_000}
 # The .info copy and the Redis state key of one upload, against the 8,035-character header.
