@@ -1,13 +1,16 @@
 """CPU per HEAD or small PATCH of one upload, the ASGI app called in a loop (no sockets).
 
-    PYTHONPATH=<tree> .venv/bin/python -m benchmarks.asgi_cpu [--patch SIZE] [--redis] [label]
+    cd <tree> && PYTHONPATH=<tree> <repo>/.venv/bin/python -m benchmarks.asgi_cpu [--patch SIZE]
+        [--redis] [label]
 
 What the server's own code costs per request, without uvicorn, the client or the network, and
 measured as process CPU time, so it holds up on a busy machine better than requests per second.
 `--patch 65536` sends PATCHes of that many bytes instead of HEADs (a fresh upload per run, removed
 after it); `--redis` keeps the state in a redis-server of its own (tests/support), whose CPU is
 not counted. Compare two trees (e.g. a `git archive` of an older commit) by running it in each,
-interleaved.
+interleaved, from each tree's own directory: `python -m` puts the current directory first on
+`sys.path`, ahead of PYTHONPATH, so run from the checkout it measures the checkout whatever
+PYTHONPATH says.
 """
 
 from __future__ import annotations
