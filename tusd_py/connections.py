@@ -169,7 +169,8 @@ class _Aborts(asyncio.Protocol):
 class _CycleAbort:
     """Closes one request's connection. It holds the protocol and the request weakly: the
     request's scope holds it, and a reference back would make every request a reference cycle,
-    left for the garbage collector (measured: ~13 objects a request, a tenth of a HEAD's CPU)."""
+    left for the garbage collector (measured: ~13 objects a request, and ~3 µs of a keep-alive
+    HEAD's ~86 in collections alone)."""
 
     __slots__ = ("_cycle", "_protocol")
 

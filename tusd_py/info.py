@@ -66,26 +66,27 @@ class UploadInfo:
         """A copy that shares nothing mutable with this one: a sixth of a JSON round trip's
         CPU (~1 against ~6.5 µs), without `__init__`'s work. The copy of a `stored_form` has
         its metadata decoded again."""
-        copied = object.__new__(UploadInfo)
-        fields = self.__dict__.copy()
         if self.metadata or self.metadata_header is None:
-            fields["metadata"] = dict(self.metadata)
-        else:
-            fields["metadata"] = dict(_decoded_metadata(self.metadata_header))
-        fields["parts"] = list(self.parts)
-        fields["storage"] = {
-            key: copy.deepcopy(value) if isinstance(value, (dict, list)) else value
-            for key, value in self.storage.items()
-        }
-        copied.__dict__.update(fields)
-        return copied
+            return self._copy_with(dict(self.metadata))
+        return self._copy_with(dict(_decoded_metadata(self.metadata_header)))
 
     def stored_form(self) -> UploadInfo:
         """A copy without the decoded metadata, as the JSON keeps it: for holding many in memory
         (binary metadata decodes to a str of 4 bytes a character, 3x the header's size)."""
-        stored = self.copy()
-        stored.metadata = {}
-        return stored
+        return self._copy_with({})
+
+    def _copy_with(self, metadata: dict[str, str]) -> UploadInfo:
+        copied = object.__new__(UploadInfo)
+        fields = copied.__dict__
+        fields.update(self.__dict__)
+        fields["metadata"] = metadata
+        fields["parts"] = list(self.parts)
+        # Hooks may set any JSON as storage: nested values are copied too.
+        fields["storage"] = {
+            key: copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+            for key, value in self.storage.items()
+        }
+        return copied
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: every field but `metadata`, which the header already holds (storing
