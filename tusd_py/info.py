@@ -81,7 +81,7 @@ class UploadInfo:
         fields.update(self.__dict__)
         fields["metadata"] = metadata
         fields["parts"] = list(self.parts)
-        # Hooks may set any JSON as storage: nested values are copied too.
+        # A store of one's own (docs/stores.md) may keep nested values here: copied too.
         fields["storage"] = {
             key: copy.deepcopy(value) if isinstance(value, (dict, list)) else value
             for key, value in self.storage.items()

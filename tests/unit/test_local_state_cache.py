@@ -70,7 +70,7 @@ async def test_a_cached_info_is_a_copy(tmp_path: Path) -> None:
     assert got == info and got is not info
     got.metadata["name"], got.offset = "changed", 5
     assert await state.get(info.id) == info
-    info.storage["nested"] = {"parts": [1]}  # no store writes nested values today; safe if one does
+    info.storage["nested"] = {"parts": [1]}  # as a store of one's own may keep
     await state.update(info, None)
     got = await state.get(info.id)
     assert got is not None
